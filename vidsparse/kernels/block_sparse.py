@@ -1,0 +1,225 @@
+"""`block_sparse_attention`: the validated launcher of the block-sparse flash-attention forward."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..mask import SparseMask
+
+__all__ = ["block_sparse_attention", "KernelConfig", "SUPPORTED_HEAD_DIMS"]
+
+SUPPORTED_HEAD_DIMS = (64, 128)
+_GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # the interpreter computes in numpy
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """Tile sizes and launch parameters of one kernel build.
+
+    BLOCK_M and BLOCK_N must divide the mask's q_block and k_block. `use_tma` loads tiles with the
+    Hopper bulk-copy engine through tensor descriptors (inputs must be 16-byte aligned).
+    """
+
+    block_m: int = 128
+    block_n: int = 128
+    num_warps: int = 8
+    num_stages: int = 3
+    use_tma: bool = True
+
+
+# Tuned on one H200 (bf16, triton 3.6) by `python kernels/bench.py --tune`; see kernels/RESULTS.md.
+# Keyed by (head_dim, element bytes). Shipped, not autotuned: a first call compiles one kernel.
+_TUNED_HOPPER: dict[tuple[int, int], KernelConfig] = {
+    (64, 2): KernelConfig(block_m=128, block_n=128, num_warps=4, num_stages=3),
+    (128, 2): KernelConfig(block_m=128, block_n=128, num_warps=8, num_stages=3),
+}
+_FALLBACK_GPU = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, use_tma=False)
+
+
+def _interpreting() -> bool:
+    import triton
+
+    return bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else False
+
+
+def default_config(q: torch.Tensor, mask: SparseMask) -> KernelConfig:
+    """The shipped configuration for these inputs, shrunk to divide the mask's block sizes."""
+    if q.device.type != "cuda":
+        # The interpreter runs a numpy op per tile: big tiles mean fewer of them.
+        cfg = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=1, use_tma=False)
+    elif torch.cuda.get_device_capability(q.device)[0] >= 9 and q.element_size() == 2:
+        cfg = _TUNED_HOPPER.get((q.shape[-1], 2), _FALLBACK_GPU)
+    else:
+        cfg = _FALLBACK_GPU
+    return KernelConfig(
+        block_m=min(cfg.block_m, mask.q_block), block_n=min(cfg.block_n, mask.k_block),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, use_tma=cfg.use_tma,
+    )
+
+
+def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> None:
+    """Raise a ValueError naming the expected and the given values for any input the kernel
+    (or, with need_kernel=False, the reference) cannot take."""
+    if not isinstance(mask, SparseMask):
+        raise ValueError(f"mask must be a vidsparse.SparseMask; got {type(mask).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(
+            f"q, k and v must have the same shape [B, H, S, D]; got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k and v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device == mask.device):
+        raise ValueError(
+            f"q, k, v and mask must be on one device; got q {q.device}, k {k.device}, v {v.device}, "
+            f"mask {mask.device} (move the mask with mask.to(q.device))"
+        )
+    b, h, s, d = q.shape
+    if mask.seq_len != s:
+        raise ValueError(f"mask was built for seq_len={mask.seq_len}, but q has S={s}; build the mask for S={s}")
+    if mask.num_heads != h:
+        raise ValueError(f"mask has {mask.num_heads} heads, but q has H={h}; build one mask row per head")
+    if mask.batch not in (1, b):
+        raise ValueError(f"mask batch must be 1 (shared) or B={b}; got {mask.batch}")
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, s):
+            raise ValueError(
+                f"key_padding_mask must be a bool tensor [B, S] = [{b}, {s}] (True = ignore the key); got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
+    if not need_kernel:
+        if not q.is_floating_point():
+            raise ValueError(f"q, k and v must be floating point; got {q.dtype}")
+        return
+    if d not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(
+            f"head dim {d} is not supported by the Triton kernel (supported: {SUPPORTED_HEAD_DIMS}); "
+            f"use vidsparse.block_sparse_attention_reference for other sizes"
+        )
+    if q.device.type == "cuda":
+        if q.dtype not in _GPU_DTYPES:
+            raise ValueError(f"dtype {q.dtype} is not supported on GPU (supported: bfloat16, float16, float32)")
+    else:
+        if not _interpreting():
+            raise ValueError(
+                f"the Triton kernel needs a CUDA tensor, or the interpreter (TRITON_INTERPRET=1 set before "
+                f"vidsparse's kernels load) for {q.device} tensors; or call "
+                f"vidsparse.block_sparse_attention_reference"
+            )
+        if q.dtype not in _CPU_DTYPES:
+            raise ValueError(f"dtype {q.dtype} is not supported (supported: bfloat16, float16, float32)")
+
+
+def _key_bias(key_padding_mask, b: int, s: int, n_k: int, k_block: int, device) -> torch.Tensor | None:
+    """Additive key bias [B or 1, nK * k_block]: 0 for live keys, -inf for padding and the ragged tail.
+
+    None when every key is live (no padding, and S fills its last key block).
+    """
+    padded = n_k * k_block
+    if key_padding_mask is None and padded == s:
+        return None
+    rows = 1 if key_padding_mask is None else b
+    bias = torch.zeros(rows, padded, dtype=torch.float32, device=device)
+    bias[:, s:] = float("-inf")
+    if key_padding_mask is not None:
+        bias[:, :s].masked_fill_(key_padding_mask, float("-inf"))
+    return bias
+
+
+def _tma_ready(t: torch.Tensor) -> bool:
+    return t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all((st * t.element_size()) % 16 == 0 for st in t.stride()[:-1])
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: SparseMask,
+    *,
+    scale: float | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    return_lse: bool = False,
+    config: KernelConfig | None = None,
+):
+    """Block-sparse attention forward: softmax(scale * q k^T) v over the key blocks `mask` selects.
+
+    Args:
+        q, k, v: `[B, H, S, D]`, any strides (the last dim is copied to contiguous if it is not).
+            bf16, fp16 or fp32; D in {64, 128}.
+        mask: the `SparseMask` for this S and H (shared over the batch, or one per element).
+        scale: softmax scale, default `1 / sqrt(D)`.
+        key_padding_mask: optional bool `[B, S]`; True marks keys to ignore (padded text).
+        return_lse: also return the float32 natural-log log-sum-exp `[B, H, S]` of each row,
+            -inf for a row that selects no key, so that partial attentions can be merged.
+        config: override the shipped tile configuration (benchmarks and tuning).
+
+    Returns:
+        `o` `[B, H, S, D]` in the input dtype (zeros for a row that selects no key), or `(o, lse)`.
+
+    Example::
+
+        >>> mask = SparseMask.random(0.25, num_heads=24, seq_len=q.shape[2], device="cuda")
+        >>> o = block_sparse_attention(q, k, v, mask)
+    """
+    validate_inputs(q, k, v, mask, key_padding_mask, need_kernel=True)
+    from . import _block_sparse_fwd as kern  # lazily: see the module docstring
+
+    b, h, s, d = q.shape
+    cfg = config or default_config(q, mask)
+    if mask.q_block % cfg.block_m or mask.k_block % cfg.block_n:
+        raise ValueError(
+            f"config tiles {cfg.block_m}x{cfg.block_n} must divide the mask blocks {mask.q_block}x{mask.k_block}"
+        )
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    use_tma = cfg.use_tma
+    if use_tma and not all(_tma_ready(t) for t in (q, k, v)):
+        q, k, v = (t if _tma_ready(t) else t.contiguous() for t in (q, k, v))
+    o = torch.empty(b, h, s, d, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else o
+    bias = _key_bias(key_padding_mask, b, s, mask.num_k_blocks, mask.k_block, q.device)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+    if use_tma:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        q_desc = TensorDescriptor(q, list(q.shape), list(q.stride()), [1, 1, cfg.block_m, d])
+        k_desc = TensorDescriptor(k, list(k.shape), list(k.stride()), [1, 1, cfg.block_n, d])
+        v_desc = TensorDescriptor(v, list(v.shape), list(v.stride()), [1, 1, cfg.block_n, d])
+        o_desc = TensorDescriptor(o, list(o.shape), list(o.stride()), [1, 1, cfg.block_m, d])
+    else:
+        q_desc, k_desc, v_desc, o_desc = q, k, v, o
+
+    num, idx = mask.kv_num_blocks, mask.kv_indices
+    shared = mask.batch == 1
+    grid = (triton_cdiv(s, cfg.block_m), b * h)
+    kern._block_sparse_fwd[grid](
+        q, k, v, o, lse, bias if bias is not None else o, num, idx,
+        q_desc, k_desc, v_desc, o_desc,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        0 if bias is None or bias.shape[0] == 1 else bias.stride(0),
+        0 if shared else num.stride(0), num.stride(1), num.stride(2),
+        0 if shared else idx.stride(0), idx.stride(1), idx.stride(2),
+        h, s, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        Q_BLOCK=mask.q_block, K_BLOCK=mask.k_block,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
+        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return (o, lse) if return_lse else o
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
