@@ -38,6 +38,7 @@ def _block_sparse_fwd(
     Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr, USE_TMA: tl.constexpr,
+    WARP_SPECIALIZE: tl.constexpr, DOT_F32: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -57,6 +58,10 @@ def _block_sparse_fwd(
 
     # q stays in registers for the whole loop; the softmax scale is folded into exp2.
     q = _load_tile(q_desc, q_base, stride_qs, b, h, row0, S, BLOCK_M, HEAD_DIM, USE_TMA)
+    if DOT_F32:
+        # Triton's interpreter multiplies bf16 tiles wrongly (3.6 to 3.9): there the matmuls run in
+        # fp32 on the same bf16 values, with p rounded to bf16 as the GPU does. Never set on a GPU.
+        q = q.to(tl.float32)
 
     # m starts finite: a row whose keys so far were all masked (-inf) then gives p = 0 and
     # alpha = 1 instead of NaN, without a per-iteration guard.
@@ -66,24 +71,33 @@ def _block_sparse_fwd(
     offs_n = tl.arange(0, BLOCK_N)
     SUB: tl.constexpr = K_BLOCK // BLOCK_N
 
-    for it in range(0, n_blocks * SUB):
+    for it in tl.range(0, n_blocks * SUB, warp_specialize=WARP_SPECIALIZE):
         kv_blk = tl.load(idx_row + it // SUB)
         col0 = kv_blk * K_BLOCK + (it % SUB) * BLOCK_N
         k = _load_tile(k_desc, k_base, stride_ks, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
+        if DOT_F32:
+            k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k))
         if HAS_BIAS:
             # 0 for a live key, -inf for padding or the ragged tail; the add fuses with the scale.
             bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
             qk = qk * qk_scale + bias[None, :]
+            m_ij = tl.maximum(m_i, tl.max(qk, 1))
+            qk = qk - m_ij[:, None]
         else:
-            qk = qk * qk_scale
-        m_ij = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_ij[:, None])
+            # The row max of the raw scores is scaled once (qk_scale > 0), so that scaling and
+            # subtracting it is one FMA per score: the softmax, not the matmuls, limits this loop.
+            m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            qk = qk * qk_scale - m_ij[:, None]
+        p = tl.math.exp2(qk)
         alpha = tl.math.exp2(m_i - m_ij)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
         v = _load_tile(v_desc, v_base, stride_vs, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
-        acc = tl.dot(p.to(v.dtype), v, acc)
+        if DOT_F32:
+            acc = tl.dot(p.to(V.dtype.element_ty).to(tl.float32), v.to(tl.float32), acc)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
         m_i = m_ij
 
     # A row that saw no live key has l = 0: its output is 0 and its log-sum-exp -inf.

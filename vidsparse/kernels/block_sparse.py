@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -21,7 +22,8 @@ class KernelConfig:
     """Tile sizes and launch parameters of one kernel build.
 
     BLOCK_M and BLOCK_N must divide the mask's q_block and k_block. `use_tma` loads tiles with the
-    Hopper bulk-copy engine through tensor descriptors (inputs must be 16-byte aligned).
+    Hopper bulk-copy engine through tensor descriptors (inputs must be 16-byte aligned);
+    `warp_specialize` asks Triton to split the loop into producer and consumer warps.
     """
 
     block_m: int = 128
@@ -29,13 +31,14 @@ class KernelConfig:
     num_warps: int = 8
     num_stages: int = 3
     use_tma: bool = True
+    warp_specialize: bool = False
 
 
 # Tuned on one H200 (bf16, triton 3.6) by `python kernels/bench.py --tune`; see kernels/RESULTS.md.
 # Keyed by (head_dim, element bytes). Shipped, not autotuned: a first call compiles one kernel.
 _TUNED_HOPPER: dict[tuple[int, int], KernelConfig] = {
-    (64, 2): KernelConfig(block_m=128, block_n=128, num_warps=4, num_stages=3),
-    (128, 2): KernelConfig(block_m=128, block_n=128, num_warps=8, num_stages=3),
+    (64, 2): KernelConfig(block_m=64, block_n=128, num_warps=4, num_stages=3),
+    (128, 2): KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=2),
 }
 _FALLBACK_GPU = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, use_tma=False)
 
@@ -55,10 +58,7 @@ def default_config(q: torch.Tensor, mask: SparseMask) -> KernelConfig:
         cfg = _TUNED_HOPPER.get((q.shape[-1], 2), _FALLBACK_GPU)
     else:
         cfg = _FALLBACK_GPU
-    return KernelConfig(
-        block_m=min(cfg.block_m, mask.q_block), block_n=min(cfg.block_n, mask.k_block),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, use_tma=cfg.use_tma,
-    )
+    return dataclasses.replace(cfg, block_m=min(cfg.block_m, mask.q_block), block_n=min(cfg.block_n, mask.k_block))
 
 
 def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> None:
@@ -188,6 +188,8 @@ def block_sparse_attention(
     lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else o
     bias = _key_bias(key_padding_mask, b, s, mask.num_k_blocks, mask.k_block, q.device)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive; got {scale}")
 
     if use_tma:
         from triton.tools.tensor_descriptor import TensorDescriptor
@@ -215,7 +217,8 @@ def block_sparse_attention(
         h, s, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
         Q_BLOCK=mask.q_block, K_BLOCK=mask.k_block,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
-        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,
+        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma, WARP_SPECIALIZE=cfg.warp_specialize,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return (o, lse) if return_lse else o
