@@ -2,7 +2,8 @@
 `vidsparse.block_sparse_attention`, which validates the inputs and picks the configuration.
 
 Imported lazily by the launcher, because `triton.jit` decides at decoration time whether the
-kernel compiles for the GPU or runs in the interpreter (TRITON_INTERPRET=1).
+kernel compiles for the GPU or runs in the interpreter. TRITON_INTERPRET=1 must nevertheless be
+set before `triton` itself is first imported: triton's own helpers (`tl.max`, ...) are decorated then.
 """
 
 import triton
@@ -38,7 +39,7 @@ def _block_sparse_fwd(
     Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr, USE_TMA: tl.constexpr,
-    WARP_SPECIALIZE: tl.constexpr, DOT_F32: tl.constexpr,
+    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -71,34 +72,36 @@ def _block_sparse_fwd(
     offs_n = tl.arange(0, BLOCK_N)
     SUB: tl.constexpr = K_BLOCK // BLOCK_N
 
-    for it in tl.range(0, n_blocks * SUB, warp_specialize=WARP_SPECIALIZE):
+    for it in range(0, n_blocks * SUB):
         kv_blk = tl.load(idx_row + it // SUB)
         col0 = kv_blk * K_BLOCK + (it % SUB) * BLOCK_N
         k = _load_tile(k_desc, k_base, stride_ks, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
         if DOT_F32:
             k = k.to(tl.float32)
-        qk = tl.dot(q, tl.trans(k))
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if HAS_BIAS:
             # 0 for a live key, -inf for padding or the ragged tail; the add fuses with the scale.
             bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
             qk = qk * qk_scale + bias[None, :]
             m_ij = tl.maximum(m_i, tl.max(qk, 1))
-            qk = qk - m_ij[:, None]
         else:
             # The row max of the raw scores is scaled once (qk_scale > 0), so that scaling and
-            # subtracting it is one FMA per score: the softmax, not the matmuls, limits this loop.
+            # subtracting the max below is one FMA per score.
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            qk = qk * qk_scale - m_ij[:, None]
-        p = tl.math.exp2(qk)
         alpha = tl.math.exp2(m_i - m_ij)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha
         acc = acc * alpha[:, None]
+        m_i = m_ij
+        if HAS_BIAS:
+            p = tl.math.exp2(qk - m_i[:, None])
+        else:
+            p = tl.math.exp2(qk * qk_scale - m_i[:, None])
+        l_i = l_i + tl.sum(p, 1)
         v = _load_tile(v_desc, v_base, stride_vs, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
         if DOT_F32:
-            acc = tl.dot(p.to(V.dtype.element_ty).to(tl.float32), v.to(tl.float32), acc)
+            acc = tl.dot(p.to(V.dtype.element_ty).to(tl.float32), v.to(tl.float32), acc, input_precision=DOT_PRECISION)
         else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_ij
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
 
     # A row that saw no live key has l = 0: its output is 0 and its log-sum-exp -inf.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)

@@ -22,8 +22,7 @@ class KernelConfig:
     """Tile sizes and launch parameters of one kernel build.
 
     BLOCK_M and BLOCK_N must divide the mask's q_block and k_block. `use_tma` loads tiles with the
-    Hopper bulk-copy engine through tensor descriptors (inputs must be 16-byte aligned);
-    `warp_specialize` asks Triton to split the loop into producer and consumer warps.
+    Hopper bulk-copy engine through tensor descriptors (inputs must be 16-byte aligned).
     """
 
     block_m: int = 128
@@ -31,10 +30,9 @@ class KernelConfig:
     num_warps: int = 8
     num_stages: int = 3
     use_tma: bool = True
-    warp_specialize: bool = False
 
 
-# Tuned on one H200 (bf16, triton 3.6) by `python kernels/bench.py --tune`; see kernels/RESULTS.md.
+# Tuned on one H200 (bf16, triton 3.6) by `python kernels/bench.py --tune`: kernels/TUNING.md and NOTES.md.
 # Keyed by (head_dim, element bytes). Shipped, not autotuned: a first call compiles one kernel.
 _TUNED_HOPPER: dict[tuple[int, int], KernelConfig] = {
     (64, 2): KernelConfig(block_m=64, block_n=128, num_warps=4, num_stages=3),
@@ -113,7 +111,7 @@ def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> No
         if not _interpreting():
             raise ValueError(
                 f"the Triton kernel needs a CUDA tensor, or the interpreter (TRITON_INTERPRET=1 set before "
-                f"vidsparse's kernels load) for {q.device} tensors; or call "
+                f"triton is first imported) for {q.device} tensors; or call "
                 f"vidsparse.block_sparse_attention_reference"
             )
         if q.dtype not in _CPU_DTYPES:
@@ -217,8 +215,8 @@ def block_sparse_attention(
         h, s, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
         Q_BLOCK=mask.q_block, K_BLOCK=mask.k_block,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
-        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma, WARP_SPECIALIZE=cfg.warp_specialize,
-        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 inputs get fp32 products
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return (o, lse) if return_lse else o
