@@ -20,7 +20,8 @@ def _load_tile(desc, ptr, stride_s, b, h, row0, S,
     else:
         rows = row0 + tl.arange(0, BLOCK)
         cols = tl.arange(0, HEAD_DIM)
-        tile = tl.load(ptr + rows[:, None] * stride_s + cols[None, :], mask=rows[:, None] < S, other=0.0)
+        # int64 offsets: S x stride_s passes 2^31 for fused-QKV layouts at HunyuanVideo sizes
+        tile = tl.load(ptr + rows[:, None].to(tl.int64) * stride_s + cols[None, :], mask=rows[:, None] < S, other=0.0)
     return tile
 
 
@@ -116,4 +117,4 @@ def _block_sparse_fwd(
     else:
         o_base = O + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
         cols = tl.arange(0, HEAD_DIM)
-        tl.store(o_base + offs_m[:, None] * stride_os + cols[None, :], out, mask=offs_m[:, None] < S)
+        tl.store(o_base + offs_m[:, None].to(tl.int64) * stride_os + cols[None, :], out, mask=offs_m[:, None] < S)

@@ -31,6 +31,16 @@ class KernelConfig:
     num_stages: int = 3
     use_tma: bool = True
 
+    def __post_init__(self):
+        for name in ("block_m", "block_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 16 or value & (value - 1):
+                raise ValueError(f"KernelConfig.{name} must be a power of two >= 16 (tl.dot's minimum); got {value!r}")
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"KernelConfig.num_warps must be one of 1, 2, 4, 8, 16; got {self.num_warps!r}")
+        if not isinstance(self.num_stages, int) or self.num_stages < 1:
+            raise ValueError(f"KernelConfig.num_stages must be an int >= 1; got {self.num_stages!r}")
+
 
 # Tuned on one H200 (bf16, triton 3.6) by `python kernels/bench.py --tune`: kernels/TUNING.md and NOTES.md.
 # Keyed by (head_dim, element bytes). Shipped, not autotuned: a first call compiles one kernel.
