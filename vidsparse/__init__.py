@@ -1,8 +1,43 @@
-"""vidsparse: sparse attention for video diffusion transformers in diffusers."""
+"""vidsparse: sparse attention for video diffusion transformers in diffusers.
 
+    >>> import vidsparse
+    >>> handle = vidsparse.apply(pipe, "spatial")   # or a vidsparse.SparseConfig
+    >>> handle.remove()
+
+The diffusers integration (`apply`, `remove`, `sparse_attn_processors`) imports diffusers on
+first use, so the kernels and masks load without it.
+"""
+
+from .config import PRESETS, SparseConfig
 from .kernels import KernelConfig, block_sparse_attention, block_sparse_attention_reference
+from .layout import TokenLayout
 from .mask import SparseMask
 
 __version__ = "0.1.0"
 
-__all__ = ["KernelConfig", "SparseMask", "block_sparse_attention", "block_sparse_attention_reference", "__version__"]
+__all__ = [
+    "KernelConfig", "PRESETS", "SparseConfig", "SparseMask", "TokenLayout", "apply",
+    "block_sparse_attention", "block_sparse_attention_reference", "remove", "sparse_attn_processors",
+    "__version__",
+]
+
+
+def apply(target, config="dense"):
+    """Install vidsparse on a pipeline or transformer; see `vidsparse.pipelines.apply`."""
+    from .pipelines import apply as _apply
+
+    return _apply(target, config)
+
+
+def remove(target) -> None:
+    """Undo `apply` / `sparse_attn_processors`; see `vidsparse.pipelines.remove`."""
+    from .pipelines import remove as _remove
+
+    _remove(target)
+
+
+def sparse_attn_processors(transformer, config="dense") -> dict:
+    """The per-layer processor dict for `set_attn_processor`; see `vidsparse.pipelines.sparse_attn_processors`."""
+    from .pipelines import sparse_attn_processors as _procs
+
+    return _procs(transformer, config)

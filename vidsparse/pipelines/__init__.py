@@ -1,0 +1,9 @@
+"""diffusers integration: model adapters, sparse attention processors, the step hook, apply/remove."""
+
+from .adapters import ModelAdapter, adapter_for, register_adapter, supported_classes
+from .apply import SparseHandle, apply, remove, sparse_attn_processors
+
+__all__ = [
+    "ModelAdapter", "SparseHandle", "adapter_for", "apply", "register_adapter", "remove",
+    "sparse_attn_processors", "supported_classes",
+]

@@ -1,0 +1,112 @@
+"""Model adapters: small descriptions of each supported transformer, in a registry keyed by class.
+
+An adapter says which attention modules vidsparse replaces, which processor class replaces them,
+where the text sits, and how to read the latent grid (frames, rows, columns after patchify) off
+the transformer's input. It re-implements no forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+__all__ = ["ModelAdapter", "adapter_for", "register_adapter", "supported_classes"]
+
+
+@dataclass(frozen=True)
+class ModelAdapter:
+    """What vidsparse needs to know about one transformer family.
+
+    Attributes:
+        name: family name used in messages and reports.
+        class_name: the diffusers transformer class it describes.
+        processor: the `SparseAttnProcessor` subclass that replaces the selected processors.
+        replaces: predicate on a processor key of `transformer.attn_processors`
+            (e.g. "transformer_blocks.0.attn1.processor"): True where vidsparse takes over.
+        latent_grid: `(transformer, hidden_states) -> (frames, height, width)` after patchify.
+        text_position: "start", "end", or None when the replaced layers see no text.
+    """
+
+    name: str
+    class_name: str
+    processor: type
+    replaces: Callable[[str], bool]
+    latent_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int, int]]
+    text_position: str | None
+
+
+_REGISTRY: dict[str, ModelAdapter] = {}
+
+
+def register_adapter(adapter: ModelAdapter) -> ModelAdapter:
+    _REGISTRY[adapter.class_name] = adapter
+    return adapter
+
+
+def supported_classes() -> list[str]:
+    _ensure_builtin()
+    return sorted(_REGISTRY)
+
+
+def adapter_for(transformer: torch.nn.Module) -> ModelAdapter:
+    """The adapter for this transformer (looked up by class, through its base classes)."""
+    _ensure_builtin()
+    module = getattr(transformer, "_orig_mod", transformer)  # a torch.compile wrapper
+    for cls in type(module).__mro__:
+        if cls.__name__ in _REGISTRY:
+            return _REGISTRY[cls.__name__]
+    raise ValueError(
+        f"vidsparse has no adapter for {type(module).__name__}; supported transformers: "
+        f"{', '.join(supported_classes())}"
+    )
+
+
+def _cogvideox_grid(model, hidden_states):
+    # hidden_states: [B, F, C, H, W]; CogVideoX1.5 patches pairs of frames (the pipeline pads F)
+    _, f, _, h, w = hidden_states.shape
+    p, p_t = model.config.patch_size, model.config.patch_size_t or 1
+    return (f // p_t, h // p, w // p)
+
+
+def _hunyuan_grid(model, hidden_states):
+    # hidden_states: [B, C, F, H, W]
+    _, _, f, h, w = hidden_states.shape
+    p, p_t = model.config.patch_size, model.config.patch_size_t
+    return (f // p_t, h // p, w // p)
+
+
+def _wan_grid(model, hidden_states):
+    # hidden_states: [B, C, F, H, W]
+    _, _, f, h, w = hidden_states.shape
+    p_t, p_h, p_w = model.config.patch_size
+    return (f // p_t, h // p_h, w // p_w)
+
+
+_BUILTIN_DONE = False
+
+
+def _ensure_builtin() -> None:
+    """Register the built-in adapters on first use (the processors import diffusers)."""
+    global _BUILTIN_DONE
+    if _BUILTIN_DONE:
+        return
+    from .processors import CogVideoXSparseProcessor, HunyuanVideoSparseProcessor, WanSparseProcessor
+
+    register_adapter(ModelAdapter(
+        "cogvideox", "CogVideoXTransformer3DModel", CogVideoXSparseProcessor,
+        replaces=lambda key: True, latent_grid=_cogvideox_grid, text_position="start",
+    ))
+    register_adapter(ModelAdapter(
+        # the text refiner (context_embedder.token_refiner) keeps its stock processors
+        "hunyuanvideo", "HunyuanVideoTransformer3DModel", HunyuanVideoSparseProcessor,
+        replaces=lambda key: not key.startswith("context_embedder."), latent_grid=_hunyuan_grid,
+        text_position="end",
+    ))
+    register_adapter(ModelAdapter(
+        # self-attention only: cross-attention (attn2) keeps its stock processor
+        "wan", "WanTransformer3DModel", WanSparseProcessor,
+        replaces=lambda key: ".attn1." in key, latent_grid=_wan_grid, text_position=None,
+    ))
+    _BUILTIN_DONE = True

@@ -1,0 +1,58 @@
+"""The step hook: a diffusers `ModelHook` on the transformer that tells the processors where they are.
+
+Before every transformer forward it records the latent grid after patchify and the denoising step
+of the current CFG branch. The branch is the name of the pipeline's `cache_context` ("cond",
+"uncond", or CogVideoX's batched "cond_uncond"), None outside a pipeline; the step is the
+context's `step_index` when the pipeline gives one, otherwise the count of forwards of that branch
+since the last reset. Pipelines reset stateful hooks at the end of every call
+(`maybe_free_model_hooks`), so each generation starts at step 0; outside a pipeline, call
+`handle.reset()` between generations.
+"""
+
+from __future__ import annotations
+
+from diffusers.hooks.hooks import ModelHook, StateManager
+
+from .adapters import ModelAdapter
+from .runtime import SparseRuntime
+
+__all__ = ["StepHook", "HOOK_NAME"]
+
+HOOK_NAME = "vidsparse_step"
+
+
+class _NoState:
+    """`StateManager` needs a state class; the hook keeps its counters itself."""
+
+    def reset(self, *args, **kwargs) -> None:
+        pass
+
+
+class StepHook(ModelHook):
+    _is_stateful = True
+
+    def __init__(self, runtime: SparseRuntime, adapter: ModelAdapter):
+        super().__init__()
+        self.runtime = runtime
+        self.adapter = adapter
+        # diffusers hands cache contexts to the StateManager attributes of stateful hooks
+        self.contexts = StateManager(_NoState)
+        self.calls: dict[str | None, int] = {}
+
+    def pre_forward(self, module, *args, **kwargs):
+        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
+        context = self.contexts._context
+        branch = None if context is None else context.name
+        step = self.calls.get(branch, 0)
+        if context is not None and context.step_index is not None:
+            step = int(context.step_index)
+        self.calls[branch] = step + 1
+        self.runtime.step, self.runtime.branch = step, branch
+        return args, kwargs
+
+    def reset_state(self, module):
+        self.calls.clear()
+        self.contexts.reset()
+        self.runtime.new_generation()
+        return module

@@ -1,0 +1,258 @@
+"""Sparse attention processors for diffusers' CogVideoX, HunyuanVideo and Wan transformers.
+
+Each processor makes q, k and v exactly as the stock processor of its family does (projections,
+fused QKV where diffusers supports it, QK-norm, RoPE), asks the runtime's planner for a mask, and
+then either runs the stock attention call unchanged (dense: same function, same arguments, so
+density 1 equals stock to the bit) or the block-sparse kernel, and projects out as stock.
+
+The `__call__` signatures name exactly the keyword arguments each family's stock processor takes:
+old-style `Attention` passes a processor only the arguments its signature names.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.embeddings import apply_rotary_emb
+
+from .runtime import SparseRuntime
+
+__all__ = ["SparseAttnProcessor", "CogVideoXSparseProcessor", "HunyuanVideoSparseProcessor", "WanSparseProcessor"]
+
+
+class SparseAttnProcessor:
+    """Base of the family processors: one instance per replaced attention layer.
+
+    Attributes:
+        runtime: the installation's shared `SparseRuntime` (config, planner, step, reports).
+        layer: index of this layer among the replaced ones, in `attn_processors` order.
+        name: the processor key in `transformer.attn_processors`.
+    """
+
+    # diffusers' context parallelism sets these on every processor; see `_sparse_or_none`.
+    _attention_backend = None
+    _parallel_config = None
+
+    def __init__(self, runtime: SparseRuntime, layer: int, name: str):
+        self.runtime = runtime
+        self.layer = layer
+        self.name = name
+
+    def _plan(self, seq_len: int, text_len: int, heads: int, device):
+        """The mask for this call, or None for the stock dense path."""
+        mask, _ = self.runtime.plan(self.layer, seq_len, text_len, heads, device)
+        if mask is not None and self._parallel_config is not None:
+            self.runtime.fall_back("context parallelism is not supported by sparse attention yet: dense attention")
+            return None
+        return mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(layer={self.layer}, method={self.runtime.config.method!r})"
+
+
+def _sparse_bshd(runtime: SparseRuntime, q, k, v, mask, key_padding_mask=None) -> torch.Tensor:
+    """Sparse attention on diffusers' `[B, S, H, D]` tensors; returns `[B, S, H, D]`."""
+    out = runtime.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, key_padding_mask)
+    return out.transpose(1, 2)
+
+
+class CogVideoXSparseProcessor(SparseAttnProcessor):
+    """CogVideoX (2b, 5b, 1.5): joint attention over [text, video], RoPE on the video part."""
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        text_seq_length = encoder_hidden_states.size(1)
+        hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+        batch_size, sequence_length, _ = hidden_states.shape
+
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+
+        if getattr(attn, "fused_projections", False):  # after transformer.fuse_qkv_projections()
+            query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
+        else:
+            query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+
+        # [B, S, H*D] -> [B, H, S, D]
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        if image_rotary_emb is not None:
+            query[:, :, text_seq_length:] = apply_rotary_emb(query[:, :, text_seq_length:], image_rotary_emb)
+            if not attn.is_cross_attention:
+                key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
+
+        mask = None if attention_mask is not None else self._plan(sequence_length, text_seq_length, attn.heads, query.device)
+        if mask is None:
+            hidden_states = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
+            )
+        else:
+            hidden_states = self.runtime.attend(query, key, value, mask)
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        encoder_hidden_states, hidden_states = hidden_states.split(
+            [text_seq_length, hidden_states.size(1) - text_seq_length], dim=1
+        )
+        return hidden_states, encoder_hidden_states
+
+
+class HunyuanVideoSparseProcessor(SparseAttnProcessor):
+    """HunyuanVideo dual- and single-stream blocks: attention over [video, text], padded text keys masked."""
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        image_rotary_emb: torch.Tensor | None = None,
+    ):
+        text_len = 0 if encoder_hidden_states is None else encoder_hidden_states.shape[1]
+        joint_input = attn.add_q_proj is None and encoder_hidden_states is not None  # single-stream blocks
+        if joint_input:
+            hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
+
+        # 1. QKV projections, [B, S, H, D]
+        query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
+        key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
+        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+
+        # 2. QK normalization
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        # 3. RoPE on the video tokens
+        if image_rotary_emb is not None:
+            if joint_input:
+                query = torch.cat(
+                    [apply_rotary_emb(query[:, :-text_len], image_rotary_emb, sequence_dim=1), query[:, -text_len:]],
+                    dim=1,
+                )
+                key = torch.cat(
+                    [apply_rotary_emb(key[:, :-text_len], image_rotary_emb, sequence_dim=1), key[:, -text_len:]],
+                    dim=1,
+                )
+            else:
+                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+
+        # 4. Text QKV projection and normalization (dual-stream blocks)
+        if attn.add_q_proj is not None and encoder_hidden_states is not None:
+            encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
+            if attn.norm_added_q is not None:
+                encoder_query = attn.norm_added_q(encoder_query)
+            if attn.norm_added_k is not None:
+                encoder_key = attn.norm_added_k(encoder_key)
+            query = torch.cat([query, encoder_query], dim=1)
+            key = torch.cat([key, encoder_key], dim=1)
+            value = torch.cat([value, encoder_value], dim=1)
+
+        # 5. Attention
+        key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1])
+        mask = None
+        if key_padding is not False:
+            mask = self._plan(query.shape[1], text_len, attn.heads, query.device)
+        if mask is None:
+            hidden_states = dispatch_attention_fn(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+                backend=self._attention_backend, parallel_config=self._parallel_config,
+            )
+        else:
+            hidden_states = _sparse_bshd(self.runtime, query, key, value, mask, key_padding)
+        hidden_states = hidden_states.flatten(2, 3)
+        hidden_states = hidden_states.to(query.dtype)
+
+        # 6. Output projection
+        if encoder_hidden_states is not None:
+            hidden_states, encoder_hidden_states = hidden_states[:, :-text_len], hidden_states[:, -text_len:]
+            if getattr(attn, "to_out", None) is not None:
+                hidden_states = attn.to_out[0](hidden_states)
+                hidden_states = attn.to_out[1](hidden_states)
+            if getattr(attn, "to_add_out", None) is not None:
+                encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
+        return hidden_states, encoder_hidden_states
+
+
+def _hunyuan_key_padding(attention_mask, batch: int, seq_len: int):
+    """HunyuanVideo's boolean keep-mask `[B, 1, 1, S]` as a key padding mask `[B, S]` (True = ignore);
+    None without a mask; False for a mask of another form, which only the dense path can take."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dtype != torch.bool or attention_mask.numel() != batch * seq_len:
+        return False
+    return ~attention_mask.reshape(batch, seq_len)
+
+
+class WanSparseProcessor(SparseAttnProcessor):
+    """Wan 2.1/2.2 self-attention (attn1): video tokens only, no text."""
+
+    def __call__(
+        self,
+        attn,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+        if attn.add_k_proj is not None or encoder_hidden_states is not None:
+            raise ValueError(
+                f"{self.name}: vidsparse replaces Wan self-attention (attn1) only; this layer gets text or image "
+                "context, which means the adapter selected a cross-attention layer"
+            )
+        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query = attn.norm_q(query)
+        key = attn.norm_k(key)
+        # [B, S, H, D]
+        query = query.unflatten(2, (attn.heads, -1))
+        key = key.unflatten(2, (attn.heads, -1))
+        value = value.unflatten(2, (attn.heads, -1))
+        if rotary_emb is not None:
+            query = _wan_rotary(query, *rotary_emb)
+            key = _wan_rotary(key, *rotary_emb)
+
+        mask = None if attention_mask is not None else self._plan(query.shape[1], 0, attn.heads, query.device)
+        if mask is None:
+            hidden_states = dispatch_attention_fn(
+                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+                backend=self._attention_backend, parallel_config=self._parallel_config,
+            )
+        else:
+            hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)
+        hidden_states = hidden_states.flatten(2, 3)
+        hidden_states = hidden_states.type_as(query)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        return hidden_states
+
+
+def _wan_rotary(hidden_states: torch.Tensor, freqs_cos: torch.Tensor, freqs_sin: torch.Tensor) -> torch.Tensor:
+    """Wan's interleaved RoPE, as its stock processor applies it."""
+    x1, x2 = hidden_states.unflatten(-1, (-1, 2)).unbind(-1)
+    cos = freqs_cos[..., 0::2]
+    sin = freqs_sin[..., 1::2]
+    out = torch.empty_like(hidden_states)
+    out[..., 0::2] = x1 * cos - x2 * sin
+    out[..., 1::2] = x1 * sin + x2 * cos
+    return out.type_as(hidden_states)

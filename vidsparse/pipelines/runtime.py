@@ -1,0 +1,137 @@
+"""Per-transformer state shared by its step hook and its processors, and the sparse dispatch.
+
+`SparseRuntime` holds what one installation needs at call time: the config and planner, the
+latent grid and step of the current forward (written by the step hook), and what happened (the
+realised density per layer, and every reason sparse attention fell back). `attend` runs the
+masked attention: the Triton kernel where it can run, otherwise the PyTorch reference with the
+same mask, logging each fallback reason once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from ..config import SparseConfig
+from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_attention_reference
+from ..kernels.block_sparse import _interpreting
+from ..layout import TokenLayout
+from ..mask import SparseMask
+from ..planner import PlanContext, Planner
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SparseRuntime", "LayerStats"]
+
+
+@dataclass
+class LayerStats:
+    """Calls of one replaced layer: how many, how many sparse, and the summed realised density."""
+
+    calls: int = 0
+    sparse_calls: int = 0
+    density_sum: float = 0.0
+
+    @property
+    def density(self) -> float:
+        return self.density_sum / self.calls if self.calls else 1.0
+
+
+@dataclass
+class SparseRuntime:
+    config: SparseConfig
+    planner: Planner
+    model_name: str
+    text_position: str | None
+    grid: tuple[int, int, int] | None = None  # (frames, height, width) after patchify, set per forward
+    step: int = 0
+    branch: str | None = None
+    layers: dict[int, LayerStats] = field(default_factory=dict)
+    fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> calls
+
+    # ------------------------------------------------------------------ planning
+    def layout(self, seq_len: int, text_len: int) -> TokenLayout | None:
+        """The token layout of a sequence of `seq_len` tokens with `text_len` text tokens, or None
+        when the latent grid of this forward does not account for the video tokens."""
+        if self.grid is None:
+            return None
+        frames, height, width = self.grid
+        if frames * height * width != seq_len - text_len:
+            return None
+        return TokenLayout(frames, height, width, text_len, self.text_position or "start")
+
+    def plan(self, layer: int, seq_len: int, text_len: int, heads: int, device) -> tuple[SparseMask | None, TokenLayout | None]:
+        stats = self.layers.setdefault(layer, LayerStats())
+        stats.calls += 1
+        if self.config.method == "dense":
+            stats.density_sum += 1.0
+            return None, None
+        layout = self.layout(seq_len, text_len)
+        if layout is None:
+            self.fall_back(
+                f"the latent grid {self.grid} does not match {seq_len - text_len} video tokens: dense attention"
+            )
+            stats.density_sum += 1.0
+            return None, None
+        ctx = PlanContext(layer, self.step, self.branch, layout, heads, device)
+        mask = self.planner.plan(ctx)
+        if mask is None:
+            stats.density_sum += 1.0
+        else:
+            stats.sparse_calls += 1
+            stats.density_sum += self.planner.density(mask)
+        return mask, layout
+
+    # ------------------------------------------------------------------ running
+    def fall_back(self, reason: str) -> None:
+        """Record a fallback; log each distinct reason once."""
+        if reason not in self.fallbacks:
+            logger.warning("vidsparse (%s): %s", self.model_name, reason)
+            self.fallbacks[reason] = 0
+        self.fallbacks[reason] += 1
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: SparseMask,
+        key_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Masked attention over `[B, H, S, D]`: the Triton kernel, or the reference where it cannot run."""
+        reason = self._kernel_unavailable(q)
+        if reason is None:
+            return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask)
+        self.fall_back(reason)
+        return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask)
+
+    @staticmethod
+    def _kernel_unavailable(q: torch.Tensor) -> str | None:
+        if q.device.type != "cuda" and not _interpreting():
+            return f"no Triton kernel on {q.device.type}: the PyTorch reference runs the same masks (slow)"
+        if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
+            return f"head dim {q.shape[-1]} has no Triton kernel (supported {SUPPORTED_HEAD_DIMS}): PyTorch reference"
+        if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            return f"dtype {q.dtype} has no Triton kernel: PyTorch reference"
+        return None
+
+    # ------------------------------------------------------------------ lifecycle and reporting
+    def new_generation(self) -> None:
+        self.step, self.branch, self.grid = 0, None, None
+        self.planner.reset()
+
+    def report(self) -> dict:
+        calls = sum(s.calls for s in self.layers.values())
+        density = sum(s.density_sum for s in self.layers.values()) / calls if calls else 1.0
+        return {
+            "model": self.model_name,
+            "config": self.config,
+            "layers": len(self.layers),
+            "calls": calls,
+            "sparse_calls": sum(s.sparse_calls for s in self.layers.values()),
+            "density": density,
+            "density_per_layer": {layer: s.density for layer, s in sorted(self.layers.items())},
+            "fallbacks": sorted(self.fallbacks),
+        }

@@ -1,0 +1,99 @@
+"""The planner seam: which mask each attention layer uses at each denoising step.
+
+A processor asks its planner for a `SparseMask` at (layer, step, branch) for the current token
+layout; `None` means "run dense, exactly as stock". This module ships the fixed grid-unit
+patterns with dense warm-up. The pattern search, online profiling and cached deltas plug into the
+same `Planner.plan` call.
+
+Example::
+
+    >>> from vidsparse.layout import TokenLayout
+    >>> planner = FixedPatternPlanner(SparseConfig(method="spatial", frames=1, warmup_steps=2))
+    >>> layout = TokenLayout(frames=4, height=8, width=8, text_len=16)
+    >>> planner.plan(PlanContext(layer=0, step=0, branch="cond", layout=layout, heads=2, device="cpu")) is None
+    True
+    >>> planner.plan(PlanContext(layer=0, step=2, branch="cond", layout=layout, heads=2, device="cpu")).num_heads
+    2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import SparseConfig
+from .layout import TokenLayout
+from .mask import SparseMask
+from .patterns import frame_band, temporal
+
+__all__ = ["PlanContext", "Planner", "FixedPatternPlanner", "planner_for"]
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """Where an attention call sits: replaced-layer index, denoising step and CFG branch of this
+    generation ("cond", "uncond", "cond_uncond" for CogVideoX's batched CFG, or None outside a
+    pipeline), the token layout, and the head count and device of q."""
+
+    layer: int
+    step: int
+    branch: str | None
+    layout: TokenLayout
+    heads: int
+    device: torch.device | str
+
+
+class Planner:
+    """Base planner: always dense. Subclasses return a `SparseMask` for the calls they sparsify."""
+
+    def plan(self, ctx: PlanContext) -> SparseMask | None:
+        return None
+
+    def reset(self) -> None:
+        """Forget per-generation state (called between generations)."""
+
+    def density(self, mask: SparseMask) -> float:
+        """The realised density of a mask this planner returned (for reports)."""
+        return mask.density()
+
+
+class FixedPatternPlanner(Planner):
+    """The same grid-unit pattern for every head of every layer, after dense warm-up.
+
+    Masks are built once per (layout, heads, device) and reused by every layer and step, together
+    with their density (measured once, at build time: density() synchronises).
+    """
+
+    def __init__(self, config: SparseConfig):
+        self.config = config
+        self._cache: dict[tuple, SparseMask] = {}
+        self.densities: dict[tuple, float] = {}
+
+    def plan(self, ctx: PlanContext) -> SparseMask | None:
+        cfg = self.config
+        if cfg.method == "dense" or ctx.step < cfg.warmup_steps or ctx.layer < cfg.warmup_layers:
+            return None
+        key = (ctx.layout, ctx.heads, str(ctx.device))
+        if key not in self._cache:
+            if cfg.method == "spatial":
+                mask = frame_band(ctx.layout, ctx.heads, cfg.frames, cfg.q_block, cfg.k_block, device=ctx.device)
+            else:
+                mask = temporal(ctx.layout, ctx.heads, cfg.radius, cfg.q_block, cfg.k_block, device=ctx.device)
+            self._cache[key] = mask
+            self.densities[key] = mask.density()
+        return self._cache[key]
+
+    def density(self, mask: SparseMask) -> float:
+        """The density measured when `mask` was built."""
+        for key, cached in self._cache.items():
+            if cached is mask:
+                return self.densities[key]
+        return mask.density()
+
+
+def planner_for(config: SparseConfig) -> Planner:
+    """The planner that runs `config.method`."""
+    if config.method == "dense":
+        return Planner()
+    return FixedPatternPlanner(config)
