@@ -92,6 +92,7 @@ class SparseRuntime:
             self.fallbacks[reason] = 0
         self.fallbacks[reason] += 1
 
+    @torch.compiler.disable
     def attend(
         self,
         q: torch.Tensor,
@@ -100,7 +101,11 @@ class SparseRuntime:
         mask: SparseMask,
         key_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Masked attention over `[B, H, S, D]`: the Triton kernel, or the reference where it cannot run."""
+        """Masked attention over `[B, H, S, D]`: the Triton kernel, or the reference where it cannot run.
+
+        Under `torch.compile(transformer)` this call is a graph break (one per sparse attention
+        layer): dynamo runs it eagerly and compiles everything around it.
+        """
         reason = self._kernel_unavailable(q)
         if reason is None:
             return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask)
