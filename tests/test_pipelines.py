@@ -1,0 +1,303 @@
+"""The diffusers integration on tiny offline models of every family: exact at density 1, sparse paths
+equal to the reference masked attention, reversible, step counting across generations, composition."""
+
+import logging
+
+import pytest
+import torch
+from tiny_models import (
+    COGVIDEOX_TEXT_LEN,
+    HUNYUAN_PROMPT_TEMPLATE,
+    WAN_TEXT_LEN,
+    cogvideox_inputs,
+    cogvideox_pipeline,
+    cogvideox_transformer,
+    hunyuan_inputs,
+    hunyuan_pipeline,
+    hunyuan_transformer,
+    wan_inputs,
+    wan_pipeline,
+    wan_transformer,
+)
+
+import vidsparse
+from vidsparse import SparseConfig
+from vidsparse.pipelines import runtime as runtime_module
+from vidsparse.pipelines.processors import SparseAttnProcessor
+
+# Blocks of 16 tokens so that the 105 video tokens of the tiny 3x5x7 grid span several blocks.
+SMALL = dict(q_block=16, k_block=16)
+FULL = SparseConfig(method="spatial", frames=64, **SMALL)  # every frame: density 1 through the kernel
+SPATIAL = SparseConfig(method="spatial", frames=0, **SMALL)
+TEMPORAL = SparseConfig(method="temporal", radius=0, **SMALL)
+
+
+def _family(name):
+    if name.startswith("cogvideox"):
+        model = cogvideox_transformer(name.split("-")[1])
+        return model, cogvideox_inputs(model)
+    if name == "hunyuanvideo":
+        model = hunyuan_transformer()
+        return model, hunyuan_inputs(model)
+    model = wan_transformer()
+    return model, wan_inputs(model)
+
+
+FAMILIES = ["cogvideox-2b", "cogvideox-5b", "cogvideox-1.5", "hunyuanvideo", "wan"]
+
+
+def _run(model, inputs):
+    with torch.no_grad():
+        return model(**inputs, return_dict=False)[0]
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dense_preset_equals_stock_bit_for_bit(family):
+    model, inputs = _family(family)
+    stock = _run(model, inputs)
+    handle = vidsparse.apply(model, "dense")
+    assert torch.equal(_run(model, inputs), stock)
+    report = handle.report()
+    assert report["density"] == 1.0 and report["fallbacks"] == [] and report["layers"] >= 2
+    handle.remove()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_density_one_through_the_kernel_equals_stock(family):
+    model, inputs = _family(family)
+    stock = _run(model, inputs)
+    with vidsparse.apply(model, FULL) as handle:
+        out = _run(model, inputs)
+        report = handle.report()
+    assert report["sparse_calls"] == report["calls"] > 0
+    assert report["density"] == pytest.approx(1.0)
+    assert _rel(out, stock) < 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("config", [SPATIAL, TEMPORAL], ids=["spatial", "temporal"])
+def test_fixed_patterns_equal_reference_masked_attention(family, config, monkeypatch):
+    model, inputs = _family(family)
+    stock = _run(model, inputs)
+    with vidsparse.apply(model, config) as handle:
+        kernel_out = _run(model, inputs)
+        density = handle.report()["density"]
+    # the same masks through the chunked PyTorch reference instead of the Triton kernel
+    monkeypatch.setattr(runtime_module.SparseRuntime, "_kernel_unavailable", staticmethod(lambda q: "forced"))
+    with vidsparse.apply(model, config) as handle:
+        reference_out = _run(model, inputs)
+        assert handle.report()["fallbacks"] == ["forced"]
+    assert 0.0 < density < 1.0
+    assert _rel(kernel_out, reference_out) < 1e-5
+    assert _rel(kernel_out, stock) > 1e-4  # the pattern really dropped keys
+
+
+@pytest.mark.parametrize("family", ["cogvideox-5b", "hunyuanvideo", "wan"])
+def test_remove_restores_processors_and_outputs(family):
+    model, inputs = _family(family)
+    before = dict(model.attn_processors)
+    stock = _run(model, inputs)
+    handle = vidsparse.apply(model, SPATIAL)
+    assert any(isinstance(p, SparseAttnProcessor) for p in model.attn_processors.values())
+    handle.remove()
+    after = model.attn_processors
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    assert torch.equal(_run(model, inputs), stock)
+
+
+def test_only_the_adapters_layers_are_replaced():
+    hunyuan = hunyuan_transformer()
+    with vidsparse.apply(hunyuan, "dense"):
+        for key, proc in hunyuan.attn_processors.items():
+            assert isinstance(proc, SparseAttnProcessor) != key.startswith("context_embedder."), key
+    wan = wan_transformer()
+    with vidsparse.apply(wan, "dense"):
+        for key, proc in wan.attn_processors.items():
+            assert isinstance(proc, SparseAttnProcessor) == (".attn1." in key), key
+
+
+def test_set_attn_processor_path_and_module_remove():
+    model, inputs = _family("wan")
+    stock = _run(model, inputs)
+    procs = vidsparse.sparse_attn_processors(model, FULL)
+    assert set(procs) == set(model.attn_processors)
+    model.set_attn_processor(procs)
+    assert _rel(_run(model, inputs), stock) < 1e-5
+    vidsparse.remove(model)
+    assert torch.equal(_run(model, inputs), stock)
+    with pytest.raises(ValueError, match="vidsparse is not installed on this WanTransformer3DModel"):
+        vidsparse.remove(model)
+
+
+def test_hunyuan_padded_text_keys_stay_masked():
+    model = hunyuan_transformer()
+    inputs = hunyuan_inputs(model, pad=3)
+    with vidsparse.apply(model, SPATIAL):
+        out = _run(model, inputs)
+        changed = dict(inputs)
+        text = inputs["encoder_hidden_states"].clone()
+        text[1, -3:] = torch.randn_like(text[1, -3:]) * 10  # batch element 1's padded tokens
+        changed["encoder_hidden_states"] = text
+        out_changed = _run(model, changed)
+    assert torch.allclose(out[1], out_changed[1], atol=1e-6)
+
+
+def _record_plans(handle):
+    """Wrap each runtime's planner so that every (branch, step) it is asked about is recorded."""
+    seen = []
+    for runtime in handle.runtimes:
+        plan = runtime.planner.plan
+
+        def recording(ctx, plan=plan):
+            seen.append((ctx.branch, ctx.step))
+            return plan(ctx)
+
+        runtime.planner.plan = recording
+    return seen
+
+
+def _generate(pipe, family):
+    kwargs = dict(num_inference_steps=2, height=80, width=112, output_type="latent",
+                  generator=torch.Generator().manual_seed(0), prompt="a red circle", negative_prompt="blue")
+    if family == "cogvideox":
+        kwargs.update(num_frames=9, guidance_scale=5.0, max_sequence_length=COGVIDEOX_TEXT_LEN)
+    elif family == "hunyuanvideo":
+        kwargs.update(num_frames=9, true_cfg_scale=5.0, prompt_template=HUNYUAN_PROMPT_TEMPLATE, max_sequence_length=16)
+    else:
+        kwargs.update(num_frames=9, guidance_scale=5.0, max_sequence_length=WAN_TEXT_LEN)
+    with torch.no_grad():
+        return pipe(**kwargs).frames
+
+
+@pytest.mark.parametrize(
+    ("family", "branches"),
+    [("cogvideox", ["cond_uncond"]), ("hunyuanvideo", ["cond", "uncond"]), ("wan", ["cond", "uncond"])],
+)
+def test_step_counts_per_branch_across_two_generations(family, branches):
+    pipe = {"cogvideox": cogvideox_pipeline, "hunyuanvideo": hunyuan_pipeline, "wan": wan_pipeline}[family]()
+    handle = vidsparse.apply(pipe, SparseConfig(method="spatial", frames=0, warmup_steps=1, **SMALL))
+    seen = _record_plans(handle)
+    layers = sum(isinstance(p, SparseAttnProcessor) for p in pipe.transformer.attn_processors.values())
+    first = _generate(pipe, family)
+    assert torch.isfinite(first).all()
+    expected = sorted((b, step) for b in branches for step in (0, 1) for _ in range(layers))
+    assert sorted(seen) == expected
+    seen.clear()
+    second = _generate(pipe, family)  # the pipeline resets the step hook after every call
+    assert sorted(seen) == expected
+    assert torch.equal(first, second)
+    report = handle.report()
+    assert 0.0 < report["density"] < 1.0  # step 0 dense (warm-up), step 1 sparse
+    handle.remove()
+
+
+def test_wan22_covers_both_transformers():
+    pipe = wan_pipeline(two_transformers=True)
+    handle = vidsparse.apply(pipe, SPATIAL)
+    seen = _record_plans(handle)
+    _generate(pipe, "wan")
+    assert len(handle.runtimes) == 2
+    per_transformer = [r.report()["sparse_calls"] for r in handle.runtimes]
+    assert all(n > 0 for n in per_transformer)  # each expert ran one of the two steps
+    assert sorted({step for _, step in seen}) == [0, 1]  # the pipeline's global step index
+    handle.remove()
+    assert not any(isinstance(p, SparseAttnProcessor) for p in pipe.transformer_2.attn_processors.values())
+
+
+def test_outside_a_pipeline_steps_count_until_reset():
+    model, inputs = _family("wan")
+    handle = vidsparse.apply(model, SparseConfig(method="spatial", frames=0, warmup_steps=1, **SMALL))
+    seen = _record_plans(handle)
+    _run(model, inputs)
+    _run(model, inputs)
+    handle.reset()
+    _run(model, inputs)
+    assert [step for _, step in seen] == [0, 0, 1, 1, 0, 0]  # two layers per forward
+    assert {branch for branch, _ in seen} == {None}
+    handle.remove()
+
+
+@pytest.mark.parametrize("family", ["cogvideox-5b", "wan"])
+def test_fused_qkv_projections(family):
+    model, inputs = _family(family)
+    stock = _run(model, inputs)
+    model.fuse_qkv_projections()
+    with vidsparse.apply(model, FULL):
+        assert _rel(_run(model, inputs), stock) < 1e-5
+
+
+def test_first_block_cache_composes():
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    pipe = wan_pipeline()
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.05))
+    handle = vidsparse.apply(pipe, SPATIAL)
+    out = _generate(pipe, "wan")
+    assert torch.isfinite(out).all()
+    assert handle.report()["sparse_calls"] > 0
+    handle.remove()
+    pipe.transformer.disable_cache()
+
+
+def test_torch_compile_matches_eager():
+    model, inputs = _family("wan")
+    handle = vidsparse.apply(model, SPATIAL)
+    eager = _run(model, inputs)
+    handle.reset()
+    compiled = torch.compile(model)
+    assert _rel(_run(compiled, inputs), eager) < 1e-5
+    handle.remove()
+
+
+def test_cpu_without_interpreter_falls_back_to_reference_and_says_so(monkeypatch, caplog):
+    model, inputs = _family("cogvideox-5b")
+    with vidsparse.apply(model, SPATIAL) as handle:
+        kernel_out = _run(model, inputs)
+    monkeypatch.setattr(runtime_module, "_interpreting", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="vidsparse"):
+        with vidsparse.apply(model, SPATIAL) as handle:
+            out = _run(model, inputs)
+            _run(model, inputs)
+            report = handle.report()
+    assert report["fallbacks"] == [
+        "no Triton kernel on cpu: the PyTorch reference runs the same masks (slow)"
+    ]
+    assert sum("no Triton kernel on cpu" in r.getMessage() for r in caplog.records) == 1  # logged once
+    assert _rel(out, kernel_out) < 1e-5
+
+
+def test_unsupported_transformer_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"vidsparse has no adapter for Linear; supported transformers: "
+                                         r"CogVideoXTransformer3DModel, HunyuanVideoTransformer3DModel, WanTransformer3DModel"):
+        vidsparse.apply(torch.nn.Linear(2, 2), "dense")
+    with pytest.raises(ValueError, match="expected a diffusers pipeline with a `transformer` or a transformer module"):
+        vidsparse.apply(object(), "dense")
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("sparse-please", r"unknown preset 'sparse-please'; choose one of \['dense', 'spatial', 'temporal'\]"),
+        ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal'\); got 'diagonal'"),
+        ({"method": "spatial", "frames": -1}, r"frames must be an int >= 0; got -1"),
+        ({"method": "spatial", "q_block": 100}, r"q_block must be a power of two >= 16; got 100"),
+        (3, r"config must be a preset name, a SparseConfig or a dict; got int"),
+    ],
+)
+def test_bad_config_is_a_clear_error(config, message):
+    model = wan_transformer()
+    with pytest.raises(ValueError, match=message):
+        vidsparse.apply(model, config)
+    assert not any(isinstance(p, SparseAttnProcessor) for p in model.attn_processors.values())
+
+
+def test_applying_twice_is_refused():
+    model = wan_transformer()
+    handle = vidsparse.apply(model, "dense")
+    with pytest.raises(ValueError, match="vidsparse is already installed on this WanTransformer3DModel"):
+        vidsparse.apply(model, "spatial")
+    handle.remove()
