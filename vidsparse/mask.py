@@ -173,6 +173,15 @@ class SparseMask:
     def device(self) -> torch.device:
         return self.kv_num_blocks.device
 
+    def select_heads(self, start: int, stop: int) -> "SparseMask":
+        """The mask of heads `start:stop` (a rank's heads under Ulysses context parallelism)."""
+        if not 0 <= start < stop <= self.num_heads:
+            raise ValueError(f"head range {start}:{stop} is outside the mask's {self.num_heads} heads")
+        return SparseMask(
+            self.kv_num_blocks[:, start:stop], self.kv_indices[:, start:stop],
+            self.q_block, self.k_block, self.seq_len, self.text,
+        )
+
     def to(self, device: torch.device | str) -> "SparseMask":
         return SparseMask(
             self.kv_num_blocks.to(device), self.kv_indices.to(device),

@@ -2,8 +2,9 @@
 
 from .adapters import ModelAdapter, adapter_for, register_adapter, supported_classes
 from .apply import SparseHandle, apply, remove, sparse_attn_processors
+from .context_parallel import cp_plan_for
 
 __all__ = [
-    "ModelAdapter", "SparseHandle", "adapter_for", "apply", "register_adapter", "remove",
+    "ModelAdapter", "SparseHandle", "adapter_for", "apply", "cp_plan_for", "register_adapter", "remove",
     "sparse_attn_processors", "supported_classes",
 ]

@@ -41,14 +41,75 @@ class SparseAttnProcessor:
 
     def _plan(self, seq_len: int, text_len: int, heads: int, device):
         """The mask for this call, or None for the stock dense path."""
-        mask, _ = self.runtime.plan(self.layer, seq_len, text_len, heads, device)
-        if mask is not None and self._parallel_config is not None:
-            self.runtime.fall_back("context parallelism is not supported by sparse attention yet: dense attention")
+        if self._parallel_config is not None:
+            self.runtime.fall_back(
+                f"context parallelism in {type(self).__name__} is not supported by sparse attention yet: dense attention"
+            )
+            self.runtime.plan_dense(self.layer)
             return None
+        mask, _ = self.runtime.plan(self.layer, seq_len, text_len, heads, device)
         return mask
+
+    def _ulysses(self, query, key, value, heads: int, text_len: int = 0, key_padding=None):
+        """Attention under diffusers' Ulysses context parallelism, sparse or dense as planned.
+
+        Each rank holds S/N tokens of every head, laid out [video_r, text_r] (`text_len` text
+        tokens per rank). diffusers' templated Ulysses op swaps that for all S tokens of H/N heads,
+        in rank order [video_0, text_0, video_1, text_1, ...], calls the op given here, and swaps
+        back. The op permutes those tokens into the model's own order (all video, then all text),
+        where the planner's mask and `key_padding` (`[B, S]`, full length, model order) apply, and
+        back again. Each rank runs its own heads' rows of the full-sequence mask.
+        """
+        cp = self._parallel_config.context_parallel_config
+        if cp.ring_degree > 1 or cp.ulysses_anything or heads % cp.ulysses_degree:
+            self.runtime.fall_back(
+                "sparse attention supports plain Ulysses context parallelism only (no ring, no ulysses_anything, "
+                "heads divisible by the degree): dense attention"
+            )
+            return None
+        world, rank = cp.ulysses_degree, cp._ulysses_local_rank
+        local = query.shape[1]
+        full = local * world
+        mask, _ = self.runtime.plan(self.layer, full, text_len * world, heads, query.device)
+        per_rank = heads // world
+        if mask is not None:
+            mask = mask.select_heads(rank * per_rank, (rank + 1) * per_rank)
+        order = _rank_order_to_model_order(world, local, text_len, query.device)
+        inverse = torch.argsort(order) if order is not None else None
+        runtime = self.runtime
+
+        def forward_op(ctx, q, k, v, *args, **kwargs):  # q, k, v: [B, S, H/N, D], rank order
+            if order is not None:
+                q, k, v = q[:, order], k[:, order], v[:, order]
+            if mask is not None:
+                out = _sparse_bshd(runtime, q, k, v, mask, key_padding)
+            else:
+                keep = None if key_padding is None else ~key_padding[:, None, None, :]
+                out = F.scaled_dot_product_attention(
+                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep
+                ).transpose(1, 2)
+            return out if inverse is None else out[:, inverse]
+
+        from diffusers.models.attention_dispatch import _templated_context_parallel_attention
+
+        return _templated_context_parallel_attention(
+            query, key, value, forward_op=forward_op, backward_op=None, _parallel_config=self._parallel_config
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer}, method={self.runtime.config.method!r})"
+
+
+def _rank_order_to_model_order(world: int, local: int, text_len: int, device) -> torch.Tensor | None:
+    """Index that gathers the Ulysses rank order [video_0, text_0, video_1, text_1, ...] into the
+    model order [video_0, video_1, ..., text_0, text_1, ...]; None when there is no text."""
+    if text_len == 0:
+        return None
+    video = local - text_len
+    starts = torch.arange(world, device=device)[:, None] * local
+    video_idx = (starts + torch.arange(video, device=device)).flatten()
+    text_idx = (starts + video + torch.arange(text_len, device=device)).flatten()
+    return torch.cat([video_idx, text_idx])
 
 
 def _sparse_bshd(runtime: SparseRuntime, q, k, v, mask, key_padding_mask=None) -> torch.Tensor:
@@ -95,7 +156,11 @@ class CogVideoXSparseProcessor(SparseAttnProcessor):
             if not attn.is_cross_attention:
                 key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
 
-        mask = None if attention_mask is not None else self._plan(sequence_length, text_seq_length, attn.heads, query.device)
+        mask = None
+        if attention_mask is None:
+            mask = self._plan(sequence_length, text_seq_length, attn.heads, query.device)
+        else:
+            self.runtime.plan_dense(self.layer)
         if mask is None:
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
@@ -168,10 +233,21 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
             value = torch.cat([value, encoder_value], dim=1)
 
         # 5. Attention
+        if self._parallel_config is not None:
+            # under context parallelism the mask is the full-length one (vidsparse's CP plan keeps it whole)
+            cp_padding = _hunyuan_key_padding(
+                attention_mask, query.shape[0], query.shape[1] * self._parallel_config.context_parallel_config.ulysses_degree
+            )
+            if cp_padding is not False:
+                hidden_states = self._ulysses(query, key, value, attn.heads, text_len, cp_padding)
+                if hidden_states is not None:
+                    return self._hunyuan_out(attn, hidden_states.flatten(2, 3).to(query.dtype), encoder_hidden_states, text_len)
         key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1])
         mask = None
         if key_padding is not False:
             mask = self._plan(query.shape[1], text_len, attn.heads, query.device)
+        else:
+            self.runtime.plan_dense(self.layer)
         if mask is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
@@ -181,7 +257,10 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
             hidden_states = _sparse_bshd(self.runtime, query, key, value, mask, key_padding)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
+        return self._hunyuan_out(attn, hidden_states, encoder_hidden_states, text_len)
 
+    @staticmethod
+    def _hunyuan_out(attn, hidden_states, encoder_hidden_states, text_len: int):
         # 6. Output projection
         if encoder_hidden_states is not None:
             hidden_states, encoder_hidden_states = hidden_states[:, :-text_len], hidden_states[:, -text_len:]
@@ -232,14 +311,22 @@ class WanSparseProcessor(SparseAttnProcessor):
             query = _wan_rotary(query, *rotary_emb)
             key = _wan_rotary(key, *rotary_emb)
 
-        mask = None if attention_mask is not None else self._plan(query.shape[1], 0, attn.heads, query.device)
-        if mask is None:
+        hidden_states = None
+        if attention_mask is None and self._parallel_config is not None:
+            hidden_states = self._ulysses(query, key, value, attn.heads)
+            if hidden_states is None:
+                self.runtime.plan_dense(self.layer)
+        elif attention_mask is None:
+            mask = self._plan(query.shape[1], 0, attn.heads, query.device)
+            if mask is not None:
+                hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)
+        else:
+            self.runtime.plan_dense(self.layer)
+        if hidden_states is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
                 backend=self._attention_backend, parallel_config=self._parallel_config,
             )
-        else:
-            hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.type_as(query)
         hidden_states = attn.to_out[0](hidden_states)

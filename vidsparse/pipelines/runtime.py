@@ -62,6 +62,12 @@ class SparseRuntime:
             return None
         return TokenLayout(frames, height, width, text_len, self.text_position or "start")
 
+    def plan_dense(self, layer: int) -> None:
+        """Count a call that runs dense without asking the planner."""
+        stats = self.layers.setdefault(layer, LayerStats())
+        stats.calls += 1
+        stats.density_sum += 1.0
+
     def plan(self, layer: int, seq_len: int, text_len: int, heads: int, device) -> tuple[SparseMask | None, TokenLayout | None]:
         stats = self.layers.setdefault(layer, LayerStats())
         stats.calls += 1
