@@ -160,7 +160,7 @@ def _record_plans(handle):
     return seen
 
 
-def _generate(pipe, family):
+def _generate(pipe, family, **overrides):
     kwargs = dict(num_inference_steps=2, height=80, width=112, output_type="latent",
                   generator=torch.Generator().manual_seed(0), prompt="a red circle", negative_prompt="blue")
     if family == "cogvideox":
@@ -169,6 +169,7 @@ def _generate(pipe, family):
         kwargs.update(num_frames=9, true_cfg_scale=5.0, prompt_template=HUNYUAN_PROMPT_TEMPLATE, max_sequence_length=16)
     else:
         kwargs.update(num_frames=9, guidance_scale=5.0, max_sequence_length=WAN_TEXT_LEN)
+    kwargs.update(overrides)
     with torch.no_grad():
         return pipe(**kwargs).frames
 
@@ -301,3 +302,16 @@ def test_applying_twice_is_refused():
     with pytest.raises(ValueError, match="vidsparse is already installed on this WanTransformer3DModel"):
         vidsparse.apply(model, "spatial")
     handle.remove()
+
+
+@pytest.mark.parametrize("family", ["cogvideox-1.5", "hunyuanvideo", "wan"])
+def test_pipeline_with_cfg_at_density_one_equals_stock(family):
+    # CogVideoX1.5 at num_frames=17: 5 latent frames, padded by the pipeline to 6 (grid 3x5x7)
+    name = family.split("-")[0]
+    pipe = {"cogvideox": lambda: cogvideox_pipeline("1.5"), "hunyuanvideo": hunyuan_pipeline, "wan": wan_pipeline}[name]()
+    kwargs = {"num_frames": 17} if family == "cogvideox-1.5" else {}
+    stock = _generate(pipe, name, **kwargs)
+    with vidsparse.apply(pipe, FULL) as handle:
+        sparse = _generate(pipe, name, **kwargs)
+        assert handle.report()["sparse_calls"] > 0 and handle.report()["fallbacks"] == []
+    assert _rel(sparse, stock) < 1e-4
