@@ -53,22 +53,24 @@ class Planner:
     def reset(self) -> None:
         """Forget per-generation state (called between generations)."""
 
-    def density(self, mask: SparseMask) -> float:
-        """The realised density of a mask this planner returned (for reports)."""
-        return mask.density()
+    def describe(self, mask: SparseMask) -> tuple[list[float], list[str]]:
+        """Per head: the realised density of a mask this planner returned, and the pattern's name
+        (for reports; computing densities synchronises with the device)."""
+        per_head = mask.density_per_head().mean(0).tolist()
+        return per_head, ["sparse"] * len(per_head)
 
 
 class FixedPatternPlanner(Planner):
     """The same grid-unit pattern for every head of every layer, after dense warm-up.
 
     Masks are built once per (layout, heads, device) and reused by every layer and step, together
-    with their density (measured once, at build time: density() synchronises).
+    with their per-head density (measured once, at build time: it synchronises).
     """
 
     def __init__(self, config: SparseConfig):
         self.config = config
         self._cache: dict[tuple, SparseMask] = {}
-        self.densities: dict[tuple, float] = {}
+        self._described: dict[int, tuple[list[float], list[str]]] = {}
 
     def plan(self, ctx: PlanContext) -> SparseMask | None:
         cfg = self.config
@@ -81,15 +83,13 @@ class FixedPatternPlanner(Planner):
             else:
                 mask = temporal(ctx.layout, ctx.heads, cfg.radius, cfg.q_block, cfg.k_block, device=ctx.device)
             self._cache[key] = mask
-            self.densities[key] = mask.density()
+            per_head = mask.density_per_head().mean(0).tolist()
+            self._described[id(mask)] = (per_head, [cfg.method] * len(per_head))
         return self._cache[key]
 
-    def density(self, mask: SparseMask) -> float:
-        """The density measured when `mask` was built."""
-        for key, cached in self._cache.items():
-            if cached is mask:
-                return self.densities[key]
-        return mask.density()
+    def describe(self, mask: SparseMask) -> tuple[list[float], list[str]]:
+        """Measured once, when the mask was built."""
+        return self._described.get(id(mask)) or super().describe(mask)
 
 
 def planner_for(config: SparseConfig) -> Planner:

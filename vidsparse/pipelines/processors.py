@@ -45,7 +45,7 @@ class SparseAttnProcessor:
             self.runtime.fall_back(
                 f"context parallelism in {type(self).__name__} is not supported by sparse attention yet: dense attention"
             )
-            self.runtime.plan_dense(self.layer)
+            self.runtime.plan_dense(self.layer, heads)
             return None
         mask, _ = self.runtime.plan(self.layer, seq_len, text_len, heads, device)
         return mask
@@ -160,7 +160,7 @@ class CogVideoXSparseProcessor(SparseAttnProcessor):
         if attention_mask is None:
             mask = self._plan(sequence_length, text_seq_length, attn.heads, query.device)
         else:
-            self.runtime.plan_dense(self.layer)
+            self.runtime.plan_dense(self.layer, attn.heads)
         if mask is None:
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
@@ -247,7 +247,7 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
         if key_padding is not False:
             mask = self._plan(query.shape[1], text_len, attn.heads, query.device)
         else:
-            self.runtime.plan_dense(self.layer)
+            self.runtime.plan_dense(self.layer, attn.heads)
         if mask is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
@@ -315,13 +315,13 @@ class WanSparseProcessor(SparseAttnProcessor):
         if attention_mask is None and self._parallel_config is not None:
             hidden_states = self._ulysses(query, key, value, attn.heads)
             if hidden_states is None:
-                self.runtime.plan_dense(self.layer)
+                self.runtime.plan_dense(self.layer, attn.heads)
         elif attention_mask is None:
             mask = self._plan(query.shape[1], 0, attn.heads, query.device)
             if mask is not None:
                 hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)
         else:
-            self.runtime.plan_dense(self.layer)
+            self.runtime.plan_dense(self.layer, attn.heads)
         if hidden_states is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,

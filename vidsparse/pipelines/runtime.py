@@ -28,15 +28,35 @@ __all__ = ["SparseRuntime", "LayerStats"]
 
 @dataclass
 class LayerStats:
-    """Calls of one replaced layer: how many, how many sparse, and the summed realised density."""
+    """Calls of one replaced layer: how many, how many sparse, and the summed realised density, in
+    all and per head, with how often each head ran each pattern ("dense" for dense calls)."""
 
     calls: int = 0
     sparse_calls: int = 0
     density_sum: float = 0.0
+    head_density_sum: list[float] = field(default_factory=list)
+    head_patterns: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def density(self) -> float:
         return self.density_sum / self.calls if self.calls else 1.0
+
+    def add(self, per_head: list[float], patterns: list[str], sparse: bool) -> None:
+        if not self.head_density_sum:
+            self.head_density_sum = [0.0] * len(per_head)
+            self.head_patterns = [{} for _ in per_head]
+        self.calls += 1
+        self.sparse_calls += int(sparse)
+        self.density_sum += sum(per_head) / len(per_head)
+        for h, (d, name) in enumerate(zip(per_head, patterns)):
+            self.head_density_sum[h] += d
+            self.head_patterns[h][name] = self.head_patterns[h].get(name, 0) + 1
+
+    def heads(self) -> tuple[list[float], list[str]]:
+        """Mean density per head, and each head's most used pattern (its sparse one if it ever ran one)."""
+        density = [d / self.calls for d in self.head_density_sum]
+        patterns = [max(p, key=lambda n: (n != "dense", p[n])) for p in self.head_patterns]
+        return density, patterns
 
 
 @dataclass
@@ -62,32 +82,27 @@ class SparseRuntime:
             return None
         return TokenLayout(frames, height, width, text_len, self.text_position or "start")
 
-    def plan_dense(self, layer: int) -> None:
+    def plan_dense(self, layer: int, heads: int) -> None:
         """Count a call that runs dense without asking the planner."""
-        stats = self.layers.setdefault(layer, LayerStats())
-        stats.calls += 1
-        stats.density_sum += 1.0
+        self.layers.setdefault(layer, LayerStats()).add([1.0] * heads, ["dense"] * heads, sparse=False)
 
     def plan(self, layer: int, seq_len: int, text_len: int, heads: int, device) -> tuple[SparseMask | None, TokenLayout | None]:
-        stats = self.layers.setdefault(layer, LayerStats())
-        stats.calls += 1
         if self.config.method == "dense":
-            stats.density_sum += 1.0
+            self.plan_dense(layer, heads)
             return None, None
         layout = self.layout(seq_len, text_len)
         if layout is None:
             self.fall_back(
                 f"the latent grid {self.grid} does not match {seq_len - text_len} video tokens: dense attention"
             )
-            stats.density_sum += 1.0
+            self.plan_dense(layer, heads)
             return None, None
-        ctx = PlanContext(layer, self.step, self.branch, layout, heads, device)
-        mask = self.planner.plan(ctx)
+        mask = self.planner.plan(PlanContext(layer, self.step, self.branch, layout, heads, device))
         if mask is None:
-            stats.density_sum += 1.0
+            self.plan_dense(layer, heads)
         else:
-            stats.sparse_calls += 1
-            stats.density_sum += self.planner.density(mask)
+            per_head, patterns = self.planner.describe(mask)
+            self.layers.setdefault(layer, LayerStats()).add(per_head, patterns, sparse=True)
         return mask, layout
 
     # ------------------------------------------------------------------ running
@@ -144,5 +159,9 @@ class SparseRuntime:
             "sparse_calls": sum(s.sparse_calls for s in self.layers.values()),
             "density": density,
             "density_per_layer": {layer: s.density for layer, s in sorted(self.layers.items())},
+            "heads": {
+                "density": [self.layers[layer].heads()[0] for layer in sorted(self.layers)],
+                "pattern": [self.layers[layer].heads()[1] for layer in sorted(self.layers)],
+            },
             "fallbacks": sorted(self.fallbacks),
         }
