@@ -1,5 +1,7 @@
 """The `vidsparse` command line.
 
+    vidsparse generate        generate videos with a sparse attention method
+    vidsparse compare         compare methods with dense attention: quality, speed and density report
     vidsparse selfcheck       check the Triton kernel against the float64 reference, on CPU or GPU
     vidsparse --version
 
@@ -450,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the first case's inputs and mask (default: %(default)s)",
     )
     p.set_defaults(func=cmd_selfcheck)
+
+    from .generate import add_parsers
+
+    add_parsers(sub, common)
     return parser
 
 
@@ -467,6 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args, argv)
+    except ValueError as exc:  # usage errors (vidsparse.generate.CLIError) and invalid configs
+        if args.verbose:
+            raise
+        print(f"vidsparse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     finally:
         package_logger.removeHandler(handler)
         package_logger.setLevel(old_level)
