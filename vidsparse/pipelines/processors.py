@@ -193,41 +193,27 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
         if joint_input:
             hidden_states = torch.cat([hidden_states, encoder_hidden_states], dim=1)
 
-        # 1. QKV projections, [B, S, H, D]
-        query = attn.to_q(hidden_states).unflatten(2, (attn.heads, -1))
-        key = attn.to_k(hidden_states).unflatten(2, (attn.heads, -1))
-        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
-
-        # 2. QK normalization
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        # 1-2. QKV projections and QK normalization, [B, S, H, D]
+        query, key, value = _heads_qkv(
+            hidden_states, attn.heads, attn.to_q, attn.to_k, attn.to_v, attn.norm_q, attn.norm_k
+        )
 
         # 3. RoPE on the video tokens
         if image_rotary_emb is not None:
-            if joint_input:
-                query = torch.cat(
-                    [apply_rotary_emb(query[:, :-text_len], image_rotary_emb, sequence_dim=1), query[:, -text_len:]],
-                    dim=1,
-                )
-                key = torch.cat(
-                    [apply_rotary_emb(key[:, :-text_len], image_rotary_emb, sequence_dim=1), key[:, -text_len:]],
-                    dim=1,
-                )
-            else:
-                query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-                key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+            def rope(x):
+                if not joint_input:
+                    return apply_rotary_emb(x, image_rotary_emb, sequence_dim=1)
+                video = apply_rotary_emb(x[:, :-text_len], image_rotary_emb, sequence_dim=1)
+                return torch.cat([video, x[:, -text_len:]], dim=1)
+
+            query, key = rope(query), rope(key)
 
         # 4. Text QKV projection and normalization (dual-stream blocks)
         if attn.add_q_proj is not None and encoder_hidden_states is not None:
-            encoder_query = attn.add_q_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_key = attn.add_k_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            encoder_value = attn.add_v_proj(encoder_hidden_states).unflatten(2, (attn.heads, -1))
-            if attn.norm_added_q is not None:
-                encoder_query = attn.norm_added_q(encoder_query)
-            if attn.norm_added_k is not None:
-                encoder_key = attn.norm_added_k(encoder_key)
+            encoder_query, encoder_key, encoder_value = _heads_qkv(
+                encoder_hidden_states, attn.heads, attn.add_q_proj, attn.add_k_proj, attn.add_v_proj,
+                attn.norm_added_q, attn.norm_added_k,
+            )
             query = torch.cat([query, encoder_query], dim=1)
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
@@ -270,6 +256,16 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
             if getattr(attn, "to_add_out", None) is not None:
                 encoder_hidden_states = attn.to_add_out(encoder_hidden_states)
         return hidden_states, encoder_hidden_states
+
+
+def _heads_qkv(states, heads: int, to_q, to_k, to_v, norm_q, norm_k):
+    """HunyuanVideo's projections to `[B, S, H, D]` and its optional QK-norm, for either stream."""
+    query, key, value = (proj(states).unflatten(2, (heads, -1)) for proj in (to_q, to_k, to_v))
+    if norm_q is not None:
+        query = norm_q(query)
+    if norm_k is not None:
+        key = norm_k(key)
+    return query, key, value
 
 
 def _hunyuan_key_padding(attention_mask, batch: int, seq_len: int):
