@@ -59,6 +59,9 @@ def _load(args) -> tuple[object, object, str]:
         cfg = load_model_config(config_name, args.overrides)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
+    from .configs import apply_scheduler_config
+
+    apply_scheduler_config(pipe, cfg)  # e.g. the flow shift of HunyuanVideo and Wan
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = pipe.to(device)
     return pipe, cfg, args.model
@@ -85,11 +88,9 @@ def _prompts(args) -> list[str]:
 
 def _call_kwargs(pipe, cfg, args) -> dict:
     """The pipeline call's keyword arguments: the config's `generate` section, then the flags."""
-    from omegaconf import OmegaConf
+    from .configs import call_kwargs
 
-    kwargs = OmegaConf.to_container(cfg.generate, resolve=True)
-    for key in ("dtype", "fps"):
-        kwargs.pop(key, None)
+    kwargs = call_kwargs(cfg)
     for flag, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width"), ("frames", "num_frames")):
         if getattr(args, flag, None) is not None:
             kwargs[key] = getattr(args, flag)

@@ -1,0 +1,628 @@
+"""Built-in tiny video pipelines: CogVideoX, HunyuanVideo and Wan with RANDOM weights, built offline.
+
+These exist so that the command line, the examples and the tests run anywhere, without downloading anything.
+Their weights are random (drawn from fixed seeds), so the videos they generate look like coloured noise: they show
+that the machinery works and how fast, not what a trained model would draw. Real quality needs real weights, given
+as a local diffusers folder (`vidsparse generate --model /path/to/CogVideoX-5b --config cogvideox-5b`).
+
+Nothing here downloads: every model is built from a config written in this file, and the tokenizers are
+word-level `tokenizers` vocabularies of a few dozen words wrapped in `transformers.PreTrainedTokenizerFast`.
+Weights come from `torch.manual_seed(seed)` inside `torch.random.fork_rng`, so building a model neither depends
+on nor disturbs the global random state of the caller.
+
+Every transformer keeps the real attention module layout and processors, with 2 heads of 64 and 1-2 layers, so an
+attention processor sees the same kinds of tensors as at full size, only fewer of them. 64 is CogVideoX's real head
+size; HunyuanVideo and Wan use 128 at full size.
+
+`BUILTIN_MODELS` names the pipelines the command line knows (`load_builtin(name)` builds one). Each has a model
+config of the same name (`vidsparse/model_configs/<name>.yaml`, loaded by `vidsparse.configs`) whose `generate`
+section holds call arguments that work for it: `BuiltinModel.defaults`. The default, "tiny-cogvideox", generates
+49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video tokens), so that a frame
+window leaves out about half of the keys.
+
+The lower-level builders serve the tests. Their default grids (latent frames x latent height x latent width ->
+post-patchify grid T x H x W):
+
+| builder | latent input | grid after patchify | text tokens | pipeline call that gives it |
+|---|---|---|---|---|
+| `cogvideox_transformer("2b" / "5b")` | 3 x 10 x 14 | 3 x 5 x 7 = 105 | 16, first | `num_frames=9, height=80, width=112` |
+| `cogvideox_transformer("1.5")` | 6 x 10 x 14 | 3 x 5 x 7 = 105 | 16, first | `num_frames=17` (5 latent frames, padded to 6) |
+| `hunyuan_transformer()` | 3 x 10 x 14 | 3 x 5 x 7 = 105 | 7 (3 padded in batch 1), last | `num_frames=9, height=80, width=112` |
+| `wan_transformer()` | 3 x 10 x 14 | 3 x 5 x 7 = 105 | none in self-attention (cross-attention: 16) | `num_frames=9, height=80, width=112` |
+
+Input layouts differ: CogVideoX takes `hidden_states` as [B, F, C, H, W]; HunyuanVideo and Wan take [B, C, F, H, W].
+
+Example:
+    >>> from vidsparse.builtin import cogvideox_transformer, cogvideox_inputs, load_builtin
+    >>> model = cogvideox_transformer("5b")
+    >>> out = model(**cogvideox_inputs(model), return_dict=False)[0]  # [2, 3, 4, 10, 14]
+    >>> pipe, spec = load_builtin("tiny-cogvideox")
+    >>> video = pipe(prompt="a red ball rolling", output_type="np", **spec.defaults).frames[0]  # [49, 160, 224, 3]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    AutoencoderKLCogVideoX,
+    AutoencoderKLHunyuanVideo,
+    AutoencoderKLWan,
+    CogVideoXDDIMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    HunyuanVideoPipeline,
+    HunyuanVideoTransformer3DModel,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
+)
+from diffusers.models.embeddings import get_3d_rotary_pos_embed
+from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    LlamaConfig,
+    LlamaModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+__all__ = [
+    "BUILTIN_MODELS", "COGVIDEOX_TEXT_LEN", "COGVIDEOX_VARIANTS", "DEFAULT_BUILTIN", "HEAD_DIM",
+    "HUNYUAN_PROMPT_TEMPLATE", "NUM_HEADS", "POOLED_DIM", "TEXT_DIM", "WAN_TEXT_LEN", "BuiltinModel",
+    "cogvideox_inputs", "cogvideox_pipeline", "cogvideox_rotary_emb", "cogvideox_transformer", "hunyuan_inputs",
+    "hunyuan_pipeline", "hunyuan_transformer", "load_builtin", "wan_inputs", "wan_pipeline", "wan_transformer",
+    "word_tokenizer",
+]
+
+HEAD_DIM = 64  # CogVideoX's real head size; HunyuanVideo and Wan use 128 at full size
+NUM_HEADS = 2
+TEXT_DIM = 32  # hidden size of the tiny text encoders, i.e. the transformers' text_embed_dim / text_dim
+POOLED_DIM = 16  # hidden size of the tiny CLIP text model, i.e. HunyuanVideo's pooled_projection_dim
+COGVIDEOX_TEXT_LEN = 16  # CogVideoX max_text_seq_length of the tiny models; real checkpoints use 226
+WAN_TEXT_LEN = 16  # max_sequence_length to pass to the tiny Wan pipeline (its default is 512)
+
+# HunyuanVideo's pipeline formats every prompt into a template, encodes it with the Llama model, then drops the first
+# `crop_start` tokens (the template prefix). This template is "<s> describe the video : {}": 5 tokens before the prompt.
+# Pass it with `max_sequence_length` to `hunyuan_pipeline()(...)`; the stock template (crop_start 95) also works with
+# the tiny vocabulary, it is only longer.
+HUNYUAN_PROMPT_TEMPLATE = {"template": "describe the video : {}", "crop_start": 5}
+
+# Special tokens first, so that their ids are fixed: pad 0, eos 1, unk 2, bos 3.
+_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<s>"]
+# fmt: off
+_WORDS = [
+    "a", "an", "the", "of", "and", "in", "on", "with", "at", "to", "is", "are",
+    "red", "green", "blue", "yellow", "white", "black", "orange", "purple",
+    "circle", "square", "triangle", "ball", "cube", "dog", "cat", "bird", "car", "tree", "house", "river", "sky",
+    "moon", "sun", "moving", "jumping", "rolling", "spinning", "flying", "slowly", "fast", "big", "small",
+    "describe", "video", "scene", "camera", ":", ",", ".",
+]
+# fmt: on
+PAD_ID, EOS_ID, UNK_ID, BOS_ID = range(4)
+
+
+def word_tokenizer(template: str = "$A </s>", model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """A lower-casing, whitespace-splitting word-level tokenizer over a fixed vocabulary of about 60 words.
+
+    `template` is the `tokenizers` post-processing template that adds special tokens: "$A </s>" as T5/UMT5,
+    "<s> $A" as Llama, "<s> $A </s>" as CLIP. Unknown words map to "<unk>"; padding is on the right.
+    """
+    vocab = {word: i for i, word in enumerate(_SPECIAL_TOKENS + _WORDS)}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template, special_tokens=[("</s>", EOS_ID), ("<s>", BOS_ID)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        model_max_length=model_max_length,
+    )
+
+
+def _seeded(seed: int, build):
+    """Build a module in eval mode with weights drawn after torch.manual_seed(seed), leaving the global RNG as it was.
+
+    Parameters are float32 (torch's default dtype); casting with `.to(torch.float32)` would only make diffusers warn.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = build()
+    return module.eval()
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# CogVideoX
+# --------------------------------------------------------------------------------------------------------------------
+
+COGVIDEOX_VARIANTS = ("2b", "5b", "1.5")
+
+
+def cogvideox_transformer(
+    variant: str = "5b", seed: int = 0, max_text_seq_length: int = COGVIDEOX_TEXT_LEN
+) -> CogVideoXTransformer3DModel:
+    """A 2-layer, 2-head x 64 `CogVideoXTransformer3DModel` (inner dim 128) with 4 latent channels and patch size 2.
+
+    Variants follow the real transformer configs:
+    - "2b": no RoPE; fixed 3-D sin/cos positional embeddings added to the tokens, sized by `sample_*` and
+      `max_text_seq_length`. The text length must equal `max_text_seq_length` (the patch embedding adds one joint
+      text+video table); other video sizes recompute the table.
+    - "5b": RoPE on the video tokens (`use_rotary_positional_embeddings=True`), no additive embedding; any text length.
+    - "1.5": as 5b, plus `patch_size_t=2` (a linear patch embedding over 2 x 2 x 2 patches), `patch_bias=False`, and
+      RoPE of grid type "slice" bounded by `sample_height // 2 x sample_width // 2` (here 16 x 16). Latent frames
+      must be a multiple of 2; the pipeline pads them, `cogvideox_inputs` picks 6 by default.
+
+    The sample size is 3 latent frames (`sample_frames=9` before the 4x temporal compression) x 10 x 14, so the default
+    grid after patchify is 3 x 5 x 7 (1.5: sample 32 x 32 latent pixels, which only bounds its RoPE table).
+    """
+    if variant not in COGVIDEOX_VARIANTS:
+        raise ValueError(f"variant must be one of {COGVIDEOX_VARIANTS}, got {variant!r}")
+    config = {
+        "num_attention_heads": NUM_HEADS,
+        "attention_head_dim": HEAD_DIM,
+        "in_channels": 4,
+        "out_channels": 4,
+        "time_embed_dim": 32,
+        "text_embed_dim": TEXT_DIM,
+        "num_layers": 2,
+        "sample_width": 14,
+        "sample_height": 10,
+        "sample_frames": 9,
+        "patch_size": 2,
+        "temporal_compression_ratio": 4,
+        "max_text_seq_length": max_text_seq_length,
+    }
+    if variant == "5b":
+        config.update(use_rotary_positional_embeddings=True, use_learned_positional_embeddings=False)
+    elif variant == "1.5":
+        config.update(
+            patch_size_t=2,
+            patch_bias=False,
+            use_rotary_positional_embeddings=True,
+            use_learned_positional_embeddings=False,
+            sample_width=32,
+            sample_height=32,
+        )
+    return _seeded(seed, lambda: CogVideoXTransformer3DModel(**config))
+
+
+def cogvideox_rotary_emb(model: CogVideoXTransformer3DModel, frames: int, height: int, width: int):
+    """(cos, sin), each [frames' x H' x W', head_dim], as `CogVideoXPipeline._prepare_rotary_positional_embeddings`.
+
+    `frames`, `height` and `width` are the latent sizes handed to the transformer (for 1.5, after padding frames to a
+    multiple of `patch_size_t`). Returns None when the model does not use RoPE (the 2b variant).
+    """
+    config = model.config
+    if not config.use_rotary_positional_embeddings:
+        return None
+    p, p_t = config.patch_size, config.patch_size_t
+    grid_height, grid_width = height // p, width // p
+    base_size_width, base_size_height = config.sample_width // p, config.sample_height // p
+    if p_t is None:
+        crops_coords = get_resize_crop_region_for_grid((grid_height, grid_width), base_size_width, base_size_height)
+        return get_3d_rotary_pos_embed(
+            embed_dim=config.attention_head_dim,
+            crops_coords=crops_coords,
+            grid_size=(grid_height, grid_width),
+            temporal_size=frames,
+        )
+    return get_3d_rotary_pos_embed(
+        embed_dim=config.attention_head_dim,
+        crops_coords=None,
+        grid_size=(grid_height, grid_width),
+        temporal_size=(frames + p_t - 1) // p_t,
+        grid_type="slice",
+        max_size=(base_size_height, base_size_width),
+    )
+
+
+def cogvideox_inputs(
+    model: CogVideoXTransformer3DModel,
+    batch: int = 2,
+    frames: int | None = None,
+    height: int = 10,
+    width: int = 14,
+    text_len: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Forward kwargs for a CogVideoX transformer: hidden_states [B, F, C, H, W], text first in the sequence.
+
+    `frames` defaults to 3 x patch_size_t (3 for 2b/5b, 6 for 1.5), which with the defaults gives the grid 3 x 5 x 7.
+    `text_len` defaults to `max_text_seq_length` (required by the 2b variant). The timesteps differ per batch element.
+    """
+    config = model.config
+    p_t = config.patch_size_t or 1
+    frames = 3 * p_t if frames is None else frames
+    if frames % p_t:
+        raise ValueError(f"latent frames ({frames}) must be a multiple of patch_size_t ({p_t}); the pipeline pads them")
+    text_len = config.max_text_seq_length if text_len is None else text_len
+    gen = _generator(seed)
+    return {
+        "hidden_states": torch.randn(batch, frames, config.in_channels, height, width, generator=gen),
+        "encoder_hidden_states": torch.randn(batch, text_len, config.text_embed_dim, generator=gen),
+        "timestep": torch.randint(0, 1000, (batch,), generator=gen),
+        "image_rotary_emb": cogvideox_rotary_emb(model, frames, height, width),
+    }
+
+
+def cogvideox_pipeline(variant: str = "5b", seed: int = 0) -> CogVideoXPipeline:
+    """A `CogVideoXPipeline` of the tiny transformer, a tiny VAE (8x spatial, 4x temporal), a tiny T5 and DDIM.
+
+    Pass `max_sequence_length=16` (`COGVIDEOX_TEXT_LEN`): the pipeline's default of 226 fails for "2b", whose
+    positional table is sized for 16 text tokens, and is only slower for the others.
+
+    Example (latent 3 x 10 x 14 -> grid 3 x 5 x 7; for "1.5" use `num_frames=17`, 5 latent frames padded to 6):
+        >>> pipe = cogvideox_pipeline("5b")
+        >>> video = pipe(prompt="a red circle", negative_prompt="blue", num_inference_steps=2, guidance_scale=5.0,
+        ...              height=80, width=112, num_frames=9, max_sequence_length=16, output_type="pt",
+        ...              generator=torch.Generator().manual_seed(0)).frames  # [1, 9, 3, 80, 112]
+    """
+    transformer = cogvideox_transformer(variant, seed=seed)
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLCogVideoX(
+            down_block_types=("CogVideoXDownBlock3D",) * 4,
+            up_block_types=("CogVideoXUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            latent_channels=transformer.config.in_channels,
+            layers_per_block=1,
+            norm_num_groups=2,
+            temporal_compression_ratio=4,
+        ),
+    )
+    text_encoder = _seeded(
+        seed,
+        lambda: T5EncoderModel(
+            T5Config(
+                vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS),
+                d_model=TEXT_DIM,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                pad_token_id=PAD_ID,
+                eos_token_id=EOS_ID,
+                decoder_start_token_id=PAD_ID,
+            )
+        ),
+    )
+    pipe = CogVideoXPipeline(
+        tokenizer=word_tokenizer("$A </s>"),
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# HunyuanVideo
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def hunyuan_transformer(seed: int = 0) -> HunyuanVideoTransformer3DModel:
+    """A `HunyuanVideoTransformer3DModel` of 1 dual-stream block, 1 single-stream block and 1 text-refiner block.
+
+    2 heads x 64 (inner dim 128; the real model has 128 per head), RoPE axes (16, 24, 24) for (t, h, w), 4 latent
+    channels, patch 2 x 2 spatially and 1 in time, guidance embedding on (as HunyuanVideo-T2V). Text comes after the
+    video tokens; padded text tokens are masked.
+    """
+    return _seeded(
+        seed,
+        lambda: HunyuanVideoTransformer3DModel(
+            in_channels=4,
+            out_channels=4,
+            num_attention_heads=NUM_HEADS,
+            attention_head_dim=HEAD_DIM,
+            num_layers=1,
+            num_single_layers=1,
+            num_refiner_layers=1,
+            mlp_ratio=2.0,
+            patch_size=2,
+            patch_size_t=1,
+            guidance_embeds=True,
+            text_embed_dim=TEXT_DIM,
+            pooled_projection_dim=POOLED_DIM,
+            rope_axes_dim=(16, 24, 24),
+        ),
+    )
+
+
+def hunyuan_inputs(
+    model: HunyuanVideoTransformer3DModel,
+    batch: int = 2,
+    frames: int = 3,
+    height: int = 10,
+    width: int = 14,
+    text_len: int = 7,
+    pad: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Forward kwargs for a HunyuanVideo transformer: hidden_states [B, C, F, H, W], text last in the sequence.
+
+    `encoder_attention_mask` is [B, text_len] of 0/1; batch element 1 (if any) has its last `pad` tokens padded,
+    as the pipeline's right-padded tokenizer gives. `guidance` is 6.0 x 1000, as the pipeline passes it.
+    """
+    config = model.config
+    gen = _generator(seed)
+    mask = torch.ones(batch, text_len)
+    if batch > 1 and pad:
+        mask[1, text_len - pad :] = 0
+    kwargs = {
+        "hidden_states": torch.randn(batch, config.in_channels, frames, height, width, generator=gen),
+        "timestep": torch.randint(0, 1000, (batch,), generator=gen).float(),
+        "encoder_hidden_states": torch.randn(batch, text_len, config.text_embed_dim, generator=gen),
+        "encoder_attention_mask": mask,
+        "pooled_projections": torch.randn(batch, config.pooled_projection_dim, generator=gen),
+    }
+    if config.guidance_embeds:
+        kwargs["guidance"] = torch.full((batch,), 6.0 * 1000.0)
+    return kwargs
+
+
+def hunyuan_pipeline(seed: int = 0) -> HunyuanVideoPipeline:
+    """A `HunyuanVideoPipeline` of the tiny transformer, a tiny Llama (2 layers: the pipeline takes the hidden states
+    of the third-from-last layer), a tiny CLIP text model, a tiny VAE (8x spatial, 4x temporal) and flow-match Euler.
+
+    True CFG needs `true_cfg_scale > 1` and a negative prompt: then the transformer runs twice per step, in the
+    cache contexts "cond" and "uncond", at batch 1 each. `guidance_scale` only feeds the guidance embedding.
+    Height and width must be multiples of 16.
+
+    Example (latent 3 x 10 x 14 -> grid 3 x 5 x 7, 16 text tokens of which the prompt fills 3):
+        >>> pipe = hunyuan_pipeline()
+        >>> video = pipe(prompt="a red circle", negative_prompt="blue", true_cfg_scale=5.0, num_inference_steps=2,
+        ...              height=80, width=112, num_frames=9, prompt_template=HUNYUAN_PROMPT_TEMPLATE,
+        ...              max_sequence_length=16, output_type="pt",
+        ...              generator=torch.Generator().manual_seed(0)).frames  # [1, 9, 3, 80, 112]
+    """
+    vocab_size = len(_SPECIAL_TOKENS) + len(_WORDS)
+    text_encoder = _seeded(
+        seed,
+        lambda: LlamaModel(
+            LlamaConfig(
+                vocab_size=vocab_size,
+                hidden_size=TEXT_DIM,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                max_position_embeddings=512,
+                bos_token_id=BOS_ID,
+                eos_token_id=EOS_ID,
+                pad_token_id=PAD_ID,
+            )
+        ),
+    )
+    text_encoder_2 = _seeded(
+        seed,
+        lambda: CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=vocab_size,
+                hidden_size=POOLED_DIM,
+                intermediate_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                max_position_embeddings=77,
+                bos_token_id=BOS_ID,
+                eos_token_id=EOS_ID,  # not 2, so CLIP pools at the first eos token rather than at argmax(input_ids)
+                pad_token_id=PAD_ID,
+            )
+        ),
+    )
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLHunyuanVideo(
+            latent_channels=4,
+            down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+            up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+            block_out_channels=(8, 8, 8, 8),
+            layers_per_block=1,
+            norm_num_groups=4,
+            spatial_compression_ratio=8,
+            temporal_compression_ratio=4,
+        ),
+    )
+    pipe = HunyuanVideoPipeline(
+        text_encoder=text_encoder,
+        tokenizer=word_tokenizer("<s> $A"),
+        transformer=hunyuan_transformer(seed=seed),
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=word_tokenizer("<s> $A </s>", model_max_length=77),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Wan 2.1 / 2.2
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def wan_transformer(seed: int = 0) -> WanTransformer3DModel:
+    """A 2-block, 2-head x 64 `WanTransformer3DModel` (inner dim 128; real heads are 128), patch (1, 2, 2), 4 channels.
+
+    Each block has `attn1` (video self-attention with RoPE; its RoPE splits the head as t 24, h 20, w 20) and `attn2`
+    (cross-attention to the text), both `WanAttention` with `WanAttnProcessor`.
+    """
+    return _seeded(
+        seed,
+        lambda: WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=NUM_HEADS,
+            attention_head_dim=HEAD_DIM,
+            in_channels=4,
+            out_channels=4,
+            text_dim=TEXT_DIM,
+            freq_dim=32,
+            ffn_dim=64,
+            num_layers=2,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+            rope_max_seq_len=64,
+        ),
+    )
+
+
+def wan_inputs(
+    model: WanTransformer3DModel,
+    batch: int = 2,
+    frames: int = 3,
+    height: int = 10,
+    width: int = 14,
+    text_len: int = WAN_TEXT_LEN,
+    seed: int = 0,
+) -> dict:
+    """Forward kwargs for a Wan transformer: hidden_states [B, C, F, H, W]; text reaches only the cross-attention."""
+    config = model.config
+    gen = _generator(seed)
+    return {
+        "hidden_states": torch.randn(batch, config.in_channels, frames, height, width, generator=gen),
+        "timestep": torch.randint(0, 1000, (batch,), generator=gen).float(),
+        "encoder_hidden_states": torch.randn(batch, text_len, config.text_dim, generator=gen),
+    }
+
+
+def wan_pipeline(two_transformers: bool = False, seed: int = 0) -> WanPipeline:
+    """A `WanPipeline` of the tiny transformer, a tiny UMT5 encoder, a tiny Wan VAE (8x spatial, 4x temporal) and
+    UniPC with flow sigmas (as Wan 2.1).
+
+    `two_transformers=True` builds a Wan 2.2 A14B-style pipeline: `transformer` (seed) runs the high-noise steps
+    (t >= boundary_ratio x 1000) and `transformer_2` (seed + 1) the rest, `boundary_ratio=0.875`. With 2 steps of
+    UniPC and flow_shift 3 the timesteps are 999 and 750, so each transformer runs one step.
+
+    CFG runs two batch-1 forwards per step, in the cache contexts "cond" and "uncond". Height and width must be
+    multiples of 16; pass `max_sequence_length=16` (`WAN_TEXT_LEN`; the default is 512 text tokens).
+
+    Example (latent 3 x 10 x 14 -> grid 3 x 5 x 7):
+        >>> pipe = wan_pipeline()
+        >>> video = pipe(prompt="a red circle", negative_prompt="blue", num_inference_steps=2, guidance_scale=5.0,
+        ...              height=80, width=112, num_frames=9, max_sequence_length=16, output_type="pt",
+        ...              generator=torch.Generator().manual_seed(0)).frames  # [1, 9, 3, 80, 112]
+    """
+    text_encoder = _seeded(
+        seed,
+        lambda: UMT5EncoderModel(
+            UMT5Config(
+                vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS),
+                d_model=TEXT_DIM,
+                d_kv=8,
+                d_ff=64,
+                num_layers=2,
+                num_heads=4,
+                pad_token_id=PAD_ID,
+                eos_token_id=EOS_ID,
+                decoder_start_token_id=PAD_ID,
+            )
+        ),
+    )
+    z_dim = 4
+    vae = _seeded(
+        seed,
+        lambda: AutoencoderKLWan(
+            base_dim=8,
+            z_dim=z_dim,
+            dim_mult=[1, 1, 1, 1],
+            num_res_blocks=1,
+            temperal_downsample=[False, True, True],
+            latents_mean=[0.0] * z_dim,
+            latents_std=[1.0] * z_dim,
+        ),
+    )
+    pipe = WanPipeline(
+        tokenizer=word_tokenizer("$A </s>"),
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0),
+        transformer=wan_transformer(seed=seed),
+        transformer_2=wan_transformer(seed=seed + 1) if two_transformers else None,
+        boundary_ratio=0.875 if two_transformers else None,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Registry: the built-in pipelines the command line knows by name
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A built-in tiny pipeline with random weights.
+
+    Attributes:
+        name: the name the command line takes (`--model tiny-cogvideox`); also the name of its model config.
+        family: the adapter family of its transformer: "cogvideox", "hunyuanvideo" or "wan".
+        build: builds the pipeline (float32, on the CPU, progress bar off); each call builds a fresh one.
+        description: which real model's architecture it follows, in a few words.
+    """
+
+    name: str
+    family: str
+    build: Callable[[], DiffusionPipeline]
+    description: str
+
+    @property
+    def defaults(self) -> dict:
+        """Pipeline call arguments that work for this pipeline: its model config's `generate` section, without the
+        keys that are not call arguments (dtype, fps). Read from `vidsparse/model_configs/<name>.yaml` on each access.
+        """
+        from .configs import call_kwargs, load_model_config
+
+        return call_kwargs(load_model_config(self.name))
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    model.name: model
+    for model in (
+        BuiltinModel("tiny-cogvideox", "cogvideox", lambda: cogvideox_pipeline("5b"),
+                     "CogVideoX-5b architecture (RoPE, head dim 64), 2 layers x 2 heads"),
+        BuiltinModel("tiny-cogvideox-2b", "cogvideox", lambda: cogvideox_pipeline("2b"),
+                     "CogVideoX-2b architecture (sin/cos position table), 2 layers x 2 heads"),
+        BuiltinModel("tiny-cogvideox1.5", "cogvideox", lambda: cogvideox_pipeline("1.5"),
+                     "CogVideoX1.5-5B architecture (2-frame patches, padded latent frames), 2 layers x 2 heads"),
+        BuiltinModel("tiny-hunyuanvideo", "hunyuanvideo", hunyuan_pipeline,
+                     "HunyuanVideo architecture (dual- and single-stream blocks, text last), 2 heads"),
+        BuiltinModel("tiny-wan", "wan", wan_pipeline,
+                     "Wan 2.1 architecture (self- and cross-attention), 2 layers x 2 heads"),
+        BuiltinModel("tiny-wan2.2", "wan", lambda: wan_pipeline(two_transformers=True),
+                     "Wan 2.2 A14B architecture (high- and low-noise transformers), 2 layers x 2 heads each"),
+    )
+}
+DEFAULT_BUILTIN = "tiny-cogvideox"
+
+
+def load_builtin(name: str = DEFAULT_BUILTIN) -> tuple[DiffusionPipeline, BuiltinModel]:
+    """Build the built-in pipeline `name` and return it with its registry entry.
+
+    Example:
+        >>> pipe, spec = load_builtin("tiny-wan")
+        >>> spec.family
+        'wan'
+    """
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}")
+    spec = BUILTIN_MODELS[name]
+    return spec.build(), spec
