@@ -5,7 +5,7 @@
     vidsparse selfcheck       check the Triton kernel against the float64 reference, on CPU or GPU
     vidsparse --version
 
-`selfcheck` is the project's main job until the generation CLI exists: it runs
+`selfcheck` runs
 `block_sparse_attention` on a handful of awkward cases (ragged S, batch 2, per-head masks,
 text ranges, key padding, strided inputs, head dims 64 and 128), compares each output with
 `block_sparse_attention_reference` computed in float64, and holds the kernel to a small multiple
