@@ -2,6 +2,7 @@
 
     vidsparse generate        generate videos with a sparse attention method
     vidsparse compare         compare methods with dense attention: quality, speed and density report
+    vidsparse bench           time full-size transformer steps on the GPU (random weights), stock vs vidsparse
     vidsparse selfcheck       check the Triton kernel against the float64 reference, on CPU or GPU
     vidsparse --version
 
@@ -453,9 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_selfcheck)
 
+    from .bench import add_parser as add_bench
     from .generate import add_parsers
 
     add_parsers(sub, common)
+    add_bench(sub)
     return parser
 
 

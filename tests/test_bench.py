@@ -1,0 +1,158 @@
+"""`vidsparse bench --dry-run` end to end on tiny CPU versions of every model family, its method parsing and
+errors, and pipelines/bench_step.py (the wrapper that reproduces BENCH_STEP.md)."""
+
+import argparse
+import json
+import math
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+
+from vidsparse import SparseConfig, bench
+from vidsparse.layout import TokenLayout
+
+WRAPPER = Path(__file__).resolve().parents[1] / "pipelines" / "bench_step.py"
+
+
+def run_bench(argv: list[str]) -> int:
+    """`vidsparse bench ARGV` as the command line runs it."""
+    parser = argparse.ArgumentParser(prog="vidsparse")
+    bench.add_parser(parser.add_subparsers(dest="command", required=True))
+    argv = ["bench", *argv]
+    args = parser.parse_args(argv)
+    return args.func(args, argv)
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """Every model family, one sparse method; (exit status, JSON results, markdown)."""
+    out = tmp_path_factory.mktemp("bench")
+    status = run_bench(["--dry-run", "--models", ",".join(bench.MODELS), "--methods", "spatial:frames=0",
+                        "--out", str(out)])
+    return status, json.loads((out / "bench-dry-run.json").read_text()), (out / "bench-dry-run.md").read_text()
+
+
+def test_dry_run_runs_every_model_and_variant(dry_run):
+    status, results, markdown = dry_run
+    assert status == 0
+    assert [m["model"] for m in results["models"]] == list(bench.MODELS)
+    for model in results["models"]:
+        names = [v["name"] for v in model["variants"]]
+        assert names == ["stock", "stock, fast SDPA", "vidsparse dense", "spatial:frames=0"], model["model"]
+        assert all(v["finite"] and v["ms"] > 0 for v in model["variants"])
+    assert results["dry_run"] and "bench --dry-run" in results["command"]
+    assert "Dry run" in markdown and "## hunyuanvideo: HunyuanVideoTransformer3DModel" in markdown
+
+
+def test_dry_run_shapes_follow_the_pipelines(dry_run):
+    models = {m["model"]: m for m in dry_run[1]["models"]}
+    # 17 frames -> 5 latent frames; CogVideoX1.5's pipeline pads them to 6, patched in pairs -> 3
+    assert models["cogvideox1.5-5b"]["latent"][1] == 6 and models["cogvideox1.5-5b"]["grid"] == [3, 4, 8]
+    assert models["cogvideox-5b"]["grid"] == [5, 4, 8]
+    assert models["wan2.1-14b"]["text_tokens"] == 0  # text reaches Wan's cross-attention only
+    assert models["hunyuanvideo"]["text_tokens"] == 16
+
+
+def test_dry_run_errors_densities_and_removal(dry_run):
+    for model in dry_run[1]["models"]:
+        _, fast, dense, sparse = model["variants"]
+        assert dense["error_vs_stock"]["bitwise_equal"], model["model"]  # vidsparse dense is stock to the bit
+        assert dense["report"]["density"] == 1.0 and dense["report"]["sparse_calls"] == 0
+        assert fast["error_vs_stock"]["rel_l2"] < 1e-5
+        assert 0.0 < sparse["report"]["density"] < 1.0
+        assert sparse["report"]["sparse_calls"] == sparse["report"]["calls"] > 0  # no warm-up step: all sparse
+        assert 0.0 < sparse["error_vs_stock"]["rel_l2"] < 0.2
+        for check in model["restore_checks"]:
+            assert check["state_restored"] and check["stock_rerun"]["bitwise_equal"], (model["model"], check)
+
+
+def test_dry_run_attention_share_and_fast_backends(dry_run):
+    for model in dry_run[1]["models"]:
+        stock, fast = model["variants"][:2]
+        attention = stock["attention"]
+        assert attention["calls"] > 0 and 0.0 < stock["attention_share_in_situ"] < 1.0
+        for shape in attention["shapes"]:
+            assert shape["in_situ_calls"] == shape["expected_in_situ_calls"]
+            assert set(shape["backends"]) == set(bench.FAST_SDPA)
+            assert shape["fast"] in (*bench.FAST_SDPA, "MATH")
+        assert sum(fast["backends"].values()) == attention["calls"]
+
+
+def test_parse_methods():
+    spatial, temporal = bench.parse_methods("spatial:frames=2,q_block=64, temporal")
+    assert (spatial.preset, dict(spatial.fields), spatial.text) == ("spatial", {"frames": 2, "q_block": 64},
+                                                                     "spatial:frames=2,q_block=64")
+    assert (temporal.preset, temporal.fields, temporal.density) == ("temporal", (), None)
+    assert bench.parse_methods("spatial:density=0.2")[0].density == 0.2
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("diagonal", "unknown method 'diagonal'"),
+    ("dense", "unknown method 'dense'"),
+    ("q_block=64", "comes before any method name"),
+    ("spatial:bogus=1", "unknown field 'bogus'"),
+    ("spatial:frames=x", "bad value for frames"),
+    ("spatial:q_block=48", "power of two"),
+    ("spatial:warmup_steps=3", "drop warmup_steps"),
+    ("spatial:frames=1,density=0.2", "not both"),
+    ("temporal:density=1.5", "density must be in (0, 1]"),
+])
+def test_parse_methods_refuses(text, message):
+    with pytest.raises(bench.BenchError, match=re.escape(message)):
+        bench.parse_methods(text)
+
+
+def test_density_target_picks_the_closest_window():
+    layout = TokenLayout(13, 30, 45, 226)  # CogVideoX-5b at 480x720
+    for target in (0.15, 0.3, 0.6):
+        spec = bench.parse_methods(f"spatial:density={target}")[0]
+        chosen = bench.method_config(spec, layout, None, "cpu")
+        assert chosen.warmup_steps == 0
+        gaps = {f: abs(bench.mask_density(SparseConfig(method="spatial", frames=f), layout, "cpu") - target)
+                for f in range(layout.frames)}
+        assert math.isclose(gaps[chosen.frames], min(gaps.values())), (target, chosen.frames, gaps)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--dry-run", "--models", "sora"], "unknown ['sora']"),
+    (["--dry-run", "--height", "100"], "--height 100 must be a positive multiple of 16"),
+    (["--dry-run", "--methods", "spatial:warmup_steps=2"], "drop warmup_steps"),
+])
+def test_bad_arguments(argv, message, tmp_path):
+    with pytest.raises(bench.BenchError, match=re.escape(message)):
+        run_bench([*argv, "--out", str(tmp_path)])
+
+
+def test_bench_step_wrapper_keeps_its_flags(tmp_path):
+    main = runpy.run_path(str(WRAPPER))["main"]
+    status = main(["--dry-run", "--models", "cogvideox-5b", "--spatial-frames", "0", "--budget-s", "400",
+                   "--out", str(tmp_path)])
+    assert status == 0
+    results = json.loads((tmp_path / "bench_step.json").read_text())
+    assert results["command"].startswith("python pipelines/bench_step.py --dry-run")
+    names = [v["name"] for v in results["models"][0]["variants"]]
+    assert names[3:] == ["spatial:frames=0", "spatial:density=1"]
+    assert results["models"][0]["variants"][4]["report"]["density"] == 1.0  # the window over every frame
+    assert (tmp_path / "BENCH_STEP.md").read_text().startswith("# vidsparse bench")
+
+
+def _cli_has_bench() -> bool:
+    from vidsparse import cli
+
+    return "bench" in cli.build_parser().format_help()
+
+
+@pytest.mark.skipif(not _cli_has_bench(), reason="vidsparse.cli does not register `bench` yet")
+def test_vidsparse_cli_runs_bench(tmp_path, capsys):
+    from vidsparse.cli import main
+
+    assert main(["bench", "--dry-run", "--models", "cogvideox-5b", "--methods", "spatial:frames=0",
+                 "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "bench-dry-run.json").read_text())
+    assert results["command"].endswith("bench --dry-run --models cogvideox-5b --methods spatial:frames=0 --out "
+                                       + str(tmp_path))
+    assert "wrote" in capsys.readouterr().out
+    assert main(["bench", "--dry-run", "--height", "100", "--out", str(tmp_path)]) == 2
+    assert "--height 100 must be a positive multiple of 16" in capsys.readouterr().err
