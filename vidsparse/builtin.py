@@ -134,6 +134,14 @@ def word_tokenizer(template: str = "$A </s>", model_max_length: int = 512) -> Pr
     )
 
 
+def _t5_fields() -> dict:
+    """The tiny T5 / UMT5 text encoder's config (CogVideoX and Wan use the same shape)."""
+    return dict(
+        vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
+        num_heads=4, pad_token_id=PAD_ID, eos_token_id=EOS_ID, decoder_start_token_id=PAD_ID,
+    )
+
+
 def _seeded(seed: int, build):
     """Build a module in eval mode with weights drawn after torch.manual_seed(seed), leaving the global RNG as it was.
 
@@ -291,17 +299,7 @@ def cogvideox_pipeline(variant: str = "5b", seed: int = 0) -> CogVideoXPipeline:
     text_encoder = _seeded(
         seed,
         lambda: T5EncoderModel(
-            T5Config(
-                vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS),
-                d_model=TEXT_DIM,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                pad_token_id=PAD_ID,
-                eos_token_id=EOS_ID,
-                decoder_start_token_id=PAD_ID,
-            )
+            T5Config(**_t5_fields())
         ),
     )
     pipe = CogVideoXPipeline(
@@ -524,17 +522,7 @@ def wan_pipeline(two_transformers: bool = False, seed: int = 0) -> WanPipeline:
     text_encoder = _seeded(
         seed,
         lambda: UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS),
-                d_model=TEXT_DIM,
-                d_kv=8,
-                d_ff=64,
-                num_layers=2,
-                num_heads=4,
-                pad_token_id=PAD_ID,
-                eos_token_id=EOS_ID,
-                decoder_start_token_id=PAD_ID,
-            )
+            UMT5Config(**_t5_fields())
         ),
     )
     z_dim = 4
