@@ -107,12 +107,11 @@ class SparseHandle:
 
     def reset(self) -> None:
         """Start a new generation (pipelines do this themselves at the end of every call)."""
-        for install in self._installs:
-            from diffusers.hooks import HookRegistry
+        from diffusers.hooks import HookRegistry
 
-            HookRegistry.check_if_exists_or_initialize(install.transformer).get_hook(HOOK_NAME).reset_state(
-                install.transformer
-            )
+        for install in self._installs:
+            hook = HookRegistry.check_if_exists_or_initialize(install.transformer).get_hook(HOOK_NAME)
+            hook.reset_state(install.transformer)
 
     def report(self) -> dict:
         """Layers replaced, calls, realised attention density (1 for dense calls, averaged over every
