@@ -111,13 +111,15 @@ _WORDS = [
 PAD_ID, EOS_ID, UNK_ID, BOS_ID = range(4)
 
 
-def word_tokenizer(template: str = "$A </s>", model_max_length: int = 512) -> PreTrainedTokenizerFast:
-    """A lower-casing, whitespace-splitting word-level tokenizer over a fixed vocabulary of about 60 words.
+def word_tokenizer(
+    template: str = "$A </s>", model_max_length: int = 512, words: list[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A lower-casing, whitespace-splitting word-level tokenizer over a fixed vocabulary (default: about 60 words).
 
     `template` is the `tokenizers` post-processing template that adds special tokens: "$A </s>" as T5/UMT5,
     "<s> $A" as Llama, "<s> $A </s>" as CLIP. Unknown words map to "<unk>"; padding is on the right.
     """
-    vocab = {word: i for i, word in enumerate(_SPECIAL_TOKENS + _WORDS)}
+    vocab = {word: i for i, word in enumerate(_SPECIAL_TOKENS + list(_WORDS if words is None else words))}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()

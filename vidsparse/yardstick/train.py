@@ -1,0 +1,196 @@
+"""Train the yardstick model on procedural videos: `python -m vidsparse.yardstick.train --out DIR`.
+
+Reproduces the shipped weights from a fixed seed on one or more GPUs (`torchrun --nproc-per-node N -m
+vidsparse.yardstick.train ...` for data parallelism); the shipped run's exact command is in `yardstick/README.md`.
+
+Each step:
+1. scenes are drawn from the grammar (held-out combinations excluded) and rendered by DataLoader workers on the CPU;
+2. the prompts go through the frozen T5 (10% replaced by "" so that classifier-free guidance works);
+3. the videos go through the fixed latent transform and are scaled by the VAE's `scaling_factor`;
+4. noise is added with the pipeline's own scheduler at uniform timesteps, and the transformer is trained to predict the
+   velocity (`scheduler.get_velocity`), as CogVideoX is (v-prediction), in bfloat16 autocast with AdamW.
+
+The learning rate warms up for 200 steps, then follows a cosine to 10% at the last step. With `--steps 0` the step count
+comes from the time budget: the script times 30 steps after warm-up and fits as many as `--minutes` allows. An
+exponential moving average of the weights (decay 0.999) is what gets saved, in float16, as a diffusers folder
+(`DIR/weights`) every few minutes and at the end, with `DIR/loss.json` (loss every 25 steps) and `DIR/train.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import FRAMES, HEIGHT, TEXT_LEN, WIDTH, build_components
+from .scenes import render, sample_scenes
+
+logger = logging.getLogger(__name__)
+
+
+class SceneBatches(torch.utils.data.IterableDataset):
+    """Endless batches of (videos [B, 3, F, H, W] float16 in [-1, 1], prompts), one random stream per worker and rank."""
+
+    def __init__(self, batch: int, seed: int, rank: int):
+        self.batch, self.seed, self.rank = batch, seed, rank
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        torch.set_num_threads(1)
+        rng = np.random.default_rng([self.seed, self.rank, worker])
+        while True:
+            scenes = sample_scenes(self.batch, rng)
+            yield render(scenes, FRAMES, HEIGHT, WIDTH).half(), [s.prompt for s in scenes]
+
+
+def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
+    ids = tokenizer(prompts, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids.to(device))[0]
+
+
+def _save(transformer, ema: dict, components: dict, out: Path) -> None:
+    """Write the EMA weights in float16 with the rest of the pipeline as a diffusers folder."""
+    from diffusers import CogVideoXPipeline
+
+    state = {name: tensor.detach().clone() for name, tensor in transformer.state_dict().items()}
+    transformer.load_state_dict(ema)
+    half = type(transformer).from_config(transformer.config).to(torch.float16)
+    half.load_state_dict({k: v.half() for k, v in ema.items()})
+    transformer.load_state_dict(state)
+    pipe = CogVideoXPipeline(
+        tokenizer=components["tokenizer"], text_encoder=components["text_encoder"].to("cpu", torch.float16),
+        vae=components["vae"], transformer=half, scheduler=components["scheduler"],
+    )
+    pipe.save_pretrained(out)
+    components["text_encoder"].to(torch.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
+    parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
+    parser.add_argument("--batch", type=int, default=48, help="per GPU")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=6, help="DataLoader workers per GPU that render scenes")
+    parser.add_argument("--save-every-min", type=float, default=3.0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (falls back if it fails)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if world > 1:
+        torch.distributed.init_process_group("nccl", device_id=device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    components = build_components(args.seed)
+    tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"].to(device), components["vae"]
+    scheduler, transformer = components["scheduler"], components["transformer"].to(device).train()
+    # The pipeline's own RoPE for the training size (latent frames x latent height x latent width).
+    from ..builtin import cogvideox_rotary_emb
+
+    rope = tuple(r.to(device) for r in cogvideox_rotary_emb(transformer, FRAMES, HEIGHT // 2, WIDTH // 2))
+    alphas = scheduler.alphas_cumprod.to(device, torch.float32)
+    with torch.no_grad():
+        empty = _encode_prompts(tokenizer, text_encoder, [""], device)
+
+    ema = {name: p.detach().clone().float() for name, p in transformer.state_dict().items()}
+    model = transformer
+    if args.compile:
+        model = torch.compile(transformer)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    loader = torch.utils.data.DataLoader(
+        SceneBatches(args.batch, args.seed, rank), batch_size=None, num_workers=args.workers,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers),
+    )
+    gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
+
+    def train_step(videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        videos = videos.to(device, non_blocking=True).float()
+        with torch.no_grad():
+            text = _encode_prompts(tokenizer, text_encoder, prompts, device)
+            drop = torch.rand(len(prompts), device=device, generator=gen) < 0.1
+            text = torch.where(drop.view(-1, 1, 1), empty, text)
+            x0 = (vae.encode(videos).latents * vae.config.scaling_factor).transpose(1, 2)  # [B, F, C, H, W]
+            noise = torch.randn(x0.shape, device=device, generator=gen)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(prompts),), device=device, generator=gen)
+            a = alphas[t].view(-1, 1, 1, 1, 1)
+            noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise  # scheduler.add_noise
+            target = a.sqrt() * noise - (1 - a).sqrt() * x0  # scheduler.get_velocity
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pred = model(hidden_states=noisy, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
+                         return_dict=False)[0]
+        loss = F.mse_loss(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        return loss.detach()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    total = args.steps or 10**9
+    losses, started, last_save, step = [], time.perf_counter(), time.perf_counter(), 0
+    timing = None
+    budget = args.minutes * 60
+    for videos, prompts in loader:
+        progress = min(step / total, 1.0)
+        lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = train_step(videos, prompts)
+        step += 1
+        with torch.no_grad():
+            decay = min(0.999, (1 + step) / (10 + step))
+            for name, p in transformer.state_dict().items():
+                ema[name].lerp_(p.float(), 1 - decay)
+        if step % 25 == 0:
+            losses.append((step, round(float(loss), 5), round(time.perf_counter() - started, 1)))
+            if rank == 0:
+                logger.info("step %d loss %.4f lr %.2e %.1fs", step, float(loss), lr, time.perf_counter() - started)
+        if not args.steps and step == 50:
+            timing = time.perf_counter()
+        if not args.steps and step == 80:
+            per_step = (time.perf_counter() - timing) / 30
+            total = int((budget - (time.perf_counter() - started)) / per_step) + step
+            if world > 1:  # every rank must stop at the same step
+                t_total = torch.tensor(total, device=device)
+                torch.distributed.broadcast(t_total, 0)
+                total = int(t_total)
+            logger.info("%.3f s per step: training %d steps in all", per_step, total)
+        if rank == 0 and time.perf_counter() - last_save > args.save_every_min * 60:
+            _save(transformer, ema, components, args.out / "weights")
+            last_save = time.perf_counter()
+        if step >= total:
+            break
+    elapsed = time.perf_counter() - started
+    if rank == 0:
+        _save(transformer, ema, components, args.out / "weights")
+        (args.out / "loss.json").write_text(json.dumps(losses))
+        (args.out / "train.json").write_text(json.dumps({
+            "steps": step, "batch_per_gpu": args.batch, "gpus": world, "lr": args.lr, "seed": args.seed,
+            "compile": args.compile, "seconds": round(elapsed, 1),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+        }, indent=1))
+        logger.info("trained %d steps in %.0f s -> %s", step, elapsed, args.out)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
