@@ -457,7 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_parser as add_bench
     from .generate import add_parsers
 
+    from .search.cli import add_parser as add_search
+
     add_parsers(sub, common)
+    add_search(sub, common)
     add_bench(sub)
     return parser
 

@@ -11,7 +11,10 @@ that a pip-installed vidsparse finds it without the repository. A file has three
   guidance_scale, ...), plus `fps` (of the written video) and `dtype` (to load the weights in), which are not call
   arguments. `call_kwargs(cfg)` gives the call arguments alone.
 - `methods`: named method presets, each the fields of a `vidsparse.SparseConfig`. Warm-up steps are stated for
-  the config's own step count; change them with the steps.
+  the config's own step count; change them with the steps. A "static" method's `patterns` is a path, or the name of
+  a pattern file shipped in `vidsparse/search/patterns/` (`search_config` and `resolve_patterns`).
+- `search` (optional): `vidsparse search` defaults: the fields of `vidsparse.search.SearchConfig`, plus the
+  calibration `prompts` (a list) and `seeds`.
 
 Dot-list overrides (the command line's `key=value` arguments) apply on top, then the result is validated: the
 known sections only, `generate` keys that the pipeline's `__call__` accepts (but not the per-call `prompt`,
@@ -51,7 +54,7 @@ __all__ = [
     "method_config", "model_names",
 ]
 
-SECTIONS = ("model", "generate", "methods")
+SECTIONS = ("model", "generate", "methods", "search")
 # `generate` keys that are not pipeline call arguments.
 NON_CALL_KEYS = ("dtype", "fps")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -202,8 +205,11 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
     unknown = [key for key in fields if key not in allowed]
     if unknown:
         raise ModelConfigError(f"methods.{name}: unknown field(s) {unknown}; SparseConfig fields: {', '.join(allowed)}")
+    values = OmegaConf.to_container(fields, resolve=True)
+    if values.get("patterns"):
+        values["patterns"] = str(resolve_patterns(values["patterns"]))
     try:
-        sparse = SparseConfig(**OmegaConf.to_container(fields, resolve=True))
+        sparse = SparseConfig(**values)
     except ValueError as exc:
         raise ModelConfigError(f"methods.{name}: {exc}") from exc
     steps = cfg.generate.get("num_inference_steps")
@@ -213,6 +219,37 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
             name, sparse.warmup_steps, steps,
         )
     return sparse
+
+
+def resolve_patterns(value: str) -> Path:
+    """A pattern file's path: `value` itself when it names a file, else the shipped `vidsparse/search/patterns/<value>.safetensors`."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    shipped = Path(__file__).parent / "search" / "patterns" / f"{value}.safetensors"
+    if shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in shipped.parent.glob("*.safetensors"))
+    raise ModelConfigError(
+        f"no pattern file {value!r}: give a path to one (`vidsparse search --out PATH` writes it) or a shipped name "
+        f"({', '.join(names) or 'none shipped'})"
+    )
+
+
+def search_config(cfg: DictConfig) -> tuple[dict, list[str], list[int]]:
+    """(`SearchConfig` fields, calibration prompts, seeds) from a model config's optional `search` section."""
+    from .search.run import SearchConfig
+
+    section = OmegaConf.to_container(cfg.get("search") or OmegaConf.create({}), resolve=True)
+    prompts = list(section.pop("prompts", []) or [])
+    seeds = [int(s) for s in section.pop("seeds", [0]) or [0]]
+    allowed = [f.name for f in dataclasses.fields(SearchConfig)]
+    unknown = [key for key in section if key not in allowed]
+    if unknown:
+        raise ModelConfigError(f"search: unknown field(s) {unknown}; fields: prompts, seeds, {', '.join(allowed)}")
+    if "candidates" in section:
+        section["candidates"] = tuple(section["candidates"])
+    return section, prompts, seeds
 
 
 def call_kwargs(cfg: DictConfig) -> dict:

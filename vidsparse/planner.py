@@ -27,7 +27,7 @@ from .layout import TokenLayout
 from .mask import SparseMask
 from .patterns import frame_band, temporal
 
-__all__ = ["PlanContext", "Planner", "FixedPatternPlanner", "planner_for"]
+__all__ = ["PlanContext", "Planner", "FixedPatternPlanner", "StaticPlanner", "planner_for"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,9 @@ class Planner:
 
     def reset(self) -> None:
         """Forget per-generation state (called between generations)."""
+
+    def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
+        """Called once at installation with the transformer and its replaced layers; refuse a model that does not fit."""
 
     def describe(self, mask: SparseMask) -> tuple[list[float], list[str]]:
         """Per head: the realised density of a mask this planner returned, and the pattern's name
@@ -92,8 +95,59 @@ class FixedPatternPlanner(Planner):
         return self._described.get(id(mask)) or super().describe(mask)
 
 
+class StaticPlanner(Planner):
+    """Each head its searched pattern (`vidsparse search`), after dense warm-up.
+
+    The pattern file is in grid units: masks are compiled per token layout, each distinct pattern once, and cached per
+    (layout, layer). All heads of a layer run in one kernel launch, each with its own block list.
+    """
+
+    def __init__(self, config: SparseConfig):
+        from .search.pattern_file import PatternFile
+
+        self.config = config
+        self.file = PatternFile.load(config.patterns)
+        if config.eps is not None or config.lam is not None:
+            self.file = self.file.reselect(config.eps, config.lam)
+        self.q_block, self.k_block = self.file.params["q_block"], self.file.params["k_block"]
+        self._blocks: dict[tuple, torch.Tensor] = {}
+        self._masks: dict[tuple, SparseMask] = {}
+        self._described: dict[int, tuple[list[float], list[str]]] = {}
+
+    def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
+        self.file.check(transformer, num_layers, num_heads)
+
+    def plan(self, ctx: PlanContext) -> SparseMask | None:
+        cfg = self.config
+        if ctx.step < cfg.warmup_steps or ctx.layer < cfg.warmup_layers:
+            return None
+        patterns = self.file.patterns(ctx.layer)
+        if all(p.kind == "full" for p in patterns):
+            return None
+        key = (ctx.layout, ctx.layer, str(ctx.device))
+        if key not in self._masks:
+            blocks = []
+            for p in patterns:
+                pkey = (ctx.layout, p, str(ctx.device))
+                if pkey not in self._blocks:
+                    self._blocks[pkey] = p.blocks(ctx.layout, self.q_block, self.k_block, ctx.device)
+                blocks.append(self._blocks[pkey])
+            mask = SparseMask.from_block_mask(
+                torch.stack(blocks), self.q_block, self.k_block, ctx.layout.seq_len, text=ctx.layout.text_range
+            )
+            self._masks[key] = mask
+            per_head = mask.density_per_head().mean(0).tolist()
+            self._described[id(mask)] = (per_head, [p.family for p in patterns])
+        return self._masks[key]
+
+    def describe(self, mask: SparseMask) -> tuple[list[float], list[str]]:
+        return self._described.get(id(mask)) or super().describe(mask)
+
+
 def planner_for(config: SparseConfig) -> Planner:
     """The planner that runs `config.method`."""
     if config.method == "dense":
         return Planner()
+    if config.method == "static":
+        return StaticPlanner(config)
     return FixedPatternPlanner(config)

@@ -82,6 +82,7 @@ def _install(transformer: torch.nn.Module, config: SparseConfig) -> tuple[dict, 
             processors[key] = current
     if layer == 0:
         raise ValueError(f"found no attention layer to replace in {type(transformer).__name__}")
+    runtime.planner.bind(transformer, layer, getattr(transformer.config, "num_attention_heads", None))
     hook = StepHook(runtime, adapter)
     hook.original_processors = original  # what remove() puts back, however vidsparse was installed
     registry.register_hook(hook, HOOK_NAME)

@@ -158,6 +158,7 @@ class CogVideoXSparseProcessor(SparseAttnProcessor):
 
         mask = None
         if attention_mask is None:
+            self.runtime.observe(self.layer, query, key, value, text_seq_length)
             mask = self._plan(sequence_length, text_seq_length, attn.heads, query.device)
         else:
             self.runtime.plan_dense(self.layer, attn.heads)
@@ -231,6 +232,9 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
         key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1])
         mask = None
         if key_padding is not False:
+            self.runtime.observe(
+                self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), text_len, key_padding
+            )
             mask = self._plan(query.shape[1], text_len, attn.heads, query.device)
         else:
             self.runtime.plan_dense(self.layer, attn.heads)
@@ -313,6 +317,7 @@ class WanSparseProcessor(SparseAttnProcessor):
             if hidden_states is None:
                 self.runtime.plan_dense(self.layer, attn.heads)
         elif attention_mask is None:
+            self.runtime.observe(self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), 0)
             mask = self._plan(query.shape[1], 0, attn.heads, query.device)
             if mask is not None:
                 hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)

@@ -70,6 +70,9 @@ class SparseRuntime:
     branch: str | None = None
     layers: dict[int, LayerStats] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> calls
+    # Called as observer(layer, step, layout, q, k, v, key_padding) on every attention call whose layout is known,
+    # before attention runs (q, k, v: [B, H, S, D]); the pattern search's calibration sets it.
+    observer: object | None = None
 
     # ------------------------------------------------------------------ planning
     def layout(self, seq_len: int, text_len: int) -> TokenLayout | None:
@@ -104,6 +107,14 @@ class SparseRuntime:
             per_head, patterns = self.planner.describe(mask)
             self.layers.setdefault(layer, LayerStats()).add(per_head, patterns, sparse=True)
         return mask, layout
+
+    def observe(self, layer: int, q, k, v, text_len: int, key_padding=None) -> None:
+        """Hand this call's q, k, v to the observer, if one is set (q, k, v: `[B, H, S, D]`)."""
+        if self.observer is None:
+            return
+        layout = self.layout(q.shape[2], text_len)
+        if layout is not None:
+            self.observer(layer, self.step, layout, q, k, v, key_padding)
 
     # ------------------------------------------------------------------ running
     def fall_back(self, reason: str) -> None:

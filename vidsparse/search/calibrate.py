@@ -1,0 +1,148 @@
+"""Calibration: how well each candidate pattern reproduces full attention, per layer and head, on sampled query rows.
+
+`Calibrator` watches the attention calls of a dense vidsparse installation (`SparseRuntime.observer`). At the chosen
+denoising steps it takes, for every replaced layer:
+- sampled video query rows, the same number in every frame, spread over each frame (a fixed random draw);
+- their exact attention probabilities over all keys, computed a few heads at a time (never the S x S matrix: rows x S);
+- from those, per key block, the attention mass and the partial output `sum_k p_k v_k`. Any block pattern's output for
+  a row is then `sum over kept blocks of partial outputs / sum of kept mass`, so every candidate is scored from one pass;
+- per candidate and head, the relative L2 error of that output against full attention over the sampled rows:
+  `||O_pattern - O|| / ||O||`, per CFG branch (each batch element is one sample);
+- per head, where its mass goes: own frame, own position in other frames (+-1 row and column), text, and how many keys
+  hold 90% of it (the attention analysis).
+
+Memory per head chunk is B x heads x rows x (S + nK x D) floats; `head_chunk` bounds it (about 1.5 GB at 119k tokens,
+416 rows, 4 heads).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..layout import TokenLayout
+from .candidates import Pattern
+
+__all__ = ["Calibrator", "CallRecord", "sample_rows"]
+
+STAT_NAMES = ("own_frame", "own_position", "text", "keys_for_90")
+
+
+def sample_rows(layout: TokenLayout, rows_per_frame: int, seed: int = 0) -> torch.Tensor:
+    """Sequence indices of `rows_per_frame` video tokens per frame: evenly strided over the frame, randomly offset."""
+    gen = torch.Generator().manual_seed(seed)
+    n = min(rows_per_frame, layout.frame_size)
+    stride = layout.frame_size / n
+    offsets = (torch.arange(n) * stride + torch.rand(n, generator=gen) * stride).long().clamp(max=layout.frame_size - 1)
+    frames = torch.arange(layout.frames).view(-1, 1) * layout.frame_size
+    return (frames + offsets).flatten() + layout.video_start
+
+
+@dataclass
+class CallRecord:
+    """What one observed call measured: errors `[B, H, C]`, stats `[B, H, 4]` (STAT_NAMES), block mass `[H, nK]`."""
+
+    layer: int
+    step: int
+    errors: torch.Tensor
+    stats: torch.Tensor
+    mass: torch.Tensor
+
+
+@dataclass
+class Calibrator:
+    """Scores `candidates` on every layer's attention at the denoising `steps` (see the module docstring).
+
+    Attributes:
+        candidates: the patterns to score ("full" is implied: error 0).
+        steps: the denoising steps (0-based, per generation) to observe; None observes every step.
+        rows_per_frame: sampled query rows per latent frame.
+        q_block, k_block: the block sizes the patterns compile at (the kernel's).
+        head_chunk: heads per exact-attention chunk (bounds memory).
+        records: one `CallRecord` per observed (layer, step) call, in order.
+    """
+
+    candidates: tuple[Pattern, ...]
+    steps: set[int] | None = None
+    rows_per_frame: int = 32
+    q_block: int = 128
+    k_block: int = 128
+    head_chunk: int = 4
+    seed: int = 0
+    records: list[CallRecord] = field(default_factory=list)
+    last_layout: TokenLayout | None = None
+    _compiled: dict = field(default_factory=dict, repr=False)
+
+    def wants(self, step: int) -> bool:
+        return self.steps is None or step in self.steps
+
+    def _setup(self, layout: TokenLayout, device) -> dict:
+        """Per layout: sampled rows, each candidate's kept blocks for those rows `[C, R, nK]`, key features."""
+        key = (layout, str(device))
+        if key not in self._compiled:
+            rows = sample_rows(layout, self.rows_per_frame, self.seed).to(device)
+            blocks = torch.stack([c.blocks(layout, self.q_block, self.k_block, device) for c in self.candidates])
+            keep = blocks[:, rows // self.q_block].float()  # [C, R, nK]
+            density = torch.tensor([c.density(layout, self.q_block, self.k_block) for c in self.candidates])
+            frame, row, col = layout.video_coords(device)
+            s = layout.seq_len
+            k_frame = torch.full((s,), -1, device=device)
+            k_row, k_col = k_frame.clone(), k_frame.clone()
+            vs = slice(layout.video_start, layout.video_start + layout.video_len)
+            k_frame[vs], k_row[vs], k_col[vs] = frame, row, col
+            q = rows - layout.video_start
+            own_frame = k_frame.view(1, -1) == frame[q].view(-1, 1)  # [R, S]
+            own_pos = ((k_row.view(1, -1) - row[q].view(-1, 1)).abs() <= 1) & (
+                (k_col.view(1, -1) - col[q].view(-1, 1)).abs() <= 1) & (k_frame.view(1, -1) >= 0) & ~own_frame
+            is_text = (k_frame < 0).view(1, -1).expand_as(own_frame)
+            self._compiled[key] = dict(rows=rows, keep=keep, density=density, own_frame=own_frame.float(),
+                                       own_pos=own_pos.float(), text=is_text.float())
+        return self._compiled[key]
+
+    @torch.no_grad()
+    def observe(self, layer: int, step: int, layout: TokenLayout, q, k, v, key_padding=None) -> None:
+        """Score one attention call. q, k, v: `[B, H, S, D]`; key_padding: bool `[B, S]` (True = padded key, ignored) or None."""
+        if not self.wants(step):
+            return
+        c = self._setup(layout, q.device)
+        self.last_layout = layout
+        b, h, s, d = q.shape
+        n_k = -(-s // self.k_block)
+        pad = n_k * self.k_block - s
+        errors, stats, mass_out = [], [], []
+        for h0 in range(0, h, self.head_chunk):
+            hs = slice(h0, min(h, h0 + self.head_chunk))
+            qs = q[:, hs, c["rows"]].float()  # [B, Hc, R, D]
+            scores = qs @ k[:, hs].float().transpose(-1, -2) / math.sqrt(d)  # [B, Hc, R, S]
+            if key_padding is not None:
+                scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+            p = scores.softmax(-1)
+            del scores
+            vf = v[:, hs].float()
+            out = p @ vf  # [B, Hc, R, D] exact
+            p_blk = torch.nn.functional.pad(p, (0, pad)).unflatten(-1, (n_k, self.k_block))  # [B, Hc, R, nK, kb]
+            v_blk = torch.nn.functional.pad(vf, (0, 0, 0, pad)).unflatten(-2, (n_k, self.k_block))  # [B, Hc, nK, kb, D]
+            mass = p_blk.sum(-1)  # [B, Hc, R, nK]
+            part = torch.einsum("bhrnk,bhnkd->bhrnd", p_blk, v_blk)  # [B, Hc, R, nK, D]
+            del p_blk, v_blk
+            num = torch.einsum("crn,bhrnd->bhcrd", c["keep"], part)
+            den = torch.einsum("crn,bhrn->bhcr", c["keep"], mass).clamp_min(1e-30).unsqueeze(-1)
+            approx = num / den  # [B, Hc, C, R, D]
+            err = (approx - out.unsqueeze(2)).flatten(-2).norm(dim=-1) / out.flatten(-2).norm(dim=-1).unsqueeze(-1)
+            errors.append(err)
+            # Where the mass goes, and how concentrated it is.
+            own_frame = (p * c["own_frame"]).sum(-1).mean(-1)
+            own_pos = (p * c["own_pos"]).sum(-1).mean(-1)
+            text = (p * c["text"]).sum(-1).mean(-1)
+            top = p.sort(-1, descending=True).values.cumsum(-1)
+            keys_90 = ((top < 0.9).sum(-1) + 1).float().mean(-1) / s
+            stats.append(torch.stack([own_frame, own_pos, text, keys_90], -1))
+            mass_out.append(mass.mean((0, 2)))
+            del p, top, part
+        self.records.append(CallRecord(layer, step, torch.cat(errors, 1).cpu(), torch.cat(stats, 1).cpu(),
+                                       torch.cat(mass_out, 0).cpu()))
+
+    def densities(self, layout: TokenLayout) -> torch.Tensor:
+        return torch.tensor([c.density(layout, self.q_block, self.k_block) for c in self.candidates])

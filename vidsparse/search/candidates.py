@@ -1,0 +1,196 @@
+"""Candidate attention patterns in grid units, each compiled to blocks (and a `SparseMask`) for any grid.
+
+A `Pattern` says which keys a video query keeps, in frames, rows and columns of the latent grid after patchify, so one
+pattern serves every resolution and frame count. Kinds (the text is always kept on top, as every `SparseMask` does):
+
+| kind | parameters | a video query at (t, h, w) keeps |
+|---|---|---|
+| `full` | | every key |
+| `skip` | | only the text keys (the head's video-to-video attention is skipped) |
+| `window` | `radius` (rows and columns; -1: the whole frame), `frames` | keys within +-radius rows and columns and +-frames frames |
+| `temporal` | `radius`, `every` | keys at its own row and column +-radius, in every `every`-th frame from its own |
+| `sink` | `frames` | every key of the first `frames` frames (a vertical stripe) |
+| `union` | `parts` | keys any part keeps |
+
+Compiling goes through token membership without the S x S matrix: each query block gets a boolean map over the video
+grid (T x H x W) of the positions of its tokens, the map is dilated by the pattern (max-pooling), and a key block is
+visited when any of its tokens lies in the dilated map (a max over each key block's tokens). Cost: nQ x T x H x W.
+
+Example:
+    >>> from vidsparse.layout import TokenLayout
+    >>> layout = TokenLayout(frames=9, height=16, width=16, text_len=32)
+    >>> pattern = Pattern.parse("window:frames=0,radius=-1")  # the whole own frame
+    >>> round(pattern.density(layout, q_block=64, k_block=64), 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..layout import TokenLayout
+from ..mask import SparseMask
+
+__all__ = ["DEFAULT_CANDIDATES", "KINDS", "Pattern", "compile_heads"]
+
+KINDS = ("full", "skip", "window", "temporal", "sink", "union")
+_PARAMS = {"full": (), "skip": (), "window": ("radius", "frames"), "temporal": ("radius", "every"), "sink": ("frames",)}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One candidate pattern: a kind, its integer parameters (grid units) and, for a union, its parts."""
+
+    kind: str
+    params: tuple[tuple[str, int], ...] = ()
+    parts: tuple["Pattern", ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown pattern kind {self.kind!r}; one of {KINDS}")
+        if self.kind == "union":
+            if len(self.parts) < 2 or any(p.kind in ("union", "full") for p in self.parts):
+                raise ValueError("a union needs two or more parts, none of them a union or full")
+            return
+        names = {name for name, _ in self.params}
+        if names != set(_PARAMS[self.kind]):
+            raise ValueError(f"pattern {self.kind!r} takes parameters {_PARAMS[self.kind]}, got {sorted(names)}")
+        p = dict(self.params)
+        if p.get("radius", 0) < -1 or p.get("frames", 0) < 0 or p.get("every", 1) < 1:
+            raise ValueError(f"bad parameters for {self.kind!r}: {p} (radius >= -1, frames >= 0, every >= 1)")
+
+    @classmethod
+    def make(cls, kind: str, **params: int) -> "Pattern":
+        return cls(kind, tuple(sorted(params.items())))
+
+    @classmethod
+    def parse(cls, text: str) -> "Pattern":
+        """The inverse of `str(pattern)`: "full", "window:frames=0,radius=4", "sink:frames=1+window:frames=1,radius=-1"."""
+        parts = text.split("+")
+        if len(parts) > 1:
+            return cls("union", parts=tuple(cls.parse(p) for p in parts))
+        kind, _, args = text.partition(":")
+        params = {}
+        for item in filter(None, args.split(",")):
+            name, _, value = item.partition("=")
+            params[name.strip()] = int(value)
+        return cls.make(kind.strip(), **params)
+
+    def __str__(self) -> str:
+        if self.kind == "union":
+            return "+".join(str(p) for p in self.parts)
+        if not self.params:
+            return self.kind
+        return self.kind + ":" + ",".join(f"{k}={v}" for k, v in self.params)
+
+    @property
+    def family(self) -> str:
+        """For reports: full, skip, spatial (window), temporal, stripe (sink) or the union of families."""
+        names = {"window": "spatial", "sink": "stripe"}
+        if self.kind == "union":
+            return "+".join(sorted({names.get(p.kind, p.kind) for p in self.parts}))
+        return names.get(self.kind, self.kind)
+
+    # ------------------------------------------------------------------ compiling
+    def blocks(self, layout: TokenLayout, q_block: int, k_block: int, device=None) -> torch.Tensor:
+        """bool `[nQ, nK]`: the key blocks each query block visits, text included."""
+        n_q, n_k = -(-layout.seq_len // q_block), -(-layout.seq_len // k_block)
+        if self.kind == "full":
+            blocks = torch.ones(n_q, n_k, dtype=torch.bool, device=device)
+        else:
+            keep = self._keep(_query_maps(layout, q_block, device))  # [nQ, T, H, W]
+            blocks = _key_blocks(keep, layout, k_block)
+        if layout.text_range is not None:  # the same rule as SparseMask: text rows and columns stay whole
+            start, stop = layout.text_range
+            blocks[start // q_block : -(-stop // q_block)] = True
+            blocks[:, start // k_block : -(-stop // k_block)] = True
+        return blocks
+
+    def _keep(self, q: torch.Tensor) -> torch.Tensor:
+        """Dilate query position maps `[nQ, T, H, W]` (float 0/1) into the key positions they keep."""
+        p = dict(self.params)
+        if self.kind == "skip":
+            return torch.zeros_like(q)
+        if self.kind == "union":
+            return torch.stack([part._keep(q) for part in self.parts]).amax(0)
+        if self.kind == "sink":
+            keep = torch.zeros_like(q)
+            keep[:, : p["frames"]] = q.flatten(1).amax(1).view(-1, 1, 1, 1)
+            return keep
+        if self.kind == "window":
+            r, f = p["radius"], p["frames"]
+            if r < 0:  # whole frames: any token of the frame
+                q = q.amax((2, 3), keepdim=True).expand_as(q)
+                r = 0
+            return F.max_pool3d(q.unsqueeze(1), (2 * f + 1, 2 * r + 1, 2 * r + 1), 1, (f, r, r)).squeeze(1)
+        if self.kind == "temporal":
+            r, every = p["radius"], p["every"]
+            t = q.shape[1]
+            if r:
+                q = F.max_pool3d(q.unsqueeze(1), (1, 2 * r + 1, 2 * r + 1), 1, (0, r, r)).squeeze(1)
+            # Frames t' with (t' - t) % every == 0 for some query frame t: pool the query frames by residue.
+            frames = torch.arange(t, device=q.device)
+            by_residue = torch.stack([q[:, frames % every == c].amax(1) if (frames % every == c).any()
+                                      else torch.zeros_like(q[:, 0]) for c in range(every)], 1)  # [nQ, every, H, W]
+            return by_residue[:, frames % every]
+        raise AssertionError(self.kind)
+
+    def mask(self, layout: TokenLayout, num_heads: int, q_block: int = 128, k_block: int = 128, device=None) -> SparseMask:
+        blocks = self.blocks(layout, q_block, k_block, device).unsqueeze(0).expand(num_heads, -1, -1)
+        return SparseMask.from_block_mask(blocks, q_block, k_block, layout.seq_len, text=layout.text_range)
+
+    def density(self, layout: TokenLayout, q_block: int = 128, k_block: int = 128) -> float:
+        """Fraction of (query, key) token pairs visited at this layout (ragged blocks counted exactly)."""
+        return float(self.mask(layout, 1, q_block, k_block).density_per_head()[0, 0])
+
+
+def _query_maps(layout: TokenLayout, q_block: int, device) -> torch.Tensor:
+    """float `[nQ, T, H, W]`: 1 where a video token of the query block sits."""
+    n_q = -(-layout.seq_len // q_block)
+    video = torch.arange(layout.video_len, device=device)
+    maps = torch.zeros(n_q, layout.video_len, device=device)
+    maps[(video + layout.video_start) // q_block, video] = 1.0
+    return maps.view(n_q, layout.frames, layout.height, layout.width)
+
+
+def _key_blocks(keep: torch.Tensor, layout: TokenLayout, k_block: int) -> torch.Tensor:
+    """bool `[nQ, nK]` from kept key positions `[nQ, T, H, W]`: a key block counts if any of its tokens is kept."""
+    n_q, n_k = keep.shape[0], -(-layout.seq_len // k_block)
+    tokens = torch.zeros(n_q, n_k * k_block, device=keep.device)
+    tokens[:, layout.video_start : layout.video_start + layout.video_len] = keep.flatten(1)
+    return tokens.view(n_q, n_k, k_block).amax(-1) > 0
+
+
+def compile_heads(
+    patterns: list[Pattern], layout: TokenLayout, q_block: int, k_block: int, device=None
+) -> SparseMask:
+    """One `SparseMask` whose head h follows `patterns[h]`; each distinct pattern is compiled once."""
+    cache: dict[Pattern, torch.Tensor] = {}
+    for p in patterns:
+        if p not in cache:
+            cache[p] = p.blocks(layout, q_block, k_block, device)
+    blocks = torch.stack([cache[p] for p in patterns])
+    return SparseMask.from_block_mask(blocks, q_block, k_block, layout.seq_len, text=layout.text_range)
+
+
+def _m(kind: str, **params: int) -> Pattern:
+    return Pattern.make(kind, **params)
+
+
+# The default search space, cheapest families first. Radii are in grid units (one unit = one patch).
+DEFAULT_CANDIDATES: tuple[Pattern, ...] = (
+    _m("skip"),
+    _m("sink", frames=1),
+    _m("window", radius=2, frames=0), _m("window", radius=4, frames=0), _m("window", radius=4, frames=1),
+    _m("window", radius=8, frames=1), _m("window", radius=-1, frames=0), _m("window", radius=-1, frames=1),
+    _m("window", radius=-1, frames=2),
+    _m("temporal", radius=0, every=1), _m("temporal", radius=1, every=1), _m("temporal", radius=2, every=1),
+    _m("temporal", radius=1, every=2),
+    Pattern("union", parts=(_m("window", radius=4, frames=0), _m("temporal", radius=1, every=1))),
+    Pattern("union", parts=(_m("window", radius=-1, frames=0), _m("temporal", radius=1, every=1))),
+    Pattern("union", parts=(_m("window", radius=-1, frames=1), _m("temporal", radius=2, every=1))),
+    Pattern("union", parts=(_m("sink", frames=1), _m("window", radius=4, frames=1))),
+    Pattern("union", parts=(_m("sink", frames=1), _m("window", radius=-1, frames=1))),
+)

@@ -1,0 +1,185 @@
+"""Pattern files: the searched per-head patterns of one model, saved as safetensors with JSON metadata.
+
+A pattern file holds everything the `static` method needs and everything needed to choose again without
+recalibrating:
+
+    tensors   errors   float32 [L, H, C]  each candidate's aggregated error per replaced layer and head
+              stats    float32 [L, H, 4]  where each head's attention mass goes (calibrate.STAT_NAMES), mean over calls
+              density  float32 [C]        each candidate's density at the calibration layout
+              choice   int64   [L, H]     the chosen candidate per head, -1 for full attention
+    metadata  "vidsparse" -> JSON: schema version, model class, config fingerprint, candidates (grid units),
+              search parameters (eps, lam, aggregate, blocks), calibration summary
+
+Patterns are in grid units, so a file serves every resolution and frame count of its model. `check` refuses a file
+made for another model class, config or number of layers and heads, with a message that says what differs.
+
+Choosing per head (`select`): among candidates whose error is at most `eps`, the one minimising
+`error + lam * density`; full attention when none qualifies (error 0, density 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from .candidates import Pattern
+
+__all__ = ["SCHEMA_VERSION", "FINGERPRINT_KEYS", "PatternFile", "fingerprint", "select"]
+
+SCHEMA_VERSION = 1
+FULL = Pattern("full")
+# Config fields that decide the attention shapes and weights layout; resolution fields (sample_*) are left out.
+FINGERPRINT_KEYS = (
+    "num_layers", "num_single_layers", "num_refiner_layers", "num_attention_heads", "attention_head_dim",
+    "in_channels", "out_channels", "patch_size", "patch_size_t", "text_embed_dim", "time_embed_dim",
+    "use_rotary_positional_embeddings", "qk_norm", "ffn_dim", "cross_attn_norm", "rope_axes_dim",
+)
+
+
+def fingerprint(transformer) -> dict:
+    """The model class and the shape-deciding config fields of a diffusers transformer, with a short hash."""
+    config = getattr(transformer, "config", {})
+    fields = {k: _jsonable(config[k]) for k in FINGERPRINT_KEYS if k in config}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    return {"class": type(getattr(transformer, "_orig_mod", transformer)).__name__, "config": fields, "hash": digest}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def select(errors: torch.Tensor, density: torch.Tensor, eps: float, lam: float) -> torch.Tensor:
+    """Per head, argmin(error + lam * density) over candidates with error <= eps; -1 (full) where none qualifies.
+
+    errors `[L, H, C]`, density `[C]` -> int64 `[L, H]`. Full attention always qualifies at cost `lam * 1`, so a
+    candidate is only chosen when it is cheaper by that measure too.
+    """
+    if eps < 0 or lam < 0:
+        raise ValueError(f"eps and lam must be >= 0; got eps={eps}, lam={lam}")
+    cost = errors + lam * density.view(1, 1, -1)
+    cost = cost.masked_fill(errors > eps, float("inf"))
+    best, index = cost.min(-1)
+    return torch.where(best < lam * 1.0, index, torch.full_like(index, -1))
+
+
+@dataclass
+class PatternFile:
+    """A searched pattern set; see the module docstring."""
+
+    model: dict  # fingerprint()
+    candidates: list[Pattern]
+    errors: torch.Tensor
+    stats: torch.Tensor
+    density: torch.Tensor
+    choice: torch.Tensor
+    params: dict  # eps, lam, aggregate, q_block, k_block
+    calibration: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_layers(self) -> int:
+        return self.errors.shape[0]
+
+    @property
+    def num_heads(self) -> int:
+        return self.errors.shape[1]
+
+    def patterns(self, layer: int) -> list[Pattern]:
+        """The pattern of every head of a replaced layer."""
+        return [FULL if c < 0 else self.candidates[c] for c in self.choice[layer].tolist()]
+
+    def chosen_errors(self) -> torch.Tensor:
+        """float32 `[L, H]`: the measured error of each head's chosen pattern (0 for full)."""
+        idx = self.choice.clamp_min(0).unsqueeze(-1)
+        return torch.where(self.choice < 0, 0.0, self.errors.gather(-1, idx).squeeze(-1))
+
+    def chosen_density(self) -> torch.Tensor:
+        """float32 `[L, H]`: the calibration-layout density of each head's chosen pattern (1 for full)."""
+        return torch.where(self.choice < 0, 1.0, self.density[self.choice.clamp_min(0)])
+
+    def reselect(self, eps: float | None = None, lam: float | None = None) -> "PatternFile":
+        """The same calibration, chosen again under another budget (no recalibration needed)."""
+        eps = self.params["eps"] if eps is None else eps
+        lam = self.params["lam"] if lam is None else lam
+        choice = select(self.errors, self.density, eps, lam)
+        return replace(self, choice=choice, params={**self.params, "eps": eps, "lam": lam})
+
+    def summary(self) -> dict:
+        families: dict[str, int] = {}
+        for layer in range(self.num_layers):
+            for p in self.patterns(layer):
+                families[p.family] = families.get(p.family, 0) + 1
+        return {
+            "layers": self.num_layers, "heads": self.num_heads, "eps": self.params["eps"], "lam": self.params["lam"],
+            "mean_density": round(float(self.chosen_density().mean()), 4),
+            "max_error": round(float(self.chosen_errors().max()), 4), "families": families,
+        }
+
+    # ------------------------------------------------------------------ checking
+    def check(self, transformer, num_layers: int, num_heads: int | None = None) -> None:
+        """Refuse this file for a transformer it was not searched on (class, config, layers, heads)."""
+        found = fingerprint(transformer)
+        if found["class"] != self.model["class"]:
+            raise ValueError(
+                f"this pattern file was searched on {self.model['class']}, not {found['class']}: run "
+                f"`vidsparse search` on this model to make one for it"
+            )
+        if found["hash"] != self.model["hash"]:
+            diff = {k: (self.model["config"].get(k), v) for k, v in found["config"].items()
+                    if self.model["config"].get(k) != v}
+            raise ValueError(
+                f"this pattern file was searched on a {self.model['class']} with another config "
+                f"(file vs model: {diff}): run `vidsparse search` on this model to make one for it"
+            )
+        if num_layers != self.num_layers or (num_heads is not None and num_heads != self.num_heads):
+            raise ValueError(
+                f"this pattern file has {self.num_layers} layers x {self.num_heads} heads, the model "
+                f"{num_layers} x {num_heads}: run `vidsparse search` on this model"
+            )
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "schema_version": self.schema_version, "model": self.model,
+            "candidates": [str(c) for c in self.candidates], "params": self.params,
+            "calibration": self.calibration, "summary": self.summary(),
+            "heads": [[str(p) for p in self.patterns(layer)] for layer in range(self.num_layers)],
+        }
+        tensors = {
+            "errors": self.errors.float().contiguous(), "stats": self.stats.float().contiguous(),
+            "density": self.density.float().contiguous(), "choice": self.choice.long().contiguous(),
+        }
+        save_file(tensors, str(path), metadata={"vidsparse": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PatternFile":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no pattern file at {path}; make one with `vidsparse search`")
+        with safe_open(str(path), "pt") as f:
+            raw = (f.metadata() or {}).get("vidsparse")
+            if raw is None:
+                raise ValueError(f"{path} is not a vidsparse pattern file (no 'vidsparse' metadata)")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(raw)
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path} has pattern-file schema {meta.get('schema_version')}, this vidsparse reads {SCHEMA_VERSION}: "
+                "search again with this version"
+            )
+        return cls(
+            model=meta["model"], candidates=[Pattern.parse(c) for c in meta["candidates"]], errors=tensors["errors"],
+            stats=tensors["stats"], density=tensors["density"], choice=tensors["choice"], params=meta["params"],
+            calibration=meta.get("calibration", {}),
+        )

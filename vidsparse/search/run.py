@@ -1,0 +1,168 @@
+"""The offline search: calibrate a pipeline on a few prompts and seeds, then choose each head's pattern.
+
+    >>> from vidsparse.search import SearchConfig, search
+    >>> result = search(pipe, ["a red circle moving right over a gray plain background"], SearchConfig(eps=0.1),
+    ...                 generate={"num_inference_steps": 20}, out="patterns.safetensors")
+    >>> vidsparse.apply(pipe, {"method": "static", "patterns": "patterns.safetensors"})
+
+The pipeline runs with vidsparse's dense processors (stock numerics) and a `Calibrator` watching every attention call
+at `config.observe` denoising steps spread over the run. After each (prompt, seed) the calls measured so far are saved
+to `<out>.ckpt.pt`; a search started again with the same output resumes after the last finished case.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .calibrate import Calibrator, CallRecord
+from .candidates import DEFAULT_CANDIDATES, Pattern
+from .pattern_file import PatternFile, fingerprint, select
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AGGREGATES", "SearchConfig", "aggregate", "search", "build_pattern_file"]
+
+AGGREGATES = ("max", "p90", "p75", "mean")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How the search calibrates and chooses.
+
+    Attributes:
+        eps: error budget: the largest relative L2 error of a head's output (on the sampled rows) a pattern may have.
+        lam: weight of the cost (the pattern's density) against the error in argmin(error + lam * density).
+        aggregate: how each head's errors over prompts, seeds, steps and CFG branches combine: "max" (worst case),
+            "p90" / "p75" (percentiles) or "mean".
+        observe: how many denoising steps to calibrate at, spread evenly over the run (first and last included).
+        rows_per_frame: sampled query rows per latent frame.
+        q_block, k_block: the kernel block sizes the patterns compile at.
+        candidates: the patterns to choose from (strings as `Pattern.parse` reads); empty: `DEFAULT_CANDIDATES`.
+        head_chunk: heads per exact-attention chunk (memory bound).
+    """
+
+    eps: float = 0.1
+    lam: float = 1.0
+    aggregate: str = "p90"
+    observe: int = 5
+    rows_per_frame: int = 32
+    q_block: int = 128
+    k_block: int = 128
+    candidates: tuple[str, ...] = ()
+    head_chunk: int = 4
+
+    def __post_init__(self):
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {AGGREGATES}; got {self.aggregate!r}")
+        if self.eps < 0 or self.lam < 0:
+            raise ValueError(f"eps and lam must be >= 0; got eps={self.eps}, lam={self.lam}")
+        if self.observe < 1 or self.rows_per_frame < 1:
+            raise ValueError("observe and rows_per_frame must be >= 1")
+        for name in ("q_block", "k_block"):
+            value = getattr(self, name)
+            if value < 16 or value & (value - 1):
+                raise ValueError(f"{name} must be a power of two >= 16; got {value}")
+
+    def patterns(self) -> tuple[Pattern, ...]:
+        return tuple(Pattern.parse(c) for c in self.candidates) if self.candidates else DEFAULT_CANDIDATES
+
+    def observed_steps(self, num_steps: int) -> set[int]:
+        k = min(self.observe, num_steps)
+        if k == 1:
+            return {num_steps // 2}
+        return {round(i * (num_steps - 1) / (k - 1)) for i in range(k)}
+
+
+def aggregate(records: list[CallRecord], how: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Errors `[L, H, C]` aggregated over every observed call and batch element, and mean stats `[L, H, 4]`."""
+    layers = sorted({r.layer for r in records})
+    if layers != list(range(len(layers))):
+        raise ValueError(f"calibration saw layers {layers}; expected 0..{len(layers) - 1} (did every layer run?)")
+    errors, stats = [], []
+    for layer in layers:
+        e = torch.cat([r.errors for r in records if r.layer == layer])  # [N, H, C]
+        s = torch.cat([r.stats for r in records if r.layer == layer])
+        if how == "max":
+            errors.append(e.amax(0))
+        elif how == "mean":
+            errors.append(e.mean(0))
+        else:
+            errors.append(e.quantile(int(how[1:]) / 100, dim=0))
+        stats.append(s.mean(0))
+    return torch.stack(errors), torch.stack(stats)
+
+
+def build_pattern_file(calibrator: Calibrator, transformer, config: SearchConfig, calibration: dict) -> PatternFile:
+    """Aggregate the calibrator's records and choose per head under `config`."""
+    if not calibrator.records:
+        raise ValueError("no attention call was observed: is vidsparse's processor installed and did the model run?")
+    errors, stats = aggregate(calibrator.records, config.aggregate)
+    layout = calibrator.last_layout
+    density = calibrator.densities(layout)
+    return PatternFile(
+        model=fingerprint(transformer), candidates=list(calibrator.candidates), errors=errors, stats=stats,
+        density=density, choice=select(errors, density, config.eps, config.lam),
+        params={"eps": config.eps, "lam": config.lam, "aggregate": config.aggregate,
+                "q_block": config.q_block, "k_block": config.k_block},
+        calibration={**calibration, "layout": [layout.frames, layout.height, layout.width, layout.text_len],
+                     "calls": len(calibrator.records), "config": asdict(config)},
+    )
+
+
+def search(
+    pipe,
+    prompts: list[str],
+    config: SearchConfig = SearchConfig(),
+    *,
+    seeds: tuple[int, ...] = (0,),
+    generate: dict | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> PatternFile:
+    """Calibrate `pipe` on every (prompt, seed) and return (and save to `out`) the chosen patterns."""
+    from ..pipelines.apply import apply
+
+    generate = dict(generate or {})
+    num_steps = int(generate.get("num_inference_steps", 50))
+    steps = config.observed_steps(num_steps)
+    calibrator = Calibrator(config.patterns(), steps, config.rows_per_frame, config.q_block, config.k_block,
+                            config.head_chunk)
+    cases = [(p, s) for p in prompts for s in seeds]
+    ckpt = Path(str(out) + ".ckpt.pt") if out is not None else None
+    done = 0
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["cases"][: state["done"]] == cases[: state["done"]] and state["config"] == asdict(config):
+            calibrator.records, done = state["records"], state["done"]
+            logger.info("resuming the search after %d of %d cases (%s)", done, len(cases), ckpt)
+    transformer = pipe.transformer
+    handle = apply(pipe, "dense")
+    started = time.perf_counter()
+    try:
+        for runtime in handle.runtimes:
+            runtime.observer = calibrator.observe
+        from tqdm.auto import tqdm
+
+        for i in tqdm(range(done, len(cases)), desc="calibrating", disable=not progress, initial=done, total=len(cases)):
+            prompt, seed = cases[i]
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            pipe(prompt=prompt, generator=generator, output_type="latent", **generate)
+            if ckpt is not None:
+                ckpt.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"cases": cases, "done": i + 1, "config": asdict(config), "records": calibrator.records}, ckpt)
+    finally:
+        handle.remove()
+    seconds = time.perf_counter() - started
+    result = build_pattern_file(calibrator, transformer, config, {
+        "prompts": prompts, "seeds": list(seeds), "num_inference_steps": num_steps, "observed_steps": sorted(steps),
+        "seconds": round(seconds, 1),
+    })
+    if out is not None:
+        result.save(out)
+        logger.info("pattern file written: %s (%s)", out, result.summary())
+    return result
