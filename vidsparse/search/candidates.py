@@ -141,9 +141,9 @@ class Pattern:
         blocks = self.blocks(layout, q_block, k_block, device).unsqueeze(0).expand(num_heads, -1, -1)
         return SparseMask.from_block_mask(blocks, q_block, k_block, layout.seq_len, text=layout.text_range)
 
-    def density(self, layout: TokenLayout, q_block: int = 128, k_block: int = 128) -> float:
+    def density(self, layout: TokenLayout, q_block: int = 128, k_block: int = 128, device=None) -> float:
         """Fraction of (query, key) token pairs visited at this layout (ragged blocks counted exactly)."""
-        return float(self.mask(layout, 1, q_block, k_block).density_per_head()[0, 0])
+        return float(self.mask(layout, 1, q_block, k_block, device).density_per_head()[0, 0])
 
 
 def _query_maps(layout: TokenLayout, q_block: int, device) -> torch.Tensor:

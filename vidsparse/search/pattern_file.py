@@ -108,6 +108,39 @@ class PatternFile:
         choice = select(self.errors, self.density, eps, lam)
         return replace(self, choice=choice, params={**self.params, "eps": eps, "lam": lam})
 
+    def transplant(
+        self, transformer, num_layers: int, num_heads: int, layout, q_block: int = 128, k_block: int = 128,
+        seed: int = 0, device=None,
+    ) -> "PatternFile":
+        """For speed measurements only: this file's density distribution dealt out to another model's heads.
+
+        Each head of the target draws (seeded) one head of this file; it gets the candidate of the same family whose
+        density on the target `layout` is closest to that head's density here (full stays full). The result carries
+        the target's fingerprint, so `static` accepts it, and says in `calibration` that it was never searched.
+        """
+        target = torch.tensor([c.density(layout, q_block, k_block, device) for c in self.candidates])
+        families = [c.family for c in self.candidates]
+        source_choice, source_density = self.choice.flatten(), self.chosen_density().flatten()
+        gen = torch.Generator().manual_seed(seed)
+        draw = torch.randint(source_choice.numel(), (num_layers, num_heads), generator=gen)
+        choice = torch.full((num_layers, num_heads), -1, dtype=torch.long)
+        for i, j in enumerate(draw.flatten().tolist()):
+            c = int(source_choice[j])
+            if c < 0:
+                continue
+            same = [k for k, f in enumerate(families) if f == families[c]]
+            gap = (target[same] - source_density[j]).abs()
+            choice.view(-1)[i] = same[int(gap.argmin())]
+        return PatternFile(
+            model=fingerprint(transformer), candidates=list(self.candidates),
+            errors=torch.zeros(num_layers, num_heads, len(self.candidates)),
+            stats=torch.zeros(num_layers, num_heads, self.stats.shape[-1]), density=target, choice=choice,
+            params={**self.params, "q_block": q_block, "k_block": k_block},
+            calibration={"transplanted_from": self.model["class"], "source_mean_density":
+                         round(float(self.chosen_density().mean()), 4), "seed": seed,
+                         "note": "for speed measurements only: these patterns were not searched on this model"},
+        )
+
     def summary(self) -> dict:
         families: dict[str, int] = {}
         for layer in range(self.num_layers):
