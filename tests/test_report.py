@@ -212,8 +212,8 @@ def test_html_is_self_contained(report):
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"""(?:src|href)\s*=\s*(?!["']?data:)""", page)  # every src / href is a data: URI
     assert "<link" not in page and "<script" not in page
-    # 2 plots, 2 heat maps, 2 side-by-side animations
-    assert page.count('src="data:image/png;base64,') == 4
+    # 3 plots (PSNR, SSIM, density against PSNR), 2 heat maps, 2 side-by-side animations
+    assert page.count('src="data:image/png;base64,') == 5
     assert page.count('src="data:image/gif;base64,') == 2
     assert "synthetic squares" in page and "spatial" in page and ">inf<" in page
     assert "head dim 72 has no Triton kernel" in page and "LPIPS left out" in page
@@ -222,7 +222,7 @@ def test_html_is_self_contained(report):
 def test_markdown_references_the_files(report):
     out, _, _ = report
     md = (out / "report.md").read_text()
-    for name in ("psnr_per_frame.png", "density_spatial.png", "side_by_side_spatial_00.mp4",
+    for name in ("psnr_per_frame.png", "density_vs_psnr.png", "density_spatial.png", "side_by_side_spatial_00.mp4",
                  "side_by_side_spatial_01.gif"):
         assert f"({name})" in md, name
     assert "pytest tests/test_report.py" in md and "| inf |" in md and "2.00x" in md

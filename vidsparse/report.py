@@ -89,6 +89,7 @@ class _Media:
 
     psnr_plot: str
     ssim_plot: str
+    tradeoff_plot: str
     density: dict[str, str]                          # method -> png
     side_by_side: dict[str, list[tuple[str, str]]]   # method -> [(mp4, gif) per case]; not the reference
 
@@ -239,7 +240,9 @@ def _dumps(results: dict) -> str:
 def _write_media(out_dir: Path, cases: list[dict], runs: list[MethodRun], scores: list[dict], fps: float) -> _Media:
     colours = {run.name: _PALETTE[i % len(_PALETTE)] for i, run in enumerate(runs)}
     compared = scores[1:]
-    media = _Media(psnr_plot="psnr_per_frame.png", ssim_plot="ssim_per_frame.png", density={}, side_by_side={})
+    media = _Media(psnr_plot="psnr_per_frame.png", ssim_plot="ssim_per_frame.png",
+                   tradeoff_plot="density_vs_psnr.png", density={}, side_by_side={})
+    _write_png(out_dir / media.tradeoff_plot, _tradeoff_plot(compared, colours))
     _write_png(out_dir / media.psnr_plot, _metric_plot(compared, cases, colours, "psnr_per_frame", "PSNR (dB)",
                                                        f"PSNR per frame against {runs[0].name}"))
     _write_png(out_dir / media.ssim_plot, _metric_plot(compared, cases, colours, "ssim_per_frame", "SSIM",
@@ -347,6 +350,32 @@ def _metric_plot(scores: list[dict], cases: list[dict], colours: dict, key: str,
         message = "nothing to draw: no method to compare" if not scores else "every frame is identical to the reference"
         _text(img, message, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 0.5, _MUTED, align="center")
     _plot_legend(img, (box[2] + 24, box[1] + 6), scores, cases, colours)
+    return img
+
+
+# ------------------------------------------------------------------ density against quality
+def _tradeoff_plot(scores: list[dict], colours: dict) -> np.ndarray:
+    """One point per method: realised attention density (x) against mean PSNR (y); a sweep of one method's budget
+    (several methods of the config, e.g. static at several eps) traces its curve. Identical videos are not drawn."""
+    width, height = 760, 440
+    box = (76, 44, 520, 376)
+    img = np.full((height, width, 3), 255, np.uint8)
+    _text(img, "Attention density against PSNR (mean over frames and cases)", (box[0], 26), 0.6)
+    points = [(s["name"], float(s["density"]), float(s["psnr_mean"])) for s in scores]
+    finite = np.array([p for _, _, p in points if math.isfinite(p)])
+    xt = _nice_ticks(0.0, 1.0, target=5)
+    to_px = _axes(img, box, xt, _y_ticks(finite), "realised attention density", "PSNR (dB)")
+    y = box[1] + 6
+    _text(img, "method", (box[2] + 24, y + 4), 0.45, _MUTED)
+    for name, density, psnr in points:
+        y += 22
+        _marker(img, 0, (box[2] + 37, y), colours[name])
+        label = f"{_clip(name, 18)}: {density:.2f}, " + (f"{psnr:.1f} dB" if math.isfinite(psnr) else "identical")
+        _text(img, label, (box[2] + 50, y), 0.4, valign="middle")
+        if math.isfinite(psnr):
+            _marker(img, 0, to_px(density, psnr), colours[name], r=6)
+    if finite.size == 0:
+        _text(img, "nothing to draw", ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 0.5, _MUTED, align="center")
     return img
 
 
@@ -723,6 +752,7 @@ def _markdown(raw: dict, media: _Media) -> str:
     parts.append("## Summary\n\n" + _md_table(*_summary_table(raw)))
     parts.append(f"> {raw['lpips']['reason']}")
     parts.append("\n".join(f"- {line}" for line in _definitions(raw)))
+    parts.append(f"## Density against quality\n\n![Density against PSNR]({media.tradeoff_plot})")
     parts.append(f"## Quality per frame against {ref}\n\n![PSNR per frame]({media.psnr_plot})\n\n"
                  f"![SSIM per frame]({media.ssim_plot})")
     for method in raw["methods"]:
@@ -808,6 +838,7 @@ def _html(raw: dict, media: _Media, out_dir: Path) -> str:
         f'<p class="note">{esc(raw["lpips"]["reason"])}</p>',
         '<ul class="defs">' + "".join(f"<li>{esc(line)}</li>" for line in _definitions(raw)) + "</ul>",
         f"<h2>Quality per frame against {esc(ref)}</h2>",
+        _html_figure(out_dir, media.tradeoff_plot, "Realised attention density against mean PSNR, one point per method"),
         _html_figure(out_dir, media.psnr_plot, f"PSNR per frame against {ref} (inf, identical frames, not drawn)"),
         _html_figure(out_dir, media.ssim_plot, f"SSIM per frame against {ref}"),
         *[_html_method(m, raw["cases"], media, out_dir, ref) for m in raw["methods"]],

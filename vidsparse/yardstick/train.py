@@ -19,6 +19,7 @@ exponential moving average of the weights (decay 0.999) is what gets saved, in f
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -57,21 +58,22 @@ def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torc
     return text_encoder(ids.to(device))[0]
 
 
-def _save(transformer, ema: dict, components: dict, out: Path) -> None:
-    """Write the EMA weights in float16 with the rest of the pipeline as a diffusers folder."""
+def _save(transformer, ema: dict, components: dict, out: Path, losses: list) -> None:
+    """Write the EMA weights in float16 with the rest of the pipeline as a diffusers folder, and the losses so far.
+
+    Copies are saved: the models being trained stay where and as they are.
+    """
     from diffusers import CogVideoXPipeline
 
-    state = {name: tensor.detach().clone() for name, tensor in transformer.state_dict().items()}
-    transformer.load_state_dict(ema)
     half = type(transformer).from_config(transformer.config).to(torch.float16)
     half.load_state_dict({k: v.half() for k, v in ema.items()})
-    transformer.load_state_dict(state)
+    text_encoder = copy.deepcopy(components["text_encoder"]).to("cpu", torch.float16)
     pipe = CogVideoXPipeline(
-        tokenizer=components["tokenizer"], text_encoder=components["text_encoder"].to("cpu", torch.float16),
-        vae=components["vae"], transformer=half, scheduler=components["scheduler"],
+        tokenizer=components["tokenizer"], text_encoder=text_encoder, vae=components["vae"], transformer=half,
+        scheduler=components["scheduler"],
     )
     pipe.save_pretrained(out)
-    components["text_encoder"].to(torch.float32)
+    (out.parent / "loss.json").write_text(json.dumps(losses))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,14 +175,13 @@ def main(argv: list[str] | None = None) -> None:
                 total = int(t_total)
             logger.info("%.3f s per step: training %d steps in all", per_step, total)
         if rank == 0 and time.perf_counter() - last_save > args.save_every_min * 60:
-            _save(transformer, ema, components, args.out / "weights")
+            _save(transformer, ema, components, args.out / "weights", losses)
             last_save = time.perf_counter()
         if step >= total:
             break
     elapsed = time.perf_counter() - started
     if rank == 0:
-        _save(transformer, ema, components, args.out / "weights")
-        (args.out / "loss.json").write_text(json.dumps(losses))
+        _save(transformer, ema, components, args.out / "weights", losses)
         (args.out / "train.json").write_text(json.dumps({
             "steps": step, "batch_per_gpu": args.batch, "gpus": world, "lr": args.lr, "seed": args.seed,
             "compile": args.compile, "seconds": round(elapsed, 1),
