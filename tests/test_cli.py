@@ -1,4 +1,5 @@
-"""`vidsparse generate` and `vidsparse compare` end to end on the built-in tiny model, and their errors."""
+"""`vidsparse generate` and `vidsparse compare` end to end on the built-in tiny model, and their errors; and
+`vidsparse generate` with the default model, the trained yardstick, at its own size."""
 
 import json
 
@@ -6,10 +7,12 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from vidsparse.cli import main
+from vidsparse.builtin import DEFAULT_BUILTIN
+from vidsparse.cli import build_parser, main
 
-# 2 steps at 80x112 x 9 frames: a latent grid of 3 x 5 x 7 after patchify
-SMALL = ["--steps", "2", "--height", "80", "--width", "112", "--frames", "9"]
+# The plumbing tests run the random-weight tiny CogVideoX, the fastest built-in: 2 steps at 80x112 x 9 frames, a
+# latent grid of 3 x 5 x 7 after patchify.
+SMALL = ["--model", "tiny-cogvideox", "--steps", "2", "--height", "80", "--width", "112", "--frames", "9"]
 
 
 def test_generate_writes_a_playable_mp4(tmp_path, capsys):
@@ -54,7 +57,9 @@ def test_compare_writes_the_report(tmp_path, capsys):
     [
         (["generate", "--model", "no-such-model"], "unknown model 'no-such-model': give a local diffusers folder"),
         (["generate", "--method", "diagonal", *SMALL], "diagonal"),
-        (["generate", "--height", "84", "--steps", "1"], "--height 84 must be divisible by 16"),
+        (["generate", "--model", "tiny-cogvideox", "--height", "84", "--steps", "1"],
+         "--height 84 must be divisible by 16"),
+        (["generate", "--height", "66", "--steps", "1"], "--height 66 must be divisible by 4"),  # the yardstick
         (["compare", "--method", "nope", *SMALL], "nope"),
     ],
 )
@@ -68,3 +73,22 @@ def test_unwritable_output_folder(tmp_path, capsys):
     blocker.write_text("")
     assert main(["generate", "--out", str(blocker / "videos"), *SMALL]) == 2
     assert "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_generate_defaults_to_the_yardstick_at_its_own_size(tmp_path, capsys):
+    # No --model, --prompt or size: the yardstick's config (9 frames of 64 x 64) and the default prompt. 2 steps of
+    # the default method (spatial) stay inside its 5 warm-up steps, so this runs dense: about 1 s a step on a CPU.
+    assert main(["generate", "--out", str(tmp_path), "--steps", "2"]) == 0
+    mp4 = tmp_path / "spatial_00_seed0.mp4"
+    frames = iio.imread(mp4, plugin="pyav") if _has_pyav() else iio.imread(mp4)
+    assert frames.shape == (9, 64, 64, 3)
+    assert "(9 frames, 64x64)" in capsys.readouterr().out
+
+
+def test_model_help_names_the_default_builtin(capsys):
+    assert DEFAULT_BUILTIN == "yardstick"
+    for command in ("generate", "compare"):
+        assert build_parser().parse_args([command]).model is None  # resolved to DEFAULT_BUILTIN when loading
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert f"(default: {DEFAULT_BUILTIN}," in " ".join(capsys.readouterr().out.split())

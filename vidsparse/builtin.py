@@ -1,24 +1,30 @@
-"""Built-in tiny video pipelines: CogVideoX, HunyuanVideo and Wan with RANDOM weights, built offline.
+"""Built-in video pipelines that run anywhere, offline: the trained yardstick, and tiny CogVideoX, HunyuanVideo
+and Wan with RANDOM weights.
 
 These exist so that the command line, the examples and the tests run anywhere, without downloading anything.
-Their weights are random (drawn from fixed seeds), so the videos they generate look like coloured noise: they show
-that the machinery works and how fast, not what a trained model would draw. Real quality needs real weights, given
-as a local diffusers folder (`vidsparse generate --model /path/to/CogVideoX-5b --config cogvideox-5b`).
+The default, "yardstick", is a small CogVideoX-5b-architecture model that vidsparse trains on procedural videos of
+moving shapes and ships with the package (`vidsparse.yardstick`, weights in `vidsparse/yardstick/weights/`): it
+draws the scenes of its prompt grammar (`vidsparse.yardstick.scenes`), so a sparse method's loss of quality shows
+against dense attention. The "tiny-*" models have random weights (drawn from fixed seeds), so the videos they generate
+look like coloured noise: they cover each supported architecture, and show that the machinery works and how fast, not
+what a trained model would draw. Real models need real weights, given as a local diffusers folder
+(`vidsparse generate --model /path/to/CogVideoX-5b --config cogvideox-5b`).
 
-Nothing here downloads: every model is built from a config written in this file, and the tokenizers are
+Nothing here downloads: every tiny model is built from a config written in this file, and the tokenizers are
 word-level `tokenizers` vocabularies of a few dozen words wrapped in `transformers.PreTrainedTokenizerFast`.
 Weights come from `torch.manual_seed(seed)` inside `torch.random.fork_rng`, so building a model neither depends
 on nor disturbs the global random state of the caller.
 
-Every transformer keeps the real attention module layout and processors, with 2 heads of 64 and 1-2 layers, so an
-attention processor sees the same kinds of tensors as at full size, only fewer of them. 64 is CogVideoX's real head
+Every tiny transformer keeps the real attention module layout and processors, with 2 heads of 64 and 1-2 layers, so
+an attention processor sees the same kinds of tensors as at full size, only fewer of them. 64 is CogVideoX's real head
 size; HunyuanVideo and Wan use 128 at full size.
 
 `BUILTIN_MODELS` names the pipelines the command line knows (`load_builtin(name)` builds one). Each has a model
 config of the same name (`vidsparse/model_configs/<name>.yaml`, loaded by `vidsparse.configs`) whose `generate`
-section holds call arguments that work for it: `BuiltinModel.defaults`. The default, "tiny-cogvideox", generates
-49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video tokens), so that a frame
-window leaves out about half of the keys.
+section holds call arguments that work for it: `BuiltinModel.defaults`. The default, "yardstick", generates 9 frames
+of 64 x 64 (9 x 32 x 32 latents, a grid of 9 x 16 x 16 = 2,304 video tokens after 32 text tokens) in 20 steps with
+CFG. "tiny-cogvideox" generates 49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video
+tokens), so that a frame window leaves out about half of the keys.
 
 The lower-level builders serve the tests. Their default grids (latent frames x latent height x latent width ->
 post-patchify grid T x H x W):
@@ -38,6 +44,9 @@ Example:
     >>> out = model(**cogvideox_inputs(model), return_dict=False)[0]  # [2, 3, 4, 10, 14]
     >>> pipe, spec = load_builtin("tiny-cogvideox")
     >>> video = pipe(prompt="a red ball rolling", output_type="np", **spec.defaults).frames[0]  # [49, 160, 224, 3]
+    >>> pipe, spec = load_builtin()  # the yardstick
+    >>> video = pipe(prompt="a red circle moving right over a navy striped background", output_type="np",
+    ...              **spec.defaults).frames[0]  # [9, 64, 64, 3]
 """
 
 from __future__ import annotations
@@ -560,12 +569,13 @@ def wan_pipeline(two_transformers: bool = False, seed: int = 0) -> WanPipeline:
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A built-in tiny pipeline with random weights.
+    """A built-in pipeline: the trained yardstick, or a tiny one with random weights.
 
     Attributes:
-        name: the name the command line takes (`--model tiny-cogvideox`); also the name of its model config.
+        name: the name the command line takes (`--model yardstick`); also the name of its model config.
         family: the adapter family of its transformer: "cogvideox", "hunyuanvideo" or "wan".
-        build: builds the pipeline (float32, on the CPU, progress bar off); each call builds a fresh one.
+        build: builds the pipeline (float32, on the CPU, progress bar off); each call builds a fresh one (the
+            yardstick's loads its shipped weights).
         description: which real model's architecture it follows, in a few words.
     """
 
@@ -584,9 +594,22 @@ class BuiltinModel:
         return call_kwargs(load_model_config(self.name))
 
 
+def _yardstick_pipeline() -> CogVideoXPipeline:
+    """The trained yardstick from its shipped weights, float32 on the CPU, progress bar off."""
+    # Imported here: vidsparse.yardstick imports this module (for its tokenizer).
+    from .yardstick import load_yardstick
+
+    pipe = load_yardstick()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
+        BuiltinModel("yardstick", "cogvideox", _yardstick_pipeline,
+                     "trained 8-layer x 4-head CogVideoX-5b-architecture model (vidsparse's yardstick), "
+                     "9 frames of 64 x 64"),
         BuiltinModel("tiny-cogvideox", "cogvideox", lambda: cogvideox_pipeline("5b"),
                      "CogVideoX-5b architecture (RoPE, head dim 64), 2 layers x 2 heads"),
         BuiltinModel("tiny-cogvideox-2b", "cogvideox", lambda: cogvideox_pipeline("2b"),
@@ -601,7 +624,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                      "Wan 2.2 A14B architecture (high- and low-noise transformers), 2 layers x 2 heads each"),
     )
 }
-DEFAULT_BUILTIN = "tiny-cogvideox"
+DEFAULT_BUILTIN = "yardstick"
 
 
 def load_builtin(name: str = DEFAULT_BUILTIN) -> tuple[DiffusionPipeline, BuiltinModel]:

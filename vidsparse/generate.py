@@ -1,10 +1,10 @@
 """`vidsparse generate` and `vidsparse compare`: videos from a diffusers pipeline with a sparse method,
 and a quality/speed report of methods against dense attention on the same prompts and seeds.
 
-The model is a local diffusers folder or a built-in name (`vidsparse.builtin`); generation defaults
-and method presets come from the model's YAML config (`vidsparse.configs`), which `--config`
-replaces and `key=value` arguments override (`generate.num_inference_steps=10`,
-`methods.spatial.frames=2`).
+The model is a local diffusers folder or a built-in name (`vidsparse.builtin`; by default the trained
+yardstick, `vidsparse.yardstick`); generation defaults and method presets come from the model's YAML
+config (`vidsparse.configs`), which `--config` replaces and `key=value` arguments override
+(`generate.num_inference_steps=10`, `methods.spatial.frames=2`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,13 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_parsers", "CLIError"]
+__all__ = ["DEFAULT_PROMPT", "add_parsers", "CLIError"]
+
+# A prompt of the yardstick's grammar (vidsparse.yardstick.scenes), the default model's: two shapes, a textured
+# background and a camera pan, so that both the spatial and the temporal structure of attention matter.
+DEFAULT_PROMPT = (
+    "a red circle moving right and a yellow square spinning over a navy striped background, camera panning up"
+)
 
 
 class CLIError(ValueError):
@@ -32,9 +38,10 @@ class CLIError(ValueError):
 # ---------------------------------------------------------------------------------------- loading
 def _load(args) -> tuple[object, object, str]:
     """(pipeline, model config, model label) for --model / --config / overrides."""
-    from .builtin import BUILTIN_MODELS, load_builtin
+    from .builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin
     from .configs import load_model_config
 
+    args.model = args.model or DEFAULT_BUILTIN
     if args.model in BUILTIN_MODELS:
         pipe, _ = load_builtin(args.model)
         config_name = args.config or args.model
@@ -83,7 +90,7 @@ def _prompts(args) -> list[str]:
         if not path.is_file():
             raise CLIError(f"prompts file {path} does not exist")
         prompts += [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return prompts or ["a red circle bouncing left to right over a blue striped background"]
+    return prompts or [DEFAULT_PROMPT]
 
 
 def _call_kwargs(pipe, cfg, args) -> dict:
@@ -243,13 +250,17 @@ def cmd_compare(args, argv) -> int:
 
 # ---------------------------------------------------------------------------------------- parsers
 def _common_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-cogvideox",
-                   help="a local diffusers pipeline folder, or a built-in name (default: %(default)s; built-ins "
-                        "have random weights and run anywhere)")
+    # The default is resolved in _load (vidsparse.builtin.DEFAULT_BUILTIN): importing vidsparse.builtin here would
+    # import diffusers and transformers, and make every `vidsparse --help` seconds slower.
+    p.add_argument("--model", default=None,
+                   help="a local diffusers pipeline folder, or a built-in name (default: yardstick, a small trained "
+                        "model of moving shapes; the tiny-* built-ins have random weights; all run anywhere)")
     p.add_argument("--config", default=None, metavar="NAME|YAML",
                    help="model config: a shipped name (cogvideox-5b, hunyuanvideo, ...) or a YAML path; "
                         "default: the built-in model's own")
-    p.add_argument("--prompt", action="append", help="a prompt (repeat for several)")
+    p.add_argument("--prompt", action="append",
+                   help="a prompt (repeat for several; default: a scene of the yardstick's grammar, "
+                        f"{DEFAULT_PROMPT!r})")
     p.add_argument("--prompts-file", metavar="FILE", help="one prompt per line; '#' starts a comment line")
     p.add_argument("--steps", type=int, help="denoising steps (default: the config's)")
     p.add_argument("--height", type=int, help="video height in pixels, divisible by the VAE factor x patch size")
@@ -274,7 +285,8 @@ def add_parsers(sub, common) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  vidsparse generate --prompt 'a red circle bouncing' --method spatial\n"
+            "  vidsparse generate --prompt 'a red circle bouncing over a gray plain background' --method spatial\n"
+            "  vidsparse generate --model tiny-wan --prompt 'a red ball rolling' --method temporal\n"
             "  vidsparse generate --model /models/CogVideoX-5b --config cogvideox-5b --method spatial \\\n"
             "      --prompt 'a cat surfing' --seed 3 methods.spatial.warmup_steps=15"
         ),
@@ -298,7 +310,7 @@ def add_parsers(sub, common) -> None:
         ),
         epilog=(
             "examples:\n"
-            "  vidsparse compare                                  # built-in model, every preset\n"
+            "  vidsparse compare                                  # the yardstick, every preset\n"
             "  vidsparse compare --method spatial --seeds 0,1,2 --prompts-file prompts.txt"
         ),
     )
