@@ -283,7 +283,7 @@ def test_unsupported_transformer_is_a_clear_error():
     ("config", "message"),
     [
         ("sparse-please", r"unknown preset 'sparse-please'; choose one of \['dense', 'spatial', 'temporal'\]"),
-        ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal'\); got 'diagonal'"),
+        ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal', 'static'\); got 'diagonal'"),
         ({"method": "spatial", "frames": -1}, r"frames must be an int >= 0; got -1"),
         ({"method": "spatial", "q_block": 100}, r"q_block must be a power of two >= 16; got 100"),
         (3, r"config must be a preset name, a SparseConfig or a dict; got int"),

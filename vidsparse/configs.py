@@ -140,6 +140,8 @@ def _validate(cfg: DictConfig, label: str) -> None:
     if unknown:
         raise ModelConfigError(f"model config {label}: unknown section(s) {unknown}; sections: {', '.join(SECTIONS)}")
     for section in SECTIONS:
+        if section == "search" and cfg.get(section) is None:
+            continue  # optional
         if not isinstance(cfg.get(section), DictConfig):
             raise ModelConfigError(f"model config {label}: the {section!r} section is missing or not a mapping")
     for key in ("pipeline", "transformer"):
@@ -150,6 +152,8 @@ def _validate(cfg: DictConfig, label: str) -> None:
         raise ModelConfigError(f"model config {label}: methods must include 'dense' (the baseline of comparisons)")
     for name in cfg.methods:
         method_config(cfg, name)
+    if cfg.get("search") is not None:
+        search_config(cfg)
 
 
 def _validate_generate(cfg: DictConfig, label: str) -> None:

@@ -83,7 +83,9 @@ class Calibrator:
         key = (layout, str(device))
         if key not in self._compiled:
             rows = sample_rows(layout, self.rows_per_frame, self.seed).to(device)
-            blocks = torch.stack([c.blocks(layout, self.q_block, self.k_block, device) for c in self.candidates])
+            n_q, n_k = -(-layout.seq_len // self.q_block), -(-layout.seq_len // self.k_block)
+            blocks = torch.stack([c.blocks(layout, self.q_block, self.k_block, device) for c in self.candidates]
+                                 or [torch.zeros(n_q, n_k, dtype=torch.bool, device=device)])[: len(self.candidates)]
             keep = blocks[:, rows // self.q_block].float()  # [C, R, nK]
             density = torch.tensor([c.density(layout, self.q_block, self.k_block) for c in self.candidates])
             frame, row, col = layout.video_coords(device)
