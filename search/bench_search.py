@@ -85,7 +85,7 @@ def _search_time(device, dtype, tiny: bool, prompts: int, steps: int, progress) 
     }
 
 
-def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int) -> dict:
+def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int, budgets: list[float]) -> dict:
     import vidsparse
     from vidsparse.layout import TokenLayout
     from vidsparse.pipelines.adapters import adapter_for
@@ -104,9 +104,11 @@ def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int) -> dict
     heads = transformer.config.num_attention_heads
     block = 16 if tiny else 128
     source = PatternFile.load(patterns)
-    moved = source.transplant(transformer, layers, heads, layout, block, block, seed=0, device=device)
-    moved_path = Path("/tmp/vidsparse-hunyuan-transplant.safetensors")
-    moved.save(moved_path)
+    moved = {}
+    for eps in budgets:
+        moved[eps] = source.reselect(eps=eps).transplant(transformer, layers, heads, layout, block, block, seed=0,
+                                                         device=device)
+        moved[eps].save(f"/tmp/vidsparse-hunyuan-transplant-{eps}.safetensors")
     rows = {}
 
     def timed(name, fn_enter=None):
@@ -124,12 +126,15 @@ def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int) -> dict
 
     stock = timed("stock")
     timed("stock, fast SDPA (cuDNN first)", lambda: fast_sdpa(FAST_SDPA))
-    handle = vidsparse.apply(transformer, {"method": "static", "patterns": str(moved_path)})
-    out = timed("vidsparse static")
-    report = handle.report()
-    handle.remove()
-    rows["vidsparse static"]["density"] = round(report["density"], 4)
-    rows["vidsparse static"]["rel_l2_vs_stock"] = round(float((out.float() - stock.float()).norm() / stock.float().norm()), 4)
+    for eps in budgets:
+        name = f"vidsparse static, eps {eps}"
+        handle = vidsparse.apply(transformer, {"method": "static",
+                                               "patterns": f"/tmp/vidsparse-hunyuan-transplant-{eps}.safetensors"})
+        out = timed(name)
+        report = handle.report()
+        handle.remove()
+        rows[name]["density"] = round(report["density"], 4)
+        rows[name]["rel_l2_vs_stock"] = round(float((out.float() - stock.float()).norm() / stock.float().norm()), 4)
     for name in rows:
         rows[name]["speedup_vs_stock"] = round(rows["stock"]["ms"] / rows[name]["ms"], 2)
         rows[name]["speedup_vs_fast_sdpa"] = round(rows["stock, fast SDPA (cuDNN first)"]["ms"] / rows[name]["ms"], 2)
@@ -137,8 +142,10 @@ def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int) -> dict
     return {
         "model": "hunyuanvideo", "video": str(video), "tokens": layout.seq_len,
         "grid": [layout.frames, layout.height, layout.width], "layers": layers, "heads": heads,
-        "patterns_from": str(patterns), "source_mean_density": moved.calibration["source_mean_density"],
-        "planned_mean_density": round(float(moved.chosen_density().mean()), 4), "families": moved.summary()["families"],
+        "patterns_from": str(patterns),
+        "budgets": {str(eps): {"source_mean_density": m.calibration["source_mean_density"],
+                               "planned_mean_density": round(float(m.chosen_density().mean()), 4),
+                               "families": m.summary()["families"]} for eps, m in moved.items()},
         "rows": rows,
     }
 
@@ -149,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--runs", type=int, default=1, help="timed HunyuanVideo forwards per variant (31 s each)")
+    parser.add_argument("--eps", default="0.1,0.3", help="error budgets whose yardstick choice to move (comma list)")
     parser.add_argument("--skip", choices=("search", "speed"), action="append", default=[])
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("search"))
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         results["search"] = _search_time(device, dtype, args.dry_run, args.prompts, args.steps, tqdm)
         print(json.dumps(results["search"], indent=1))
     if "speed" not in args.skip:
-        results["speed"] = _hunyuan_speed(device, dtype, args.dry_run, args.patterns, args.runs)
+        results["speed"] = _hunyuan_speed(device, dtype, args.dry_run, args.patterns, args.runs,
+                                          [float(e) for e in args.eps.split(",")])
         print(json.dumps(results["speed"], indent=1))
     stem = "BENCH_SEARCH-dry-run" if args.dry_run else "BENCH_SEARCH"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -190,9 +199,12 @@ def _markdown(results: dict) -> str:
     if "speed" in results:
         p = results["speed"]
         lines += [f"## One HunyuanVideo step, {p['video']} ({p['tokens']:,} tokens, {p['layers']} layers x {p['heads']} heads)",
-                  "", f"`static` with the yardstick search's density distribution (`{p['patterns_from']}`, mean "
-                  f"density {p['source_mean_density']}) moved onto this model: planned mean density "
-                  f"{p['planned_mean_density']}, families {p['families']}.", "",
+                  "", f"`static` with the yardstick search's density distribution (`{p['patterns_from']}`) moved "
+                  "onto this model, per error budget:", ""]
+        for eps, b in p["budgets"].items():
+            lines.append(f"- eps {eps}: yardstick mean density {b['source_mean_density']}, planned here "
+                         f"{b['planned_mean_density']}, families {b['families']}")
+        lines += ["",
                   "| variant | ms / step | vs stock | vs stock fast SDPA (cuDNN) | density | rel. L2 vs stock |",
                   "|---|---|---|---|---|---|"]
         for name, r in p["rows"].items():

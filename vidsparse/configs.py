@@ -211,7 +211,10 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
         raise ModelConfigError(f"methods.{name}: unknown field(s) {unknown}; SparseConfig fields: {', '.join(allowed)}")
     values = OmegaConf.to_container(fields, resolve=True)
     if values.get("patterns"):
-        values["patterns"] = str(resolve_patterns(values["patterns"]))
+        try:
+            values["patterns"] = str(resolve_patterns(values["patterns"]))
+        except ModelConfigError:
+            pass  # a file still to be written by `vidsparse search`: the static method says so when it loads
     try:
         sparse = SparseConfig(**values)
     except ValueError as exc:

@@ -76,9 +76,25 @@ def _save(transformer, ema: dict, components: dict, out: Path, losses: list) -> 
     (out.parent / "loss.json").write_text(json.dumps(losses))
 
 
+def assemble(transformer_file: Path, out: Path, seed: int = 0) -> Path:
+    """A complete pipeline folder from trained transformer weights alone: the other components are rebuilt from `seed`
+    (the frozen T5 and the tokenizer are deterministic), so a GPU run only needs to bring back one file."""
+    from safetensors.torch import load_file
+
+    components = build_components(seed)
+    ema = {k: v.float() for k, v in load_file(str(transformer_file)).items()}
+    _save(components["transformer"], ema, components, out, [])
+    (out.parent / "loss.json").unlink(missing_ok=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--init", type=Path, metavar="SAFETENSORS",
+                        help="start from these transformer weights (a previous run's) instead of the seed's init")
+    parser.add_argument("--assemble", type=Path, metavar="SAFETENSORS",
+                        help="do not train: write a pipeline folder (--out) around these trained transformer weights")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
     parser.add_argument("--batch", type=int, default=48, help="per GPU")
@@ -89,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (falls back if it fails)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.assemble:
+        assemble(args.assemble, args.out, args.seed)
+        return
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
@@ -100,7 +119,12 @@ def main(argv: list[str] | None = None) -> None:
 
     components = build_components(args.seed)
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"].to(device), components["vae"]
-    scheduler, transformer = components["scheduler"], components["transformer"].to(device).train()
+    scheduler, transformer = components["scheduler"], components["transformer"]
+    if args.init:
+        from safetensors.torch import load_file
+
+        transformer.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
+    transformer = transformer.to(device).train()
     # The pipeline's own RoPE for the training size (latent frames x latent height x latent width).
     from ..builtin import cogvideox_rotary_emb
 
@@ -184,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         _save(transformer, ema, components, args.out / "weights", losses)
         (args.out / "train.json").write_text(json.dumps({
             "steps": step, "batch_per_gpu": args.batch, "gpus": world, "lr": args.lr, "seed": args.seed,
-            "compile": args.compile, "seconds": round(elapsed, 1),
+            "compile": args.compile, "seconds": round(elapsed, 1), "init": str(args.init) if args.init else None,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
         }, indent=1))

@@ -1,0 +1,91 @@
+"""The yardstick: procedural scenes, the fixed latent transform, the shipped trained model, and what it learned."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidsparse.yardstick import GENERATE, WEIGHTS_DIR, build_components, load_yardstick
+from vidsparse.yardstick.evaluate import check_prompt
+from vidsparse.yardstick.latent import PixelUnshuffleVAE
+from vidsparse.yardstick.scenes import HELD_OUT, parse_prompt, render, sample_scenes, scene_for_prompt
+
+
+def _clip(video: torch.Tensor) -> np.ndarray:
+    """[3, F, H, W] in [-1, 1] -> [F, H, W, 3] in [0, 1], as the pipeline's output_type="np"."""
+    return ((video.permute(1, 2, 3, 0).numpy() + 1) / 2).clip(0, 1)
+
+
+def test_scenes_render_deterministically_in_range():
+    a = render(sample_scenes(3, np.random.default_rng(0)), frames=5, height=24, width=40)
+    b = render(sample_scenes(3, np.random.default_rng(0)), frames=5, height=24, width=40)
+    assert a.shape == (3, 3, 5, 24, 40) and torch.equal(a, b)
+    assert a.min() >= -1 and a.max() <= 1 and a.std() > 0.1
+
+
+def test_prompts_follow_the_grammar_and_avoid_held_out_combinations():
+    tokenizer = build_components()["tokenizer"]
+    scenes = sample_scenes(3000, np.random.default_rng(1))
+    for scene in scenes:
+        clauses = parse_prompt(scene.prompt)
+        assert clauses == [(s.colour, s.kind, s.motion) for s in scene.shapes]
+        assert not set(clauses) & HELD_OUT
+    ids = tokenizer([s.prompt for s in scenes[:200]]).input_ids
+    assert all(tokenizer.unk_token_id not in row for row in ids)
+    assert max(len(row) for row in ids) <= GENERATE["max_sequence_length"]
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red square moving right over a gray plain background",
+    "a blue circle moving up over a navy striped background , camera panning left",
+    "a green ring growing and a white triangle moving left over a black dotted background",
+])
+def test_the_checker_passes_rendered_scenes(prompt):
+    """The colour tracker agrees with the renderer: a clip drawn from the prompt passes its own check."""
+    video = render([scene_for_prompt(prompt, np.random.default_rng(3))], frames=9, height=64, width=64)[0]
+    assert all(c["passed"] for c in check_prompt(_clip(video), prompt))
+
+
+def test_the_checker_fails_the_wrong_motion():
+    video = render([scene_for_prompt("a red square moving right over a gray plain background",
+                                     np.random.default_rng(3))])[0]
+    assert not check_prompt(_clip(video), "a red square moving left over a gray plain background")[0]["passed"]
+    assert not check_prompt(_clip(video), "a blue square moving right over a gray plain background")[0]["present"]
+
+
+def test_latent_transform_is_exactly_invertible():
+    vae = PixelUnshuffleVAE()
+    x = torch.rand(2, 3, 5, 16, 24) * 2 - 1
+    z = vae.encode(x).latents
+    assert z.shape == (2, 12, 5, 8, 12)
+    assert torch.equal(vae.decode(z).sample, x)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        vae.encode(torch.zeros(1, 3, 2, 15, 16))
+    with pytest.raises(ValueError, match="temporal_compression_ratio must be 1"):
+        PixelUnshuffleVAE(temporal_compression_ratio=4)
+
+
+def test_shipped_weights_load_with_stock_diffusers():
+    from diffusers import CogVideoXPipeline, DiffusionPipeline
+
+    size = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
+    assert size <= 25e6
+    pipe = DiffusionPipeline.from_pretrained(WEIGHTS_DIR)
+    assert isinstance(pipe, CogVideoXPipeline) and isinstance(pipe.vae, PixelUnshuffleVAE)
+    mine = load_yardstick()
+    for (name, a), (_, b) in zip(pipe.transformer.state_dict().items(), mine.transformer.state_dict().items()):
+        assert torch.equal(a.float(), b.float()), name
+
+
+def test_training_runs_a_step(tmp_path):
+    from vidsparse.yardstick.train import main
+
+    main(["--out", str(tmp_path), "--steps", "1", "--batch", "1", "--workers", "0"])
+    assert (tmp_path / "weights" / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+    load_yardstick(tmp_path / "weights")
+
+
+@pytest.fixture(scope="module")
+def yardstick():
+    pipe = load_yardstick()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
