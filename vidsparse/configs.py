@@ -231,7 +231,7 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
 def resolve_patterns(value: str) -> Path:
     """A pattern file's path: `value` itself when it names a file, else the shipped `vidsparse/search/patterns/<value>.safetensors`."""
     path = Path(value).expanduser()
-    if path.exists():
+    if path.is_file():
         return path
     shipped = Path(__file__).parent / "search" / "patterns" / f"{value}.safetensors"
     if shipped.exists():

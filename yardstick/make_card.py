@@ -154,11 +154,17 @@ def _attention_figure(data: dict, path: Path) -> None:
 
 
 def loss_plot(run: Path, out: Path) -> None:
+    """The loss of every stage (`stage<N>_loss.json` in `run`), stages one after another."""
     from vidsparse.report import _axes, _nice_ticks, _text
 
-    losses = json.loads((run / "loss.json").read_text())
-    steps = np.array([s for s, _, _ in losses], float)
-    loss = np.array([v for _, v, _ in losses], float)
+    steps, loss, offset, bounds = [], [], 0, []
+    for path in sorted(run.glob("stage*_loss.json")):
+        stage = json.loads(path.read_text())
+        steps += [offset + s for s, _, _ in stage]
+        loss += [v for _, v, _ in stage]
+        offset = steps[-1]
+        bounds.append(offset)
+    steps, loss = np.array(steps, float), np.array(loss, float)
     smooth = np.convolve(loss, np.ones(9) / 9, mode="valid")
     img = np.full((420, 720, 3), 255, np.uint8)
     _text(img, "Training loss (v-prediction MSE, per 25 steps; line: 9-point mean)", (76, 26), 0.55)
@@ -169,13 +175,18 @@ def loss_plot(run: Path, out: Path) -> None:
             cv2.circle(img, to_px(s, v), 2, (200, 180, 160), -1, cv2.LINE_AA)
     pts = np.array([to_px(s, v) for s, v in zip(steps[4:-4], smooth)], np.int32)
     cv2.polylines(img, [pts], False, (180, 119, 31), 2, cv2.LINE_AA)
+    for b in bounds[:-1]:  # where a stage ended and the next started (fresh optimiser, new learning-rate schedule)
+        x = to_px(b, yt[0])[0]
+        cv2.line(img, (x, 44), (x, 356), (14, 127, 255), 1, cv2.LINE_AA)
+        _text(img, "stage 2", (x + 4, 60), 0.4, (14, 127, 255))
     cv2.imwrite(str(out / "loss.png"), img)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
-    parser.add_argument("--run", type=Path, help="the training run's folder (loss.json, train.json)")
+    parser.add_argument("--run", type=Path, default=Path("yardstick/training"),
+                        help="the training logs: stage<N>_loss.json and stage<N>_train.json per stage")
     parser.add_argument("--out", type=Path, default=Path("yardstick"))
     parser.add_argument("--skip", action="append", default=[], choices=("samples", "heldout", "attention"))
     args = parser.parse_args()
@@ -190,9 +201,9 @@ def main() -> None:
     card["parameters"] = {"transformer": sum(p.numel() for p in pipe.transformer.parameters()),
                           "text_encoder": sum(p.numel() for p in pipe.text_encoder.parameters())}
     card["weights_mb"] = round(sum(f.stat().st_size for f in Path(args.weights).rglob("*") if f.is_file()) / 1e6, 1)
-    if args.run:
+    if args.run and args.run.is_dir():
         loss_plot(args.run, args.out)
-        card["training"] = json.loads((args.run / "train.json").read_text())
+        card["training"] = [json.loads(p.read_text()) for p in sorted(args.run.glob("stage*_train.json"))]
     if "samples" not in args.skip:
         samples(pipe, args.out)
     if "attention" not in args.skip:

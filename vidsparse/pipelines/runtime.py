@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SparseRuntime", "LayerStats"]
 
+_DENSE_FALLBACK_ELEMENTS = 1 << 26  # booleans of a token mask the CPU fallback may build (64 MB)
+
 
 @dataclass
 class LayerStats:
@@ -73,6 +75,7 @@ class SparseRuntime:
     # Called as observer(layer, step, layout, q, k, v, key_padding) on every attention call whose layout is known,
     # before attention runs (q, k, v: [B, H, S, D]); the pattern search's calibration sets it.
     observer: object | None = None
+    _token_masks: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ planning
     def layout(self, seq_len: int, text_len: int) -> TokenLayout | None:
@@ -142,7 +145,25 @@ class SparseRuntime:
         if reason is None:
             return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask)
         self.fall_back(reason)
+        b, h, s, _ = q.shape
+        if mask.batch * h * s * s <= _DENSE_FALLBACK_ELEMENTS and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
+            return self._sdpa_with_token_mask(q, k, v, mask, key_padding_mask)
         return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask)
+
+    def _sdpa_with_token_mask(self, q, k, v, mask: SparseMask, key_padding_mask) -> torch.Tensor:
+        """Small sequences off the GPU: the mask as a boolean token mask through torch's SDPA (its fused CPU
+        kernel), several times faster than the chunked reference. The token mask is kept per mask object."""
+        entry = self._token_masks.get(id(mask))
+        if entry is None or entry[0] is not mask:
+            if len(self._token_masks) >= 8:
+                self._token_masks.clear()
+            entry = (mask, mask.to_dense())
+            self._token_masks[id(mask)] = entry
+        allowed = entry[1]  # [B', H, S, S]
+        if key_padding_mask is not None:
+            allowed = allowed & ~key_padding_mask[:, None, None, :]
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return out.nan_to_num(0.0)  # a row that selects no key: zeros, as the kernel and the reference give
 
     @staticmethod
     def _kernel_unavailable(q: torch.Tensor) -> str | None:

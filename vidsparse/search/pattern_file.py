@@ -195,16 +195,21 @@ class PatternFile:
 
     @classmethod
     def load(cls, path: str | Path) -> "PatternFile":
-        from safetensors import safe_open
+        from safetensors.torch import load
 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no pattern file at {path}; make one with `vidsparse search`")
-        with safe_open(str(path), "pt") as f:
-            raw = (f.metadata() or {}).get("vidsparse")
-            if raw is None:
-                raise ValueError(f"{path} is not a vidsparse pattern file (no 'vidsparse' metadata)")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        # Read the bytes rather than memory-map the file (safe_open): some file systems refuse mmap.
+        data = path.read_bytes()
+        try:
+            size = int.from_bytes(data[:8], "little")
+            raw = (json.loads(data[8 : 8 + size]).get("__metadata__") or {}).get("vidsparse")
+        except (ValueError, UnicodeDecodeError):
+            raw = None
+        if raw is None:
+            raise ValueError(f"{path} is not a vidsparse pattern file (no 'vidsparse' metadata)")
+        tensors = load(data)
         meta = json.loads(raw)
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
