@@ -140,6 +140,11 @@ def search(
         if state["cases"][: state["done"]] == cases[: state["done"]] and state["config"] == asdict(config):
             calibrator.records, done = state["records"], state["done"]
             logger.info("resuming the search after %d of %d cases (%s)", done, len(cases), ckpt)
+    if getattr(pipe, "transformer_2", None) is not None:
+        raise ValueError(
+            "this pipeline has two transformers (Wan 2.2's experts); a pattern file holds one transformer's "
+            "patterns, and searching both at once is not supported yet"
+        )
     transformer = pipe.transformer
     handle = apply(pipe, "dense")
     started = time.perf_counter()
