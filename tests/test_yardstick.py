@@ -99,7 +99,7 @@ def yardstick():
 def test_held_out_prompts_move_the_right_colour_the_right_way(yardstick, prompt):
     """Each (colour, shape, motion) here was held out of training; 12 steps with CFG, seed 0.
 
-    These three pass; `yardstick/heldout.json` has every held-out triple over two backgrounds and two seeds at 20 steps
+    These three pass; `yardstick/heldout.json` has every held-out triple over two backgrounds at 20 steps (seed 0)
     (the model card's pass rate), where some fail.
     """
     (colour, shape, motion), = parse_prompt(prompt)

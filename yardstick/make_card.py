@@ -5,7 +5,7 @@
 On the CPU, with the shipped weights (or --weights), it writes into --out:
 - `loss.png`: the training loss curve, from the training run's `loss.json` (--run, the folder `train.py --out` wrote);
 - `samples.png`: frames of clips for training-style and held-out prompts (20 steps, CFG 6, seed 0);
-- `heldout.json`: every held-out (colour, shape, motion) triple over two backgrounds and two seeds, checked by colour
+- `heldout.json`: every held-out (colour, shape, motion) triple over two backgrounds (seeds: --seeds), checked by colour
   tracking (`vidsparse.yardstick.evaluate`), and the pass rate;
 - `attention.png` + `attention.json`: per layer and head, where the attention mass of sampled video queries goes (own
   frame, own position in other frames, text) and how many keys hold 90% of it, averaged over 2 prompts x 5 steps;
@@ -189,6 +189,7 @@ def main() -> None:
                         help="the training logs: stage<N>_loss.json and stage<N>_train.json per stage")
     parser.add_argument("--out", type=Path, default=Path("yardstick"))
     parser.add_argument("--skip", action="append", default=[], choices=("samples", "heldout", "attention"))
+    parser.add_argument("--seeds", default="0", help="seeds of the held-out check (comma list)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -210,7 +211,7 @@ def main() -> None:
         data = attention(pipe, args.out)
         card["head_kinds"] = {k: sum(row.count(k) for row in data["kind"]) for k in ("spatial", "temporal", "global", "text")}
     if "heldout" not in args.skip:
-        card["heldout"] = heldout(pipe, args.out)
+        card["heldout"] = heldout(pipe, args.out, tuple(int(x) for x in args.seeds.split(",")))
     (args.out / "card.json").write_text(json.dumps(card, indent=1))
     print(json.dumps(card, indent=1))
 
