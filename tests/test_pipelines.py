@@ -265,7 +265,7 @@ def test_cpu_without_interpreter_falls_back_to_reference_and_says_so(monkeypatch
             _run(model, inputs)
             report = handle.report()
     assert report["fallbacks"] == [
-        "no Triton kernel on cpu: the PyTorch reference runs the same masks (slow)"
+        "no Triton kernel on cpu: PyTorch runs the same masks instead (slower than the kernel)"
     ]
     assert sum("no Triton kernel on cpu" in r.getMessage() for r in caplog.records) == 1  # logged once
     assert _rel(out, kernel_out) < 1e-5

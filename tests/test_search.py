@@ -198,3 +198,22 @@ def test_fingerprint_ignores_resolution():
     a = fingerprint(cogvideox_transformer("5b"))
     b = fingerprint(cogvideox_transformer("5b", max_text_seq_length=32))
     assert a == b and a["class"] == "CogVideoXTransformer3DModel"
+
+
+def test_cpu_fallback_equals_the_reference():
+    """The runtime's small-sequence CPU path (SDPA with a token mask) computes what the reference computes."""
+    from vidsparse.config import SparseConfig
+    from vidsparse.mask import SparseMask
+    from vidsparse.pipelines.runtime import SparseRuntime
+    from vidsparse.planner import Planner
+
+    runtime = SparseRuntime(SparseConfig(), Planner(), "test", "start")
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 77, 64, generator=gen) for _ in range(3))
+    mask = SparseMask.random(0.3, num_heads=3, seq_len=77, q_block=16, k_block=16, text=(0, 9), generator=gen)
+    padding = torch.zeros(2, 77, dtype=torch.bool)
+    padding[1, 3:9] = True  # padded text keys in the second batch element
+    for key_padding in (None, padding):
+        got = runtime._sdpa_with_token_mask(q, k, v, mask, key_padding)
+        expect = block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding)
+        torch.testing.assert_close(got, expect, atol=2e-5, rtol=1e-4)

@@ -168,7 +168,7 @@ class SparseRuntime:
     @staticmethod
     def _kernel_unavailable(q: torch.Tensor) -> str | None:
         if q.device.type != "cuda" and not _interpreting():
-            return f"no Triton kernel on {q.device.type}: the PyTorch reference runs the same masks (slow)"
+            return f"no Triton kernel on {q.device.type}: PyTorch runs the same masks instead (slower than the kernel)"
         if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
             return f"head dim {q.shape[-1]} has no Triton kernel (supported {SUPPORTED_HEAD_DIMS}): PyTorch reference"
         if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
