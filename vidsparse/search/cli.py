@@ -34,7 +34,11 @@ def cmd_search(args, argv) -> int:
           f"{len(seeds)} seed(s) in {result.calibration['seconds']:.0f} s")
     print(f"eps {summary['eps']}, lam {summary['lam']}: mean density {summary['mean_density']:.3f}, "
           f"largest chosen error {summary['max_error']:.3f}; patterns {summary['families']}")
-    print(f"pattern file: {out}  (use it: vidsparse compare --model {model} methods.static.patterns={out})")
+    if "static" in cfg.methods:
+        print(f"pattern file: {out}  (use it: vidsparse compare --model {model} methods.static.patterns={out})")
+    else:
+        print(f"pattern file: {out}  (use it: vidsparse.apply(pipe, {{'method': 'static', 'patterns': '{out}'}}), "
+              "or add a `static` method with `patterns:` to the model config)")
     return 0
 
 
