@@ -217,3 +217,35 @@ def test_cpu_fallback_equals_the_reference():
         got = runtime._sdpa_with_token_mask(q, k, v, mask, key_padding)
         expect = block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding)
         torch.testing.assert_close(got, expect, atol=2e-5, rtol=1e-4)
+
+
+def test_search_command_then_static_method(tmp_path):
+    """`vidsparse search` writes a file that `static` runs; chosen again at eps=0 every head is full and the output
+    equals dense to the bit (the stock path)."""
+    from vidsparse.builtin import load_builtin
+    from vidsparse.cli import main
+
+    out = tmp_path / "tiny.safetensors"
+    args = ["search", "--model", "tiny-cogvideox", "--prompt", "a red circle", "--steps", "3", "--frames", "9",
+            "--out", str(out), "search.q_block=32", "search.k_block=32", "search.observe=2", "search.eps=0.5"]
+    assert main(args) == 0
+    pf = PatternFile.load(out)
+    assert pf.calibration["observed_steps"] == [0, 2] and pf.calibration["prompts"] == ["a red circle"]
+    assert (pf.choice >= 0).any()  # a loose budget makes some head sparse
+
+    pipe, spec = load_builtin("tiny-cogvideox")
+    kwargs = {**spec.defaults, "num_inference_steps": 2, "num_frames": 9}
+
+    def run(config=None):
+        handle = vidsparse.apply(pipe, config) if config else None
+        video = pipe(prompt="a red circle", generator=torch.Generator().manual_seed(0), output_type="pt", **kwargs)
+        report = handle.report() if handle else None
+        if handle:
+            handle.remove()
+        return video.frames, report
+
+    dense, _ = run()
+    sparse, report = run({"method": "static", "patterns": str(out)})
+    assert report["density"] < 1 and not torch.equal(sparse, dense)
+    full, report = run({"method": "static", "patterns": str(out), "eps": 0.0})
+    assert report["density"] == 1.0 and torch.equal(full, dense)
