@@ -195,7 +195,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     pipe = load_yardstick(args.weights)
     pipe.set_progress_bar_config(disable=True)
-    card = {"weights": str(args.weights), "threads": torch.get_num_threads()}
+    weights = args.weights.resolve()
+    card = {"weights": str(weights.relative_to(Path.cwd().resolve())) if weights.is_relative_to(Path.cwd().resolve())
+            else str(weights), "threads": torch.get_num_threads()}
     started = time.perf_counter()
     _generate(pipe, SAMPLE_PROMPTS[0], 0)
     card["cpu_seconds_20_steps_cfg"] = round(time.perf_counter() - started, 1)
