@@ -18,15 +18,18 @@ LAYOUT = TokenLayout(frames=4, height=4, width=8, text_len=16)  # frames of 32 t
 BLOCK = 16
 
 
-def _keeps(pattern: Pattern, qf, qh, qw, kf, kh, kw) -> bool:
+def _keeps(pattern: Pattern, qf, qh, qw, kf, kh, kw, layout=LAYOUT) -> bool:
     """Token-level definition of each kind, written independently of the compiler."""
     p = dict(pattern.params)
+    if pattern.kind == "columns":
+        spots = {(round(t * (layout.frames - 1)), round(pos * (layout.frame_size - 1))) for t, pos in pattern.points}
+        return (kf, kh * layout.width + kw) in spots
     if pattern.kind == "full":
         return True
     if pattern.kind == "skip":
         return False
     if pattern.kind == "union":
-        return any(_keeps(part, qf, qh, qw, kf, kh, kw) for part in pattern.parts)
+        return any(_keeps(part, qf, qh, qw, kf, kh, kw, layout) for part in pattern.parts)
     if pattern.kind == "sink":
         return kf < p["frames"]
     if pattern.kind == "window":
@@ -40,13 +43,14 @@ def _keeps(pattern: Pattern, qf, qh, qw, kf, kh, kw) -> bool:
 @pytest.mark.parametrize("layout", [LAYOUT, TokenLayout(3, 5, 7, text_len=9), TokenLayout(5, 3, 4, 6, "end")])
 @pytest.mark.parametrize("pattern", DEFAULT_CANDIDATES, ids=str)
 def test_pattern_blocks_match_token_definition(layout, pattern):
+    pattern = pattern.with_points([(0.0, 0.0), (0.4, 0.77), (1.0, 0.5)])  # where a "columns" head's blocks were
     blocks = pattern.blocks(layout, BLOCK, BLOCK)
     frame, row, col = (x.tolist() for x in layout.video_coords())
     n = -(-layout.seq_len // BLOCK)
     expect = torch.zeros(n, n, dtype=torch.bool)
     for i in range(layout.video_len):
         for j in range(layout.video_len):
-            if _keeps(pattern, frame[i], row[i], col[i], frame[j], row[j], col[j]):
+            if _keeps(pattern, frame[i], row[i], col[i], frame[j], row[j], col[j], layout):
                 expect[(i + layout.video_start) // BLOCK, (j + layout.video_start) // BLOCK] = True
     start, stop = layout.text_range
     expect[start // BLOCK : -(-stop // BLOCK)] = True
@@ -117,9 +121,41 @@ def test_calibrated_error_equals_block_sparse_attention_error():
     rows = sample_rows(LAYOUT, 8)
     dense = block_sparse_attention_reference(q, k, v, Pattern("full").mask(LAYOUT, 4, BLOCK, BLOCK))[:, :, rows]
     for c, pattern in enumerate(DEFAULT_CANDIDATES):
+        if pattern.columns:
+            continue  # per-head blocks: test_measured_columns_are_found_and_stored
         out = block_sparse_attention_reference(q, k, v, pattern.mask(LAYOUT, 4, BLOCK, BLOCK))[:, :, rows]
         expect = (out - dense).flatten(-2).norm(dim=-1) / dense.flatten(-2).norm(dim=-1)
         torch.testing.assert_close(cal.records[0].errors[..., c], expect, atol=1e-4, rtol=1e-3)
+
+
+def test_measured_columns_are_found_and_stored(tmp_path):
+    """A head whose queries all look at two scattered key tokens: "columns" finds their blocks, scores them exactly as
+    the kernel's reference would, and the pattern file's stored positions compile back to the same blocks."""
+    from vidsparse.builtin import cogvideox_transformer
+
+    q, k, v = _planted(strength=100.0)
+    frame, row, col = LAYOUT.video_coords()
+    video = slice(LAYOUT.video_start, LAYOUT.video_start + LAYOUT.video_len)
+    hot = ((frame == 2) & (row == 1) & (col == 5)) | ((frame == 3) & (row == 3) & (col == 0))
+    q[0, 3, video] = 100.0 * torch.eye(64)[7]
+    k[0, 3, video] = torch.eye(64)[7] * hot.float().unsqueeze(-1)
+    candidates = (Pattern.parse("columns:count=2"), Pattern.parse("sink:frames=1"), Pattern.parse("skip"))
+    cal = _calibrate(q, k, v, candidates)
+    errors, _ = aggregate(cal.records, "max")
+    assert errors[0, 3, 0] < 0.01 and errors[0, 3, 1] > 0.5  # head 3: its two columns, not frame 0
+    config = SearchConfig(q_block=BLOCK, k_block=BLOCK, eps=0.05, candidates=tuple(str(c) for c in candidates))
+    pf = build_pattern_file(cal, cogvideox_transformer("5b"), config, {})
+    pf.save(tmp_path / "p.safetensors")
+    pattern = PatternFile.load(tmp_path / "p.safetensors").patterns(0)[3]
+    assert pattern.kind == "columns" and len(pattern.points) == 2
+    kept = pattern.blocks(LAYOUT, BLOCK, BLOCK)[LAYOUT.video_start // BLOCK + 4]  # a query block of frame 1
+    hot_blocks = ((torch.nonzero(hot).flatten() + LAYOUT.video_start) // BLOCK).tolist()
+    assert set(torch.nonzero(kept).flatten().tolist()) == {0, *hot_blocks}  # the text block and the two columns
+    rows = sample_rows(LAYOUT, 8)
+    dense = block_sparse_attention_reference(q, k, v, Pattern("full").mask(LAYOUT, 4, BLOCK, BLOCK))[:, 3:, rows]
+    out = block_sparse_attention_reference(q, k, v, pattern.mask(LAYOUT, 4, BLOCK, BLOCK))[:, 3:, rows]
+    expect = (out - dense).flatten(-2).norm(dim=-1) / dense.flatten(-2).norm(dim=-1)
+    torch.testing.assert_close(cal.records[0].errors[:, 3, 0], expect[:, 0], atol=1e-4, rtol=1e-3)
 
 
 def test_key_padding_is_excluded_in_calibration():

@@ -99,8 +99,14 @@ class Calibrator:
             own_pos = ((k_row.view(1, -1) - row[q].view(-1, 1)).abs() <= 1) & (
                 (k_col.view(1, -1) - col[q].view(-1, 1)).abs() <= 1) & (k_frame.view(1, -1) >= 0) & ~own_frame
             is_text = (k_frame < 0).view(1, -1).expand_as(own_frame)
+            # Key blocks holding text: always kept, so a "columns" pattern picks among the others.
+            text_blocks = torch.zeros(n_k, dtype=torch.bool, device=device)
+            if layout.text_range is not None:
+                text_blocks[layout.text_range[0] // self.k_block : -(-layout.text_range[1] // self.k_block)] = True
+            columns = [(i, c.columns) for i, c in enumerate(self.candidates) if c.columns]
             self._compiled[key] = dict(rows=rows, keep=keep, density=density, own_frame=own_frame.float(),
-                                       own_pos=own_pos.float(), text=is_text.float())
+                                       own_pos=own_pos.float(), text=is_text.float(), text_blocks=text_blocks,
+                                       columns=columns)
         return self._compiled[key]
 
     @torch.no_grad()
@@ -129,8 +135,18 @@ class Calibrator:
             mass = p_blk.sum(-1)  # [B, Hc, R, nK]
             part = torch.einsum("bhrnk,bhnkd->bhrnd", p_blk, v_blk)  # [B, Hc, R, nK, D]
             del p_blk, v_blk
-            num = torch.einsum("crn,bhrnd->bhcrd", c["keep"], part)
-            den = torch.einsum("crn,bhrn->bhcr", c["keep"], mass).clamp_min(1e-30).unsqueeze(-1)
+            keep = c["keep"].unsqueeze(0).expand(mass.shape[1], -1, -1, -1)  # [Hc, C, R, nK]
+            if c["columns"]:
+                # "columns" candidates keep each head's own top blocks by mass over the sampled rows of this call
+                # (the pattern file stores the top blocks of the mass summed over every call).
+                keep = keep.clone()
+                head_mass = mass.mean((0, 2)).masked_fill(c["text_blocks"], -1.0)  # [Hc, nK]
+                for i, count in c["columns"]:
+                    top = head_mass.topk(min(count, n_k), dim=-1).indices
+                    cols = torch.zeros_like(head_mass).scatter_(1, top, 1.0)
+                    keep[:, i] = torch.maximum(keep[:, i], cols.unsqueeze(1))
+            num = torch.einsum("hcrn,bhrnd->bhcrd", keep, part)
+            den = torch.einsum("hcrn,bhrn->bhcr", keep, mass).clamp_min(1e-30).unsqueeze(-1)
             approx = num / den  # [B, Hc, C, R, D]
             err = (approx - out.unsqueeze(2)).flatten(-2).norm(dim=-1) / out.flatten(-2).norm(dim=-1).unsqueeze(-1)
             errors.append(err)
@@ -147,4 +163,43 @@ class Calibrator:
                                        torch.cat(mass_out, 0).cpu()))
 
     def densities(self, layout: TokenLayout) -> torch.Tensor:
-        return torch.tensor([c.density(layout, self.q_block, self.k_block) for c in self.candidates])
+        """Each candidate's density at `layout` ("columns" counted with its blocks placed, as any head's would be)."""
+        return torch.tensor([_placed(c, layout, self.k_block).density(layout, self.q_block, self.k_block)
+                             for c in self.candidates])
+
+    def column_points(self, layout: TokenLayout, count: int) -> torch.Tensor:
+        """Per layer and head, the `count` video key blocks of most mass over every observed call, as grid positions:
+        float32 `[L, H, count, 2]` of (frame, position in frame) in [0, 1] (each block's middle token)."""
+        layers = sorted({r.layer for r in self.records})
+        n_k = -(-layout.seq_len // self.k_block)
+        text_blocks = torch.zeros(n_k, dtype=torch.bool)
+        if layout.text_range is not None:
+            text_blocks[layout.text_range[0] // self.k_block : -(-layout.text_range[1] // self.k_block)] = True
+        out = torch.zeros(len(layers), self.records[0].mass.shape[0], count, 2)
+        for li, layer in enumerate(layers):
+            mass = torch.stack([r.mass for r in self.records if r.layer == layer and r.mass.shape[-1] == n_k]).sum(0)
+            top = mass.masked_fill(text_blocks, -1.0).topk(min(count, n_k), dim=-1).indices  # [H, count]
+            token = (top * self.k_block + self.k_block // 2).clamp(layout.video_start,
+                                                                   layout.video_start + layout.video_len - 1)
+            video = token - layout.video_start
+            frame, pos = video // layout.frame_size, video % layout.frame_size
+            out[li, :, : top.shape[1], 0] = frame.float() / max(layout.frames - 1, 1)
+            out[li, :, : top.shape[1], 1] = pos.float() / max(layout.frame_size - 1, 1)
+        return out
+
+
+def _placed(pattern: Pattern, layout: TokenLayout, k_block: int) -> Pattern:
+    """A "columns" candidate given `count` distinct video key blocks (evenly spread), for its density."""
+    n = pattern.columns
+    if not n:
+        return pattern
+    start, stop = layout.video_start, layout.video_start + layout.video_len
+    blocks = torch.arange(start // k_block, -(-stop // k_block))
+    if layout.text_range is not None:  # blocks that hold text are kept anyway
+        lo, hi = layout.text_range[0] // k_block, -(-layout.text_range[1] // k_block)
+        blocks = blocks[(blocks < lo) | (blocks >= hi)]
+    chosen = blocks[torch.linspace(0, len(blocks) - 1, min(n, len(blocks))).round().long().unique()]
+    video = (chosen * k_block + k_block // 2).clamp(start, stop - 1) - start
+    points = [(int(v) // layout.frame_size / max(layout.frames - 1, 1),
+               int(v) % layout.frame_size / max(layout.frame_size - 1, 1)) for v in video]
+    return pattern.with_points(points)

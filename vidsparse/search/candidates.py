@@ -10,6 +10,7 @@ pattern serves every resolution and frame count. Kinds (the text is always kept 
 | `window` | `radius` (rows and columns; -1: the whole frame), `frames` | keys within +-radius rows and columns and +-frames frames |
 | `temporal` | `radius`, `every` | keys at its own row and column +-radius, in every `every`-th frame from its own |
 | `sink` | `frames` | every key of the first `frames` frames (a vertical stripe) |
+| `columns` | `count` | the `count` key blocks that held most of this head's mass in calibration (vertical stripes measured per head; stored as grid positions, so they move with the resolution) |
 | `union` | `parts` | keys any part keeps |
 
 Compiling goes through token membership without the S x S matrix: each query block gets a boolean map over the video
@@ -35,8 +36,9 @@ from ..mask import SparseMask
 
 __all__ = ["DEFAULT_CANDIDATES", "KINDS", "Pattern", "compile_heads"]
 
-KINDS = ("full", "skip", "window", "temporal", "sink", "union")
-_PARAMS = {"full": (), "skip": (), "window": ("radius", "frames"), "temporal": ("radius", "every"), "sink": ("frames",)}
+KINDS = ("full", "skip", "window", "temporal", "sink", "columns", "union")
+_PARAMS = {"full": (), "skip": (), "window": ("radius", "frames"), "temporal": ("radius", "every"), "sink": ("frames",),
+           "columns": ("count",)}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Pattern:
     kind: str
     params: tuple[tuple[str, int], ...] = ()
     parts: tuple["Pattern", ...] = ()
+    # "columns" only: where its key blocks are, measured for one head in calibration, as (frame, position in frame),
+    # each in [0, 1] of the grid; empty in the candidate list (each head gets its own from the pattern file).
+    points: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -58,8 +63,8 @@ class Pattern:
         if names != set(_PARAMS[self.kind]):
             raise ValueError(f"pattern {self.kind!r} takes parameters {_PARAMS[self.kind]}, got {sorted(names)}")
         p = dict(self.params)
-        if p.get("radius", 0) < -1 or p.get("frames", 0) < 0 or p.get("every", 1) < 1:
-            raise ValueError(f"bad parameters for {self.kind!r}: {p} (radius >= -1, frames >= 0, every >= 1)")
+        if p.get("radius", 0) < -1 or p.get("frames", 0) < 0 or p.get("every", 1) < 1 or p.get("count", 1) < 1:
+            raise ValueError(f"bad parameters for {self.kind!r}: {p} (radius >= -1, frames >= 0, every, count >= 1)")
 
     @classmethod
     def make(cls, kind: str, **params: int) -> "Pattern":
@@ -88,10 +93,24 @@ class Pattern:
     @property
     def family(self) -> str:
         """For reports: full, skip, spatial (window), temporal, stripe (sink) or the union of families."""
-        names = {"window": "spatial", "sink": "stripe"}
+        names = {"window": "spatial", "sink": "stripe", "columns": "stripe"}
         if self.kind == "union":
             return "+".join(sorted({names.get(p.kind, p.kind) for p in self.parts}))
         return names.get(self.kind, self.kind)
+
+    @property
+    def columns(self) -> int:
+        """How many measured key blocks this pattern keeps (its "columns" part), 0 if none."""
+        if self.kind == "union":
+            return sum(p.columns for p in self.parts)
+        return dict(self.params).get("count", 0) if self.kind == "columns" else 0
+
+    def with_points(self, points) -> "Pattern":
+        """This pattern with one head's measured column positions (for a union: given to its columns part)."""
+        points = tuple((float(t), float(p)) for t, p in points)
+        if self.kind == "union":
+            return Pattern("union", parts=tuple(p.with_points(points) if p.kind == "columns" else p for p in self.parts))
+        return Pattern(self.kind, self.params, points=points) if self.kind == "columns" else self
 
     # ------------------------------------------------------------------ compiling
     def blocks(self, layout: TokenLayout, q_block: int, k_block: int, device=None) -> torch.Tensor:
@@ -115,6 +134,14 @@ class Pattern:
             return torch.zeros_like(q)
         if self.kind == "union":
             return torch.stack([part._keep(q) for part in self.parts]).amax(0)
+        if self.kind == "columns":  # every query keeps the measured key positions (its head's points)
+            keep = torch.zeros_like(q)
+            t_max, pos_max = q.shape[1] - 1, q.shape[2] * q.shape[3] - 1
+            anyq = q.flatten(1).amax(1)
+            for t, pos in self.points:
+                row, col = divmod(round(pos * pos_max), q.shape[3])
+                keep[:, round(t * t_max), row, col] = anyq
+            return keep
         if self.kind == "sink":
             keep = torch.zeros_like(q)
             keep[:, : p["frames"]] = q.flatten(1).amax(1).view(-1, 1, 1, 1)
@@ -193,4 +220,7 @@ DEFAULT_CANDIDATES: tuple[Pattern, ...] = (
     Pattern("union", parts=(_m("window", radius=-1, frames=1), _m("temporal", radius=2, every=1))),
     Pattern("union", parts=(_m("sink", frames=1), _m("window", radius=4, frames=1))),
     Pattern("union", parts=(_m("sink", frames=1), _m("window", radius=-1, frames=1))),
+    _m("columns", count=8),
+    Pattern("union", parts=(_m("columns", count=8), _m("window", radius=-1, frames=0))),
+    Pattern("union", parts=(_m("columns", count=8), _m("temporal", radius=1, every=1))),
 )

@@ -78,6 +78,7 @@ class PatternFile:
     choice: torch.Tensor
     params: dict  # eps, lam, aggregate, q_block, k_block
     calibration: dict = field(default_factory=dict)
+    columns: torch.Tensor | None = None  # float32 [L, H, k, 2]: each head's measured column blocks, grid positions
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -89,8 +90,16 @@ class PatternFile:
         return self.errors.shape[1]
 
     def patterns(self, layer: int) -> list[Pattern]:
-        """The pattern of every head of a replaced layer."""
-        return [FULL if c < 0 else self.candidates[c] for c in self.choice[layer].tolist()]
+        """The pattern of every head of a replaced layer ("columns" patterns with that head's measured blocks)."""
+        out = []
+        for head, c in enumerate(self.choice[layer].tolist()):
+            pattern = FULL if c < 0 else self.candidates[c]
+            if pattern.columns:
+                if self.columns is None:
+                    raise ValueError("this pattern file chooses 'columns' patterns but holds no measured columns")
+                pattern = pattern.with_points(self.columns[layer, head, : pattern.columns].tolist())
+            out.append(pattern)
+        return out
 
     def chosen_errors(self) -> torch.Tensor:
         """float32 `[L, H]`: the measured error of each head's chosen pattern (0 for full)."""
@@ -136,6 +145,7 @@ class PatternFile:
             errors=torch.zeros(num_layers, num_heads, len(self.candidates)),
             stats=torch.zeros(num_layers, num_heads, self.stats.shape[-1]), density=target, choice=choice,
             params={**self.params, "q_block": q_block, "k_block": k_block},
+            columns=None if self.columns is None else self.columns.flatten(0, 1)[draw],
             calibration={"transplanted_from": self.model["class"], "source_mean_density":
                          round(float(self.chosen_density().mean()), 4), "seed": seed,
                          "note": "for speed measurements only: these patterns were not searched on this model"},
@@ -190,6 +200,8 @@ class PatternFile:
             "errors": self.errors.float().contiguous(), "stats": self.stats.float().contiguous(),
             "density": self.density.float().contiguous(), "choice": self.choice.long().contiguous(),
         }
+        if self.columns is not None:
+            tensors["columns"] = self.columns.float().contiguous()
         save_file(tensors, str(path), metadata={"vidsparse": json.dumps(meta)})
         return path
 
@@ -219,5 +231,5 @@ class PatternFile:
         return cls(
             model=meta["model"], candidates=[Pattern.parse(c) for c in meta["candidates"]], errors=tensors["errors"],
             stats=tensors["stats"], density=tensors["density"], choice=tensors["choice"], params=meta["params"],
-            calibration=meta.get("calibration", {}),
+            calibration=meta.get("calibration", {}), columns=tensors.get("columns"),
         )

@@ -104,9 +104,11 @@ def build_pattern_file(calibrator: Calibrator, transformer, config: SearchConfig
     errors, stats = aggregate(calibrator.records, config.aggregate)
     layout = calibrator.last_layout
     density = calibrator.densities(layout)
+    count = max((c.columns for c in calibrator.candidates), default=0)
+    columns = calibrator.column_points(layout, count) if count else None
     return PatternFile(
         model=fingerprint(transformer), candidates=list(calibrator.candidates), errors=errors, stats=stats,
-        density=density, choice=select(errors, density, config.eps, config.lam),
+        density=density, choice=select(errors, density, config.eps, config.lam), columns=columns,
         params={"eps": config.eps, "lam": config.lam, "aggregate": config.aggregate,
                 "q_block": config.q_block, "k_block": config.k_block},
         calibration={**calibration, "layout": [layout.frames, layout.height, layout.width, layout.text_len],
