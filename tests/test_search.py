@@ -148,7 +148,7 @@ def test_measured_columns_are_found_and_stored(tmp_path):
     pf.save(tmp_path / "p.safetensors")
     pattern = PatternFile.load(tmp_path / "p.safetensors").patterns(0)[3]
     assert pattern.kind == "columns" and len(pattern.points) == 2
-    kept = pattern.blocks(LAYOUT, BLOCK, BLOCK)[LAYOUT.video_start // BLOCK + 4]  # a query block of frame 1
+    kept = pattern.blocks(LAYOUT, BLOCK, BLOCK)[LAYOUT.video_start // BLOCK + 4]  # a query block of frame 2
     hot_blocks = ((torch.nonzero(hot).flatten() + LAYOUT.video_start) // BLOCK).tolist()
     assert set(torch.nonzero(kept).flatten().tolist()) == {0, *hot_blocks}  # the text block and the two columns
     rows = sample_rows(LAYOUT, 8)
