@@ -26,7 +26,7 @@ import torch
 
 from vidsparse.yardstick import GENERATE, WEIGHTS_DIR, load_yardstick
 from vidsparse.yardstick.evaluate import check_prompt
-from vidsparse.yardstick.scenes import HELD_OUT
+from vidsparse.yardstick.scenes import HELD_OUT, parse_prompt
 
 SAMPLE_PROMPTS = [
     "a white circle bouncing over a navy striped background",
@@ -56,16 +56,10 @@ def samples(pipe, out: Path) -> None:
         strip = np.concatenate([np.pad(f, ((0, 0), (0, 2), (0, 0)), constant_values=255) for f in clip], 1)
         strip = cv2.resize(strip, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)[:, :, ::-1]
         header = np.full((22, strip.shape[1], 3), 255, np.uint8)
-        held = " (held out)" if any(t[:2] + (t[2],) in HELD_OUT for t in _triples(prompt)) else ""
+        held = " (held out)" if set(parse_prompt(prompt)) & HELD_OUT else ""
         _label(header, prompt + held, (4, 16))
         rows += [header, strip]
     cv2.imwrite(str(out / "samples.png"), np.concatenate(rows, 0))
-
-
-def _triples(prompt: str):
-    from vidsparse.yardstick.scenes import parse_prompt
-
-    return parse_prompt(prompt)
 
 
 def heldout(pipe, out: Path, seeds=(0, 1)) -> dict:
@@ -198,6 +192,15 @@ def main() -> None:
     weights = args.weights.resolve()
     card = {"weights": str(weights.relative_to(Path.cwd().resolve())) if weights.is_relative_to(Path.cwd().resolve())
             else str(weights), "threads": torch.get_num_threads()}
+    import platform
+    import sys
+    from datetime import datetime, timezone
+
+    import diffusers
+
+    card["measured"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "device": f"CPU ({platform.machine()})", "torch": torch.__version__,
+                        "diffusers": diffusers.__version__, "command": " ".join(["python", *sys.argv])}
     started = time.perf_counter()
     _generate(pipe, SAMPLE_PROMPTS[0], 0)
     card["cpu_seconds_20_steps_cfg"] = round(time.perf_counter() - started, 1)

@@ -87,7 +87,6 @@ class Calibrator:
             blocks = torch.stack([c.blocks(layout, self.q_block, self.k_block, device) for c in self.candidates]
                                  or [torch.zeros(n_q, n_k, dtype=torch.bool, device=device)])[: len(self.candidates)]
             keep = blocks[:, rows // self.q_block].float()  # [C, R, nK]
-            density = torch.tensor([c.density(layout, self.q_block, self.k_block) for c in self.candidates])
             frame, row, col = layout.video_coords(device)
             s = layout.seq_len
             k_frame = torch.full((s,), -1, device=device)
@@ -104,7 +103,7 @@ class Calibrator:
             if layout.text_range is not None:
                 text_blocks[layout.text_range[0] // self.k_block : -(-layout.text_range[1] // self.k_block)] = True
             columns = [(i, c.columns) for i, c in enumerate(self.candidates) if c.columns]
-            self._compiled[key] = dict(rows=rows, keep=keep, density=density, own_frame=own_frame.float(),
+            self._compiled[key] = dict(rows=rows, keep=keep, own_frame=own_frame.float(),
                                        own_pos=own_pos.float(), text=is_text.float(), text_blocks=text_blocks,
                                        columns=columns)
         return self._compiled[key]

@@ -58,8 +58,9 @@ def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torc
     return text_encoder(ids.to(device))[0]
 
 
-def _save(transformer, ema: dict, components: dict, out: Path, losses: list) -> None:
-    """Write the EMA weights in float16 with the rest of the pipeline as a diffusers folder, and the losses so far.
+def _save(transformer, ema: dict, components: dict, out: Path, losses: list | None = None) -> None:
+    """Write the EMA weights in float16 with the rest of the pipeline as a diffusers folder, and the losses so far
+    (beside it, in `loss.json`) when given.
 
     Copies are saved: the models being trained stay where and as they are.
     """
@@ -73,7 +74,8 @@ def _save(transformer, ema: dict, components: dict, out: Path, losses: list) -> 
         scheduler=components["scheduler"],
     )
     pipe.save_pretrained(out)
-    (out.parent / "loss.json").write_text(json.dumps(losses))
+    if losses is not None:
+        (out.parent / "loss.json").write_text(json.dumps(losses))
 
 
 def assemble(transformer_file: Path, out: Path, seed: int = 0) -> Path:
@@ -83,8 +85,7 @@ def assemble(transformer_file: Path, out: Path, seed: int = 0) -> Path:
 
     components = build_components(seed)
     ema = {k: v.float() for k, v in load_file(str(transformer_file)).items()}
-    _save(components["transformer"], ema, components, out, [])
-    (out.parent / "loss.json").unlink(missing_ok=True)
+    _save(components["transformer"], ema, components, out)
     return out
 
 
