@@ -49,9 +49,7 @@ def _search_time(device, dtype, tiny: bool, prompts: int, steps: int, progress) 
     config = SearchConfig(q_block=16 if tiny else 128, k_block=16 if tiny else 128)
     calibrator = Calibrator(config.patterns(), None, config.rows_per_frame, config.q_block, config.k_block,
                             config.head_chunk)
-    handle = vidsparse.apply(transformer, "dense")
-    for runtime in handle.runtimes:
-        runtime.observer = calibrator.observe
+    handle = vidsparse.apply(transformer, "dense", planner=calibrator)
     timesteps = torch.linspace(999, 20, steps).long().tolist()
     _sync(device)
     started = time.perf_counter()

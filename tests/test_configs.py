@@ -104,8 +104,8 @@ def test_overrides_apply_and_parse_types():
     ])
     assert cfg.generate.num_inference_steps == 30 and cfg.generate.guidance_scale == 4.5
     assert cfg.generate.height == 480  # untouched keys keep the file's values
-    assert method_config(cfg, "spatial") == SparseConfig(method="spatial", frames=2, warmup_steps=12)
-    assert method_config(cfg, "wide") == SparseConfig(method="spatial", frames=3)
+    assert method_config(cfg, "spatial") == SparseConfig.make(method="spatial", frames=2, warmup_steps=12)
+    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3)
     assert load_model_config("cogvideox-5b").methods.spatial.frames == 1  # the shipped file is unchanged
 
 
@@ -135,7 +135,7 @@ def test_bad_names(name, match):
     ("generate.height=abc", "generate.height must be a positive integer; got 'abc'"),
     ("generate.num_frames=0", "generate.num_frames must be a positive integer"),
     ("generate.dtype=float8", "generate.dtype must be one of"),
-    ("methods.spatial.frame=2", r"methods.spatial: unknown field\(s\) \['frame'\]; SparseConfig fields: method, fr"),
+    ("methods.spatial.frame=2", r"methods.spatial: method 'spatial' has no option 'frame'; its options: frames, "),
     ("methods.spatial.frames=-1", "methods.spatial: frames must be an int >= 0"),
     ("methods.spatial.method=diagonal", "methods.spatial: method must be one of"),
     ("methods.dense=null", "methods.dense must be a mapping"),

@@ -57,7 +57,8 @@ def _worker(rank: int, store: str, results) -> None:
                 model = hunyuan_transformer()
                 # 8 text tokens, 4 per rank; 6 padded, so padding spans both ranks' text
                 inputs = hunyuan_inputs(model, height=10, width=16, text_len=8, pad=6)
-            config = vidsparse.SparseConfig(method=method, frames=0, q_block=16, k_block=16)
+            fields = {} if method == "dense" else dict(frames=0, q_block=16, k_block=16)
+            config = vidsparse.SparseConfig.make(method=method, **fields)
             handle = vidsparse.apply(model, config)
             with torch.no_grad():
                 single = model(**inputs, return_dict=False)[0]
@@ -96,7 +97,7 @@ def test_ulysses_equals_single_process(cp_results, family, method):
 
 
 def test_rank_order_round_trip():
-    from vidsparse.pipelines.processors import _rank_order_to_model_order
+    from vidsparse.pipelines.runtime import _rank_order_to_model_order
 
     order = _rank_order_to_model_order(world=3, local=5, text_len=2, device="cpu")
     # rank order: [v0 v0 v0 t0 t0 | v1 v1 v1 t1 t1 | v2 v2 v2 t2 t2]

@@ -22,14 +22,14 @@ from tiny_models import (
 
 import vidsparse
 from vidsparse import SparseConfig
-from vidsparse.pipelines import runtime as runtime_module
+from vidsparse.pipelines import backends as backends_module
 from vidsparse.pipelines.processors import SparseAttnProcessor
 
 # Blocks of 16 tokens so that the 105 video tokens of the tiny 3x5x7 grid span several blocks.
 SMALL = dict(q_block=16, k_block=16)
-FULL = SparseConfig(method="spatial", frames=64, **SMALL)  # every frame: density 1 through the kernel
-SPATIAL = SparseConfig(method="spatial", frames=0, **SMALL)
-TEMPORAL = SparseConfig(method="temporal", radius=0, **SMALL)
+FULL = SparseConfig.make(method="spatial", frames=64, **SMALL)  # every frame: density 1 through the kernel
+SPATIAL = SparseConfig.make(method="spatial", frames=0, **SMALL)
+TEMPORAL = SparseConfig.make(method="temporal", radius=0, **SMALL)
 
 
 def _family(name):
@@ -80,17 +80,16 @@ def test_density_one_through_the_kernel_equals_stock(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("config", [SPATIAL, TEMPORAL], ids=["spatial", "temporal"])
-def test_fixed_patterns_equal_reference_masked_attention(family, config, monkeypatch):
+def test_fixed_patterns_equal_reference_masked_attention(family, config):
     model, inputs = _family(family)
     stock = _run(model, inputs)
     with vidsparse.apply(model, config) as handle:
         kernel_out = _run(model, inputs)
         density = handle.report()["density"]
     # the same masks through the chunked PyTorch reference instead of the Triton kernel
-    monkeypatch.setattr(runtime_module.SparseRuntime, "_kernel_unavailable", staticmethod(lambda q: "forced"))
-    with vidsparse.apply(model, config) as handle:
+    with vidsparse.apply(model, config.replace(backend="reference")) as handle:
         reference_out = _run(model, inputs)
-        assert handle.report()["fallbacks"] == ["forced"]
+        assert handle.report()["fallbacks"] == []
     assert 0.0 < density < 1.0
     assert _rel(kernel_out, reference_out) < 1e-5
     assert _rel(kernel_out, stock) > 1e-4  # the pattern really dropped keys
@@ -147,16 +146,16 @@ def test_hunyuan_padded_text_keys_stay_masked():
 
 
 def _record_plans(handle):
-    """Wrap each runtime's planner so that every (branch, step) it is asked about is recorded."""
+    """Wrap each runtime's call record so that the (branch, step) of every replaced-layer call is recorded."""
     seen = []
     for runtime in handle.runtimes:
-        plan = runtime.planner.plan
+        record = runtime.record
 
-        def recording(ctx, plan=plan):
-            seen.append((ctx.branch, ctx.step))
-            return plan(ctx)
+        def recording(layer, plan, heads, device, runtime=runtime, record=record):
+            seen.append((runtime.branch, runtime.step))
+            return record(layer, plan, heads, device)
 
-        runtime.planner.plan = recording
+        runtime.record = recording
     return seen
 
 
@@ -180,7 +179,7 @@ def _generate(pipe, family, **overrides):
 )
 def test_step_counts_per_branch_across_two_generations(family, branches):
     pipe = {"cogvideox": cogvideox_pipeline, "hunyuanvideo": hunyuan_pipeline, "wan": wan_pipeline}[family]()
-    handle = vidsparse.apply(pipe, SparseConfig(method="spatial", frames=0, warmup_steps=1, **SMALL))
+    handle = vidsparse.apply(pipe, SparseConfig.make(method="spatial", frames=0, warmup_steps=1, **SMALL))
     seen = _record_plans(handle)
     layers = sum(isinstance(p, SparseAttnProcessor) for p in pipe.transformer.attn_processors.values())
     first = _generate(pipe, family)
@@ -211,7 +210,7 @@ def test_wan22_covers_both_transformers():
 
 def test_outside_a_pipeline_steps_count_until_reset():
     model, inputs = _family("wan")
-    handle = vidsparse.apply(model, SparseConfig(method="spatial", frames=0, warmup_steps=1, **SMALL))
+    handle = vidsparse.apply(model, SparseConfig.make(method="spatial", frames=0, warmup_steps=1, **SMALL))
     seen = _record_plans(handle)
     _run(model, inputs)
     _run(model, inputs)
@@ -258,7 +257,7 @@ def test_cpu_without_interpreter_falls_back_to_reference_and_says_so(monkeypatch
     model, inputs = _family("cogvideox-5b")
     with vidsparse.apply(model, SPATIAL) as handle:
         kernel_out = _run(model, inputs)
-    monkeypatch.setattr(runtime_module, "_interpreting", lambda: False)
+    monkeypatch.setattr(backends_module, "_interpreting", lambda: False)
     with caplog.at_level(logging.WARNING, logger="vidsparse"):
         with vidsparse.apply(model, SPATIAL) as handle:
             out = _run(model, inputs)
@@ -282,8 +281,9 @@ def test_unsupported_transformer_is_a_clear_error():
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("sparse-please", r"unknown preset 'sparse-please'; choose one of \['dense', 'spatial', 'temporal'\]"),
-        ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal', 'static'\); got 'diagonal'"),
+        ("sparse-please", r"unknown preset 'sparse-please'; choose one of \[.*'dense', 'profile', 'spatial', 'temporal'"),
+        ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal', .*'static'.*\); got 'diagonal'"),
+        ({"method": "spatial", "radius": 1}, r"method 'spatial' has no option 'radius'; its options: frames, q_block"),
         ({"method": "spatial", "frames": -1}, r"frames must be an int >= 0; got -1"),
         ({"method": "spatial", "q_block": 100}, r"q_block must be a power of two >= 16; got 100"),
         (3, r"config must be a preset name, a SparseConfig or a dict; got int"),
@@ -315,3 +315,114 @@ def test_pipeline_with_cfg_at_density_one_equals_stock(family):
         sparse = _generate(pipe, name, **kwargs)
         assert handle.report()["sparse_calls"] > 0 and handle.report()["fallbacks"] == []
     assert _rel(sparse, stock) < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- the plan seam
+PROFILE = SparseConfig.make(method="profile", eps=10.0, fraction=0.3, rows_per_frame=4, **SMALL)  # always sparse
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_profile_runs_its_choices_like_the_reference_and_at_budget_zero_equals_stock(family):
+    model, inputs = _family(family)
+    stock = _run(model, inputs)
+    with vidsparse.apply(model, PROFILE) as handle:
+        kernel_out = _run(model, inputs)
+        report = handle.report()
+    with vidsparse.apply(model, PROFILE.replace(backend="reference")):
+        reference_out = _run(model, inputs)
+    assert 0.0 < report["density"] < 1.0 and report["sparse_calls"] == report["calls"]
+    choices = [c for layer in report["heads"]["choices"] for c in layer]
+    assert all(set(c) <= {"spatial", "temporal", "dense"} and sum(c.values()) == pytest.approx(1.0) for c in choices)
+    assert _rel(kernel_out, reference_out) < 1e-5
+    assert _rel(kernel_out, stock) > 1e-4
+    with vidsparse.apply(model, PROFILE.replace(eps=0.0)) as handle:  # no candidate qualifies: every head dense
+        assert _rel(_run(model, inputs), stock) < 1e-5
+        assert all(c == {"dense": 1.0} for layer in handle.report()["heads"]["choices"] for c in layer)
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "hunyuanvideo", "wan"])
+def test_profile_in_a_pipeline_with_cfg_keeps_choices_per_branch(family):
+    pipe = {"cogvideox": cogvideox_pipeline, "hunyuanvideo": hunyuan_pipeline, "wan": wan_pipeline}[family]()
+    handle = vidsparse.apply(pipe, PROFILE.replace(warmup_steps=1, every=2))
+    first = _generate(pipe, family, num_inference_steps=3)
+    states = handle.runtimes[0]
+    report = handle.report()
+    assert torch.isfinite(first).all() and 0.0 < report["density"] < 1.0
+    layers = report["layers"]
+    per_step = report["sparse_calls_per_step"]
+    if family == "cogvideox":
+        assert per_step == {"cond_uncond:1": layers, "cond_uncond:2": layers}
+    else:
+        assert per_step == {f"{b}:{s}": layers for b in ("cond", "uncond") for s in (1, 2)}
+    assert states.state is not None
+    second = _generate(pipe, family, num_inference_steps=3)  # state is reset between generations
+    assert torch.equal(first, second)
+    handle.remove()
+    assert handle.report()["calls"] == report["calls"] * 2  # the report of a removed handle stays readable
+
+
+def _pattern_file(model, path):
+    from vidsparse.pattern_file import PatternFile, fingerprint
+    from vidsparse.patterns import Pattern
+
+    layers = sum(isinstance(p, SparseAttnProcessor) for p in model.attn_processors.values())
+    heads = model.config.num_attention_heads
+    PatternFile(
+        model=fingerprint(model), candidates=[Pattern.parse("window:frames=0,radius=-1")],
+        errors=torch.zeros(layers, heads, 1), stats=torch.zeros(layers, heads, 4), density=torch.tensor([0.3]),
+        choice=torch.zeros(layers, heads, dtype=torch.long),
+        params={"eps": 0.1, "lam": 1.0, "aggregate": "max", "q_block": 16, "k_block": 16},
+    ).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("method", ["spatial", "temporal", "static", "profile"])
+def test_every_method_turns_sparse_exactly_after_its_warmup(method, tmp_path):
+    pipe = wan_pipeline()
+    with vidsparse.apply(pipe, "dense"):
+        layers = len(pipe.transformer.attn_processors)
+    fields = {"profile": dict(eps=10.0, rows_per_frame=4), "static": {}}.get(method, {})
+    if method == "static":
+        with vidsparse.apply(pipe.transformer, "dense"):
+            fields["patterns"] = _pattern_file(pipe.transformer, tmp_path / "p.safetensors")
+    else:
+        fields.update(SMALL)
+    handle = vidsparse.apply(pipe, SparseConfig.make(method=method, warmup_steps=2, warmup_layers=1, **fields))
+    _generate(pipe, "wan", num_inference_steps=4)
+    report = handle.report()
+    handle.remove()
+    replaced = report["layers"]
+    assert replaced >= 2 and layers > replaced  # attn1 only
+    sparse_layers = replaced - 1  # the first replaced layer is dense at every step
+    assert report["sparse_calls_per_step"] == {f"{b}:{s}": sparse_layers for b in ("cond", "uncond") for s in (2, 3)}
+
+
+class _KeyRecorder(vidsparse.planner.Planner):
+    """Plans every call dense and keeps layer 0's layout and keys."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def plan(self, ctx, probe):
+        if ctx.layer == 0:
+            self.seen.append((ctx.layout, probe.k.detach().clone()))
+        return vidsparse.plan.AttentionPlan.dense(ctx.heads)
+
+
+@pytest.mark.parametrize("family", ["cogvideox-5b", "hunyuanvideo", "wan"])
+def test_planned_text_range_is_where_the_processor_puts_the_text(family):
+    """Changing only the prompt embedding changes exactly the text keys of the first layer (its video keys depend on
+    the video alone), so those positions, found from the keys themselves, must be the planned text range."""
+    model, inputs = _family(family)
+    changed = dict(inputs)
+    changed["encoder_hidden_states"] = inputs["encoder_hidden_states"] + 1.0
+    recorder = _KeyRecorder()
+    with vidsparse.apply(model, "dense", planner=recorder):
+        _run(model, inputs)
+        _run(model, changed)
+    (layout, k0), (_, k1) = recorder.seen
+    moved = ((k0 - k1).abs().amax(dim=(0, 1, 3)) > 0).nonzero().flatten().tolist()
+    planned = [] if layout.text_range is None else list(range(*layout.text_range))
+    assert moved == planned
+    assert family == "wan" or len(planned) > 0

@@ -225,7 +225,7 @@ def test_mismatched_pattern_file_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="vidsparse search"):
         vidsparse.apply(cogvideox_transformer("5b"), {"method": "static", "patterns": str(tmp_path / "none.st")})
     with pytest.raises(ValueError, match="needs a pattern file"):
-        vidsparse.SparseConfig(method="static")
+        vidsparse.SparseConfig.make(method="static")
 
 
 def test_fingerprint_ignores_resolution():
@@ -238,19 +238,16 @@ def test_fingerprint_ignores_resolution():
 
 def test_cpu_fallback_equals_the_reference():
     """The runtime's small-sequence CPU path (SDPA with a token mask) computes what the reference computes."""
-    from vidsparse.config import SparseConfig
     from vidsparse.mask import SparseMask
-    from vidsparse.pipelines.runtime import SparseRuntime
-    from vidsparse.planner import Planner
+    from vidsparse.pipelines.backends import BACKENDS
 
-    runtime = SparseRuntime(SparseConfig(), Planner(), "test", "start")
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 77, 64, generator=gen) for _ in range(3))
     mask = SparseMask.random(0.3, num_heads=3, seq_len=77, q_block=16, k_block=16, text=(0, 9), generator=gen)
     padding = torch.zeros(2, 77, dtype=torch.bool)
     padding[1, 3:9] = True  # padded text keys in the second batch element
     for key_padding in (None, padding):
-        got = runtime._sdpa_with_token_mask(q, k, v, mask, key_padding)
+        got = BACKENDS["sdpa"].run(q, k, v, mask, key_padding, False)
         expect = block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding)
         torch.testing.assert_close(got, expect, atol=2e-5, rtol=1e-4)
 

@@ -8,25 +8,28 @@ The diffusers integration (`apply`, `remove`, `sparse_attn_processors`) imports 
 first use, so the kernels and masks load without it.
 """
 
-from .config import PRESETS, SparseConfig
+from . import plan, planner
+from .config import METHODS, PRESETS, SparseConfig, register_method
 from .kernels import KernelConfig, block_sparse_attention, block_sparse_attention_reference
-from .layout import TokenLayout
+from .layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
 from .mask import SparseMask
+from .plan import AttentionPlan, HeadGroup, PlanContext, Probe
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "KernelConfig", "PRESETS", "SparseConfig", "SparseMask", "TokenLayout", "apply",
+    "AttentionPlan", "FRAME_MAJOR", "HeadGroup", "KernelConfig", "METHODS", "PRESETS", "PlanContext", "Probe",
+    "SPATIAL_MAJOR", "SparseConfig", "SparseMask", "TokenLayout", "TokenOrder", "apply", "register_method",
     "block_sparse_attention", "block_sparse_attention_reference", "remove", "sparse_attn_processors",
     "__version__",
 ]
 
 
-def apply(target, config="dense"):
+def apply(target, config="dense", *, planner=None):
     """Install vidsparse on a pipeline or transformer; see `vidsparse.pipelines.apply`."""
     from .pipelines import apply as _apply
 
-    return _apply(target, config)
+    return _apply(target, config, planner=planner)
 
 
 def remove(target) -> None:

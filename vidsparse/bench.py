@@ -352,14 +352,11 @@ def _method_spec(group: list[str]) -> MethodSpec:
     sparse = [p for p in PRESETS if p != "dense"]
     if name not in sparse:
         raise BenchError(f"--methods {label!r}: unknown method {name!r}; choose from {sparse} (dense always runs)")
-    allowed = [f.name for f in dataclasses.fields(SparseConfig) if f.name != "method"]
     fields, density = {}, None
     for item in ([first] if first else []) + group[1:]:
         key, _, value = item.partition("=")
-        if key != "density" and key not in allowed:
-            raise BenchError(f"--methods {label!r}: unknown field {key!r}; fields: {', '.join(allowed)}, density")
         try:
-            number = float(value) if key == "density" else int(value)
+            number = float(value) if key == "density" else _number(value)
         except ValueError:
             raise BenchError(f"--methods {label!r}: bad value for {key}: {value!r}") from None
         if key != "density":
@@ -370,13 +367,23 @@ def _method_spec(group: list[str]) -> MethodSpec:
             raise BenchError(f"--methods {label!r}: density must be in (0, 1]; got {value}")
     if fields.get("warmup_steps"):
         raise BenchError(f"--methods {label!r}: one step is timed, and it must be a sparse one: drop warmup_steps")
-    if density is not None and _WINDOW[name] in fields:
+    if density is not None and _WINDOW.get(name) in fields:
         raise BenchError(f"--methods {label!r}: give {_WINDOW[name]} or density, not both")
     try:
         SparseConfig.preset(name).replace(warmup_steps=0, **fields)
     except ValueError as exc:
         raise BenchError(f"--methods {label!r}: {exc}") from exc
     return MethodSpec(label, name, tuple(sorted(fields.items())), density)
+
+
+def _number(value: str):
+    """A --methods value: an int, else a float, else the string itself (SparseConfig.from_dict validates it)."""
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def method_config(spec: MethodSpec, layout: TokenLayout, block: int | None, device) -> SparseConfig:
@@ -407,8 +414,9 @@ def mask_density(config: SparseConfig, layout: TokenLayout, device) -> float:
     """Density of the mask vidsparse's planner builds for `config` on `layout` (what the report will realise)."""
     from .planner import PlanContext, planner_for
 
-    mask = planner_for(config).plan(PlanContext(config.warmup_layers, config.warmup_steps, None, layout, 1, device))
-    return 1.0 if mask is None else mask.density()
+    plan = planner_for(config).plan(PlanContext(config.warmup_layers, config.warmup_steps, None, layout, 1, device), None)
+    group = plan.groups[0]
+    return 1.0 if group.mask is None else group.mask.density()
 
 
 def _window(config: SparseConfig | None) -> str:

@@ -28,7 +28,7 @@ Example::
     >>> cfg.generate.num_inference_steps, cfg.generate.height
     (30, 480)
     >>> method_config(cfg, "spatial")
-    SparseConfig(method='spatial', frames=2, radius=0, warmup_steps=12, warmup_layers=0, q_block=128, k_block=128)
+    SparseConfig(method='spatial', warmup_steps=12, warmup_layers=0, backend='auto', options=SpatialOptions(frames=2, q_block=128, k_block=128))
     >>> sorted(call_kwargs(cfg))[:3]
     ['guidance_scale', 'height', 'num_frames']
 """
@@ -205,10 +205,6 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
     fields = cfg.methods[name]
     if not isinstance(fields, DictConfig):
         raise ModelConfigError(f"methods.{name} must be a mapping of SparseConfig fields; got {fields!r}")
-    allowed = [f.name for f in dataclasses.fields(SparseConfig)]
-    unknown = [key for key in fields if key not in allowed]
-    if unknown:
-        raise ModelConfigError(f"methods.{name}: unknown field(s) {unknown}; SparseConfig fields: {', '.join(allowed)}")
     values = OmegaConf.to_container(fields, resolve=True)
     if values.get("patterns"):
         try:
@@ -216,7 +212,7 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
         except ModelConfigError:
             pass  # a file still to be written by `vidsparse search`: the static method says so when it loads
     try:
-        sparse = SparseConfig(**values)
+        sparse = SparseConfig.from_dict(values)
     except ValueError as exc:
         raise ModelConfigError(f"methods.{name}: {exc}") from exc
     steps = cfg.generate.get("num_inference_steps")

@@ -5,11 +5,16 @@ A `SparseMask` says, for every head (and optionally every batch element) and eve
 FlexAttention's `BlockMask`:
 
     kv_num_blocks  int32 [B', H, nQ]       how many key blocks each query block visits
-    kv_indices     int32 [B', H, nQ, nK]   their indices, ascending; entries past the count are padding
+    kv_indices     int32 [B', H, nQ, W]    their indices, ascending; entries past the count are padding
 
 `B'` is 1 when the mask is shared by every batch element. `nQ = ceil(S / q_block)` and
 `nK = ceil(S / k_block)`: the last block of each side may be ragged, and tokens past `seq_len`
 never take part. The kernels take nothing else.
+
+`W` is the index width: `nK` as built, or the largest count after `compact()`, which stores only what is
+visited (a mask at 10% density then takes a tenth of the memory). Heads that share one pattern can share one
+row: `expand_heads(H)` views a one-head mask as H heads without copying (stride 0), and the kernels read it
+through its strides.
 
 Text tokens are never dropped. `text=(start, stop)` declares a contiguous token range, at the
 start or the end of the sequence, whose key blocks every query block visits and whose query
@@ -55,8 +60,9 @@ class SparseMask:
 
     Attributes:
         kv_num_blocks: int32 `[B', H, nQ]`, the number of key blocks each query block visits.
-        kv_indices: int32 `[B', H, nQ, nK]`, the visited key-block indices in ascending order
-            (the kernel relies on the order: it keeps K and V reads moving forward through memory).
+        kv_indices: int32 `[B', H, nQ, W]`, the visited key-block indices in ascending order
+            (the kernel relies on the order: it keeps K and V reads moving forward through memory);
+            W is nK, or less after `compact()`.
         q_block: query tokens per block (a power of two >= 16).
         k_block: key tokens per block (a power of two >= 16).
         seq_len: the token count S the mask was built for.
@@ -167,7 +173,12 @@ class SparseMask:
 
     @property
     def num_k_blocks(self) -> int:
-        return self.kv_indices.shape[3]
+        return _ceil_div(self.seq_len, self.k_block)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the index tensors really hold (a stride-0 expanded view counts once)."""
+        return sum(t.untyped_storage().nbytes() for t in (self.kv_num_blocks, self.kv_indices))
 
     @property
     def device(self) -> torch.device:
@@ -182,6 +193,51 @@ class SparseMask:
             self.q_block, self.k_block, self.seq_len, self.text,
         )
 
+    def expand_heads(self, num_heads: int) -> "SparseMask":
+        """A one-head mask viewed as `num_heads` heads that share its row (no copy: stride 0 over heads)."""
+        if self.num_heads != 1:
+            raise ValueError(f"expand_heads needs a one-head mask; this one has {self.num_heads} heads")
+        b, _, n_q = self.kv_num_blocks.shape
+        return SparseMask(
+            self.kv_num_blocks.expand(b, num_heads, n_q), self.kv_indices.expand(b, num_heads, n_q, -1),
+            self.q_block, self.k_block, self.seq_len, self.text,
+        )
+
+    def compact(self) -> "SparseMask":
+        """The same mask with its index width cut to the largest count (one host sync, to read that count)."""
+        width = max(1, int(self.kv_num_blocks.max()))
+        return SparseMask(
+            self.kv_num_blocks, self.kv_indices[..., :width].contiguous(),
+            self.q_block, self.k_block, self.seq_len, self.text,
+        )
+
+    @classmethod
+    def stack_heads(cls, masks: list["SparseMask"]) -> "SparseMask":
+        """One mask whose head h is the (one-head) `masks[h]`; widths are padded to the widest. The inputs may
+        repeat one object: heads with one pattern share its compiled row until this call copies it."""
+        first = masks[0]
+        for m in masks:
+            if (m.q_block, m.k_block, m.seq_len, m.text, m.num_heads) != (first.q_block, first.k_block, first.seq_len,
+                                                                         first.text, 1):
+                raise ValueError("stack_heads needs one-head masks of the same blocks, seq_len and text")
+        width = max(m.kv_indices.shape[-1] for m in masks)
+        batch = max(m.batch for m in masks)
+        idx = torch.zeros(batch, len(masks), first.num_q_blocks, width, dtype=torch.int32, device=first.device)
+        for h, m in enumerate(masks):
+            idx[:, h, :, : m.kv_indices.shape[-1]] = m.kv_indices[:, 0]
+        num = torch.cat([m.kv_num_blocks.expand(batch, 1, -1) for m in masks], 1)
+        return cls(num, idx, first.q_block, first.k_block, first.seq_len, first.text)
+
+    def gather_heads(self, index: torch.Tensor) -> "SparseMask":
+        """A mask whose (b, h) row is row `index[b, h]` of this one-batch mask's heads (a table of candidates).
+        `index`: int64 `[B, H]` or `[H]` on the mask's device; no host sync."""
+        if self.batch != 1:
+            raise ValueError("gather_heads reads a table mask of batch 1")
+        index = index.view(1, -1) if index.dim() == 1 else index
+        return SparseMask(
+            self.kv_num_blocks[0][index], self.kv_indices[0][index], self.q_block, self.k_block, self.seq_len, self.text,
+        )
+
     def to(self, device: torch.device | str) -> "SparseMask":
         return SparseMask(
             self.kv_num_blocks.to(device), self.kv_indices.to(device),
@@ -191,11 +247,13 @@ class SparseMask:
     # ------------------------------------------------------------------ inspection
     def to_blocks(self) -> torch.Tensor:
         """The boolean block tensor `[B', H, nQ, nK]` this mask visits."""
-        n_k = self.num_k_blocks
-        slot = torch.arange(n_k, device=self.device)
+        width = self.kv_indices.shape[-1]
+        slot = torch.arange(width, device=self.device)
         valid = slot < self.kv_num_blocks.unsqueeze(-1).long()
-        blocks = torch.zeros(*self.kv_indices.shape, dtype=torch.bool, device=self.device)
-        return blocks.scatter_(-1, self.kv_indices.long(), valid)
+        blocks = torch.zeros(*self.kv_indices.shape[:-1], self.num_k_blocks + 1, dtype=torch.bool, device=self.device)
+        # padding entries go to a spare column, so that they can never clear a visited block
+        target = torch.where(valid, self.kv_indices.long(), self.num_k_blocks)
+        return blocks.scatter_(-1, target, valid)[..., : self.num_k_blocks]
 
     def to_dense(self) -> torch.Tensor:
         """The token-level boolean mask `[B', H, S, S]` (True = attend). For small S only."""
@@ -259,6 +317,8 @@ class SparseMask:
 
         size = (self.q_block, self.k_block)
         seq = (self.seq_len, self.seq_len)
+        if self.kv_indices.shape[-1] != self.num_k_blocks or self.kv_indices.stride(1) == 0:  # compact or shared rows
+            self = SparseMask.from_block_mask(self.to_blocks(), self.q_block, self.k_block, self.seq_len)
         if key_padding_mask is None:
             empty = torch.zeros_like(self.kv_num_blocks)
             return BlockMask.from_kv_blocks(

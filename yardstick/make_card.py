@@ -82,9 +82,7 @@ def attention(pipe, out: Path) -> dict:
     from vidsparse.search import Calibrator
 
     calibrator = Calibrator((), steps={0, 5, 10, 15, 19}, rows_per_frame=32, q_block=32, k_block=32)
-    handle = vidsparse.apply(pipe, "dense")
-    for runtime in handle.runtimes:
-        runtime.observer = calibrator.observe
+    handle = vidsparse.apply(pipe, "dense", planner=calibrator)
     for prompt in SAMPLE_PROMPTS[:2]:
         _generate(pipe, prompt, 0)
     handle.remove()

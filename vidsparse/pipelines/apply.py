@@ -38,7 +38,7 @@ def _as_config(config) -> SparseConfig:
     if isinstance(config, str):
         return SparseConfig.preset(config)
     if isinstance(config, dict):
-        return SparseConfig(**config)
+        return SparseConfig.from_dict(config)
     raise ValueError(f"config must be a preset name, a SparseConfig or a dict; got {type(config).__name__}")
 
 
@@ -62,7 +62,7 @@ class _Install:
     runtime: SparseRuntime
 
 
-def _install(transformer: torch.nn.Module, config: SparseConfig) -> tuple[dict, _Install]:
+def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None) -> tuple[dict, _Install]:
     from diffusers.hooks import HookRegistry
 
     adapter = adapter_for(transformer)
@@ -72,7 +72,8 @@ def _install(transformer: torch.nn.Module, config: SparseConfig) -> tuple[dict, 
             f"vidsparse is already installed on this {type(transformer).__name__}; call vidsparse.remove() first"
         )
     original = dict(transformer.attn_processors)
-    runtime = SparseRuntime(config, planner_for(config), adapter.name, adapter.text_position)
+    runtime = SparseRuntime(config, planner if planner is not None else planner_for(config), adapter.name,
+                            adapter.text_position, ask_planner_when_dense=planner is not None)
     processors, layer = {}, 0
     for key, current in original.items():
         if adapter.replaces(key):
@@ -101,6 +102,7 @@ class SparseHandle:
 
     def __init__(self, installs: list[_Install]):
         self._installs = installs
+        self.removed = False
 
     @property
     def runtimes(self) -> list[SparseRuntime]:
@@ -110,6 +112,8 @@ class SparseHandle:
         """Start a new generation (pipelines do this themselves at the end of every call)."""
         from diffusers.hooks import HookRegistry
 
+        if self.removed:
+            return
         for install in self._installs:
             hook = HookRegistry.check_if_exists_or_initialize(install.transformer).get_hook(HOOK_NAME)
             hook.reset_state(install.transformer)
@@ -127,14 +131,19 @@ class SparseHandle:
             "sparse_calls": sum(p["sparse_calls"] for p in parts),
             "density": density,
             "fallbacks": sorted({f for p in parts for f in p["fallbacks"]}),
+            # per replaced layer and head, every transformer's layers one after the other
+            "heads": {key: [row for p in parts for row in p["heads"][key]] for key in parts[0]["heads"]},
+            "sparse_calls_per_step": _summed([p["sparse_calls_per_step"] for p in parts]),
             "transformers": parts,
         }
 
     def remove(self) -> None:
-        """Put back the processors found at `apply` time and take the step hook off."""
+        """Put back the processors found at `apply` time and take the step hook off. The report stays readable."""
+        if self.removed:
+            return
         for install in self._installs:
             _uninstall(install)
-        self._installs = []
+        self.removed = True
 
     def __enter__(self) -> "SparseHandle":
         return self
@@ -143,20 +152,32 @@ class SparseHandle:
         self.remove()
 
 
-def apply(target, config="dense") -> SparseHandle:
+def _summed(counts: list[dict]) -> dict:
+    out: dict = {}
+    for c in counts:
+        for key, n in c.items():
+            out[key] = out.get(key, 0) + n
+    return out
+
+
+def apply(target, config="dense", *, planner=None) -> SparseHandle:
     """Replace the video self-attention of a diffusers pipeline (or transformer) with vidsparse's.
 
     Args:
         target: a pipeline (every transformer it holds, Wan 2.2's `transformer_2` included) or a
             supported transformer (CogVideoX, HunyuanVideo, Wan).
-        config: a preset name (`vidsparse.PRESETS`), a `SparseConfig`, or a dict of its fields.
+        config: a preset name (`vidsparse.PRESETS`), a `SparseConfig`, or a dict of its fields
+            (`SparseConfig.from_dict`).
+        planner: optional: your own planner, any object with `plan(ctx, probe) -> AttentionPlan`
+            (`vidsparse.plan`), asked at every call after the config's warm-up, the dense method included
+            (the pattern search's calibrator plugs in here). Default: the planner of `config.method`.
 
     Returns:
         A `SparseHandle`; `handle.remove()` restores the stock processors exactly.
 
     Example::
 
-        >>> handle = vidsparse.apply(pipe, vidsparse.SparseConfig(method="spatial", frames=1, warmup_steps=10))
+        >>> handle = vidsparse.apply(pipe, vidsparse.SparseConfig.make(method="spatial", frames=1, warmup_steps=10))
         >>> frames = pipe("a red circle bouncing", num_inference_steps=50).frames[0]
         >>> print(handle.report()["density"])
         >>> handle.remove()
@@ -165,7 +186,7 @@ def apply(target, config="dense") -> SparseHandle:
     installs = []
     try:
         for transformer in _transformers(target):
-            processors, install = _install(transformer, cfg)
+            processors, install = _install(transformer, cfg, planner)
             installs.append(install)
             transformer.set_attn_processor(processors)
     except Exception:

@@ -7,6 +7,10 @@ context's `step_index` when the pipeline gives one, otherwise the count of forwa
 since the last reset. Pipelines reset stateful hooks at the end of every call
 (`maybe_free_model_hooks`), so each generation starts at step 0; outside a pipeline, call
 `handle.reset()` between generations.
+
+Per-layer planner state (profiled choices, cached deltas) lives in a `BranchState` per CFG context, in the
+hook's diffusers `StateManager`, as diffusers' cache hooks keep theirs: the hook hands the current branch's
+state to the runtime before each forward, and a reset drops every branch's state.
 """
 
 from __future__ import annotations
@@ -14,18 +18,11 @@ from __future__ import annotations
 from diffusers.hooks.hooks import ModelHook, StateManager
 
 from .adapters import ModelAdapter
-from .runtime import SparseRuntime
+from .runtime import BranchState, SparseRuntime
 
 __all__ = ["StepHook", "HOOK_NAME"]
 
 HOOK_NAME = "vidsparse_step"
-
-
-class _NoState:
-    """`StateManager` needs a state class; the hook keeps its counters itself."""
-
-    def reset(self, *args, **kwargs) -> None:
-        pass
 
 
 class StepHook(ModelHook):
@@ -36,8 +33,9 @@ class StepHook(ModelHook):
         self.runtime = runtime
         self.adapter = adapter
         # diffusers hands cache contexts to the StateManager attributes of stateful hooks
-        self.contexts = StateManager(_NoState)
+        self.contexts = StateManager(BranchState)
         self.calls: dict[str | None, int] = {}
+        self.outside = BranchState()  # the state of forwards outside any cache context
 
     def pre_forward(self, module, *args, **kwargs):
         hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
@@ -49,10 +47,13 @@ class StepHook(ModelHook):
             step = int(context.step_index)
         self.calls[branch] = step + 1
         self.runtime.step, self.runtime.branch = step, branch
+        self.runtime.num_steps = None if context is None else context.num_inference_steps
+        self.runtime.state = self.outside if context is None else self.contexts.get_state()
         return args, kwargs
 
     def reset_state(self, module):
         self.calls.clear()
         self.contexts.reset()
+        self.outside.reset()
         self.runtime.new_generation()
         return module

@@ -1,9 +1,10 @@
 """Sparse attention processors for diffusers' CogVideoX, HunyuanVideo and Wan transformers.
 
 Each processor makes q, k and v exactly as the stock processor of its family does (projections,
-fused QKV where diffusers supports it, QK-norm, RoPE), asks the runtime's planner for a mask, and
-then either runs the stock attention call unchanged (dense: same function, same arguments, so
-density 1 equals stock to the bit) or the block-sparse kernel, and projects out as stock.
+fused QKV where diffusers supports it, QK-norm, RoPE), makes one runtime call (`SparseAttnProcessor.attend`:
+plan and execute, see `runtime`), and projects out as stock. Where the plan is the stock computation the
+processor runs the stock attention call unchanged (same function, same arguments), so dense equals stock
+to the bit. Only q/k/v preparation and the output projection differ per family.
 
 The `__call__` signatures name exactly the keyword arguments each family's stock processor takes:
 old-style `Attention` passes a processor only the arguments its signature names.
@@ -39,83 +40,30 @@ class SparseAttnProcessor:
         self.layer = layer
         self.name = name
 
-    def _plan(self, seq_len: int, text_len: int, heads: int, device):
-        """The mask for this call, or None for the stock dense path."""
-        if self._parallel_config is not None:
-            self.runtime.fall_back(
-                f"context parallelism in {type(self).__name__} is not supported by sparse attention yet: dense attention"
-            )
-            self.runtime.plan_dense(self.layer, heads)
-            return None
-        mask, _ = self.runtime.plan(self.layer, seq_len, text_len, heads, device)
-        return mask
+    def attend(self, query, key, value, *, text_len: int = 0, key_padding=None, bshd: bool = False):
+        """The planned attention of this call, or None for the family's stock dense call.
 
-    def _ulysses(self, query, key, value, heads: int, text_len: int = 0, key_padding=None):
-        """Attention under diffusers' Ulysses context parallelism, sparse or dense as planned.
-
-        Each rank holds S/N tokens of every head, laid out [video_r, text_r] (`text_len` text
-        tokens per rank). diffusers' templated Ulysses op swaps that for all S tokens of H/N heads,
-        in rank order [video_0, text_0, video_1, text_1, ...], calls the op given here, and swaps
-        back. The op permutes those tokens into the model's own order (all video, then all text),
-        where the planner's mask and `key_padding` (`[B, S]`, full length, model order) apply, and
-        back again. Each rank runs its own heads' rows of the full-sequence mask.
+        q, k, v: `[B, H, S, D]`, or `[B, S, H, D]` with `bshd=True` (the result comes back in the same layout);
+        `key_padding`: bool `[B, S]`, True = ignore that key. Under diffusers' context parallelism, plain Ulysses
+        runs through the runtime; every other parallel form falls back to the stock call (reported).
         """
-        cp = self._parallel_config.context_parallel_config
-        if cp.ring_degree > 1 or cp.ulysses_anything or heads % cp.ulysses_degree:
-            self.runtime.fall_back(
-                "sparse attention supports plain Ulysses context parallelism only (no ring, no ulysses_anything, "
-                "heads divisible by the degree): dense attention"
-            )
-            return None
-        world, rank = cp.ulysses_degree, cp._ulysses_local_rank
-        local = query.shape[1]
-        full = local * world
-        mask, _ = self.runtime.plan(self.layer, full, text_len * world, heads, query.device)
-        per_rank = heads // world
-        if mask is not None:
-            mask = mask.select_heads(rank * per_rank, (rank + 1) * per_rank)
-        order = _rank_order_to_model_order(world, local, text_len, query.device)
-        inverse = torch.argsort(order) if order is not None else None
         runtime = self.runtime
-
-        def forward_op(ctx, q, k, v, *args, **kwargs):  # q, k, v: [B, S, H/N, D], rank order
-            if order is not None:
-                q, k, v = q[:, order], k[:, order], v[:, order]
-            if mask is not None:
-                out = _sparse_bshd(runtime, q, k, v, mask, key_padding)
-            else:
-                keep = None if key_padding is None else ~key_padding[:, None, None, :]
-                out = F.scaled_dot_product_attention(
-                    q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep
-                ).transpose(1, 2)
-            return out if inverse is None else out[:, inverse]
-
-        from diffusers.models.attention_dispatch import _templated_context_parallel_attention
-
-        return _templated_context_parallel_attention(
-            query, key, value, forward_op=forward_op, backward_op=None, _parallel_config=self._parallel_config
-        )
+        if self._parallel_config is not None:
+            if not bshd:
+                runtime.fall_back(
+                    f"context parallelism in {type(self).__name__} is not supported by sparse attention yet: dense"
+                )
+                runtime.count_dense(self.layer, query.shape[1])
+                return None
+            return runtime.ulysses(self.layer, query, key, value, self._parallel_config, text_len, key_padding)
+        if bshd:
+            out = runtime.attention(self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
+                                    text_len=text_len, key_padding=key_padding)
+            return None if out is None else out.transpose(1, 2)
+        return runtime.attention(self.layer, query, key, value, text_len=text_len, key_padding=key_padding)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(layer={self.layer}, method={self.runtime.config.method!r})"
-
-
-def _rank_order_to_model_order(world: int, local: int, text_len: int, device) -> torch.Tensor | None:
-    """Index that gathers the Ulysses rank order [video_0, text_0, video_1, text_1, ...] into the
-    model order [video_0, video_1, ..., text_0, text_1, ...]; None when there is no text."""
-    if text_len == 0:
-        return None
-    video = local - text_len
-    starts = torch.arange(world, device=device)[:, None] * local
-    video_idx = (starts + torch.arange(video, device=device)).flatten()
-    text_idx = (starts + video + torch.arange(text_len, device=device)).flatten()
-    return torch.cat([video_idx, text_idx])
-
-
-def _sparse_bshd(runtime: SparseRuntime, q, k, v, mask, key_padding_mask=None) -> torch.Tensor:
-    """Sparse attention on diffusers' `[B, S, H, D]` tensors; returns `[B, S, H, D]`."""
-    out = runtime.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask, key_padding_mask)
-    return out.transpose(1, 2)
 
 
 class CogVideoXSparseProcessor(SparseAttnProcessor):
@@ -156,18 +104,15 @@ class CogVideoXSparseProcessor(SparseAttnProcessor):
             if not attn.is_cross_attention:
                 key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
 
-        mask = None
+        hidden_states = None
         if attention_mask is None:
-            self.runtime.observe(self.layer, query, key, value, text_seq_length)
-            mask = self._plan(sequence_length, text_seq_length, attn.heads, query.device)
+            hidden_states = self.attend(query, key, value, text_len=text_seq_length)
         else:
-            self.runtime.plan_dense(self.layer, attn.heads)
-        if mask is None:
+            self.runtime.count_dense(self.layer, attn.heads)
+        if hidden_states is None:
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
             )
-        else:
-            hidden_states = self.runtime.attend(query, key, value, mask)
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[0](hidden_states)
@@ -219,32 +164,19 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
             key = torch.cat([key, encoder_key], dim=1)
             value = torch.cat([value, encoder_value], dim=1)
 
-        # 5. Attention
-        if self._parallel_config is not None:
-            # under context parallelism the mask is the full-length one (vidsparse's CP plan keeps it whole)
-            cp_padding = _hunyuan_key_padding(
-                attention_mask, query.shape[0], query.shape[1] * self._parallel_config.context_parallel_config.ulysses_degree
-            )
-            if cp_padding is not False:
-                hidden_states = self._ulysses(query, key, value, attn.heads, text_len, cp_padding)
-                if hidden_states is not None:
-                    return self._hunyuan_out(attn, hidden_states.flatten(2, 3).to(query.dtype), encoder_hidden_states, text_len)
-        key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1])
-        mask = None
+        # 5. Attention; under context parallelism the mask is the full-length one (vidsparse's CP plan keeps it whole)
+        world = 1 if self._parallel_config is None else self._parallel_config.context_parallel_config.ulysses_degree
+        key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1] * world)
+        hidden_states = None
         if key_padding is not False:
-            self.runtime.observe(
-                self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), text_len, key_padding
-            )
-            mask = self._plan(query.shape[1], text_len, attn.heads, query.device)
+            hidden_states = self.attend(query, key, value, text_len=text_len, key_padding=key_padding, bshd=True)
         else:
-            self.runtime.plan_dense(self.layer, attn.heads)
-        if mask is None:
+            self.runtime.count_dense(self.layer, attn.heads)
+        if hidden_states is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
                 backend=self._attention_backend, parallel_config=self._parallel_config,
             )
-        else:
-            hidden_states = _sparse_bshd(self.runtime, query, key, value, mask, key_padding)
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
         return self._hunyuan_out(attn, hidden_states, encoder_hidden_states, text_len)
@@ -312,17 +244,10 @@ class WanSparseProcessor(SparseAttnProcessor):
             key = _wan_rotary(key, *rotary_emb)
 
         hidden_states = None
-        if attention_mask is None and self._parallel_config is not None:
-            hidden_states = self._ulysses(query, key, value, attn.heads)
-            if hidden_states is None:
-                self.runtime.plan_dense(self.layer, attn.heads)
-        elif attention_mask is None:
-            self.runtime.observe(self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), 0)
-            mask = self._plan(query.shape[1], 0, attn.heads, query.device)
-            if mask is not None:
-                hidden_states = _sparse_bshd(self.runtime, query, key, value, mask)
+        if attention_mask is None:
+            hidden_states = self.attend(query, key, value, bshd=True)
         else:
-            self.runtime.plan_dense(self.layer, attn.heads)
+            self.runtime.count_dense(self.layer, attn.heads)
         if hidden_states is None:
             hidden_states = dispatch_attention_fn(
                 query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,

@@ -1,10 +1,14 @@
-"""Per-transformer state shared by its step hook and its processors, and the sparse dispatch.
+"""Per-transformer state shared by its step hook and its processors, and the one executor of attention plans.
 
-`SparseRuntime` holds what one installation needs at call time: the config and planner, the
-latent grid and step of the current forward (written by the step hook), and what happened (the
-realised density per layer, and every reason sparse attention fell back). `attend` runs the
-masked attention: the Triton kernel where it can run, otherwise the PyTorch reference with the
-same mask, logging each fallback reason once.
+`SparseRuntime` holds what one installation needs at call time: the config and planner, the latent grid and step of
+the current forward (written by the step hook), the per-layer state of the current CFG branch, and what happened
+(per layer and head: realised density and what each head ran; every reason sparse attention fell back).
+
+A processor makes q, k and v exactly as stock and calls `attention(...)` once. The runtime works out the token
+layout, runs the dense warm-up, asks the planner for an `AttentionPlan` (handing it a lazy `Probe`), and executes
+it: for each head group, permute into the group's token order, run the group's mode on a sparse backend, permute
+back. It returns None for a plan that is the stock computation, and the processor then runs its own stock call,
+so dense attention equals stock to the bit.
 """
 
 from __future__ import annotations
@@ -13,52 +17,113 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ..config import SparseConfig
-from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_attention_reference
-from ..kernels.block_sparse import _interpreting
 from ..layout import TokenLayout
-from ..mask import SparseMask
-from ..planner import PlanContext, Planner
+from ..plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from ..planner import Planner
+from . import backends as _backends
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SparseRuntime", "LayerStats"]
+__all__ = ["SparseRuntime", "LayerStats", "BranchState"]
 
-_DENSE_FALLBACK_ELEMENTS = 1 << 26  # booleans of a token mask the CPU fallback may build (64 MB)
+
+class BranchState:
+    """Per-layer state of one CFG branch (a diffusers `BaseState` in the step hook's `StateManager`): a dict per
+    replaced layer that planners keep their choices and caches in (`PlanContext.state`)."""
+
+    def __init__(self):
+        self.layers: dict[int, dict] = {}
+
+    def layer(self, index: int) -> dict:
+        return self.layers.setdefault(index, {})
+
+    def reset(self, *args, **kwargs) -> None:
+        self.layers.clear()
 
 
 @dataclass
 class LayerStats:
-    """Calls of one replaced layer: how many, how many sparse, and the summed realised density, in
-    all and per head, with how often each head ran each pattern ("dense" for dense calls)."""
+    """Calls of one replaced layer: how many, how many sparse, and per head the calls, the summed realised density
+    and how often it ran each label. Sparse calls add device tensors (no host sync); `heads()` reads them. The head
+    count may change between calls (a rank's heads under context parallelism): arrays grow to the most seen."""
 
     calls: int = 0
     sparse_calls: int = 0
-    density_sum: float = 0.0
-    head_density_sum: list[float] = field(default_factory=list)
-    head_patterns: list[dict[str, int]] = field(default_factory=list)
+    head_calls: list[int] = field(default_factory=list)
+    head_dense: list[int] = field(default_factory=list)
+    head_density: torch.Tensor | None = None  # [H], summed over sparse calls
+    label_counts: dict[str, torch.Tensor] = field(default_factory=dict)  # label -> [H], summed over sparse calls
+
+    def _grow(self, heads: int) -> None:
+        for name in ("head_calls", "head_dense"):
+            values = getattr(self, name)
+            values.extend([0] * (heads - len(values)))
+
+    def _grown(self, t: torch.Tensor, heads: int) -> torch.Tensor:
+        return t if t.shape[0] >= heads else torch.cat([t, t.new_zeros(heads - t.shape[0])])
+
+    def add_dense(self, heads: int) -> None:
+        self.calls += 1
+        self._grow(heads)
+        for h in range(heads):
+            self.head_calls[h] += 1
+            self.head_dense[h] += 1
+
+    def add_plan(self, plan: AttentionPlan, device) -> None:
+        h = plan.num_heads
+        self.calls += 1
+        self.sparse_calls += 1
+        self._grow(h)
+        for i in range(h):
+            self.head_calls[i] += 1
+        self.head_density = self._grown(torch.zeros(h, device=device) if self.head_density is None
+                                        else self.head_density, h)
+        for g in plan.groups:
+            hs = slice(g.heads.start, g.heads.stop)
+            density = g.density
+            if isinstance(density, torch.Tensor):
+                self.head_density[hs] += density.float().mean(0).to(self.head_density.device)
+            else:
+                self.head_density[hs] += float(density)
+            for i, label in enumerate(g.labels):
+                counts = self.label_counts.get(label)
+                counts = self._grown(torch.zeros(h, device=self.head_density.device) if counts is None else counts, h)
+                self.label_counts[label] = counts
+                if g.label_index is None:
+                    if i == 0:
+                        counts[hs] += 1.0
+                else:
+                    counts[hs] += (g.label_index == i).float().mean(0).to(counts.device)
 
     @property
     def density(self) -> float:
-        return self.density_sum / self.calls if self.calls else 1.0
+        """Mean realised density over calls and heads (reads the device tensors: a sync)."""
+        if not self.calls:
+            return 1.0
+        total_head_calls = sum(self.head_calls)
+        dense = sum(self.head_dense)
+        sparse = float(self.head_density.sum()) if self.head_density is not None else 0.0
+        return (dense + sparse) / total_head_calls
 
-    def add(self, per_head: list[float], patterns: list[str], sparse: bool) -> None:
-        if not self.head_density_sum:
-            self.head_density_sum = [0.0] * len(per_head)
-            self.head_patterns = [{} for _ in per_head]
-        self.calls += 1
-        self.sparse_calls += int(sparse)
-        self.density_sum += sum(per_head) / len(per_head)
-        for h, (d, name) in enumerate(zip(per_head, patterns)):
-            self.head_density_sum[h] += d
-            self.head_patterns[h][name] = self.head_patterns[h].get(name, 0) + 1
-
-    def heads(self) -> tuple[list[float], list[str]]:
-        """Mean density per head, and each head's most used pattern (its sparse one if it ever ran one)."""
-        density = [d / self.calls for d in self.head_density_sum]
-        patterns = [max(p, key=lambda n: (n != "dense", p[n])) for p in self.head_patterns]
-        return density, patterns
+    def heads(self) -> tuple[list[float], list[str], list[dict[str, float]]]:
+        """Per head: the mean density, the most used label (its sparse one if it ever ran one) and how often it
+        ran each label (calls; fractional where batch elements differ)."""
+        h = len(self.head_calls)
+        density = [float(d) for d in self.head_dense]
+        choices = [{"dense": float(d)} if d else {} for d in self.head_dense]
+        if self.head_density is not None:
+            for head, value in enumerate(self.head_density.tolist()):
+                density[head] += value
+            for label, counts in self.label_counts.items():
+                for head, n in enumerate(counts.tolist()):
+                    if n:
+                        choices[head][label] = choices[head].get(label, 0.0) + n
+        density = [d / max(c, 1) for d, c in zip(density, self.head_calls)]
+        patterns = [max(c, key=lambda n: (n not in ("dense", "full"), c[n])) if c else "dense" for c in choices[:h]]
+        return density, patterns, choices
 
 
 @dataclass
@@ -67,20 +132,22 @@ class SparseRuntime:
     planner: Planner
     model_name: str
     text_position: str | None
+    ask_planner_when_dense: bool = False  # a planner given to apply() (e.g. the search's calibrator) sees every call
     grid: tuple[int, int, int] | None = None  # (frames, height, width) after patchify, set per forward
     step: int = 0
     branch: str | None = None
+    num_steps: int | None = None
+    state: BranchState = field(default_factory=BranchState)  # the current branch's, set by the step hook
     layers: dict[int, LayerStats] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> calls
-    # Called as observer(layer, step, layout, q, k, v, key_padding) on every attention call whose layout is known,
-    # before attention runs (q, k, v: [B, H, S, D]); the pattern search's calibration sets it.
-    observer: object | None = None
-    _token_masks: dict = field(default_factory=dict, repr=False)
+    sparse_steps: dict[tuple, int] = field(default_factory=dict)  # (branch, step) -> sparse calls
+    _perms: dict = field(default_factory=dict, repr=False)
+    _rows: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ planning
     def layout(self, seq_len: int, text_len: int) -> TokenLayout | None:
-        """The token layout of a sequence of `seq_len` tokens with `text_len` text tokens, or None
-        when the latent grid of this forward does not account for the video tokens."""
+        """The token layout of a sequence of `seq_len` tokens with `text_len` text tokens, or None when the latent
+        grid of this forward does not account for the video tokens."""
         if self.grid is None:
             return None
         frames, height, width = self.grid
@@ -88,38 +155,147 @@ class SparseRuntime:
             return None
         return TokenLayout(frames, height, width, text_len, self.text_position or "start")
 
-    def plan_dense(self, layer: int, heads: int) -> None:
+    def count_dense(self, layer: int, heads: int) -> None:
         """Count a call that runs dense without asking the planner."""
-        self.layers.setdefault(layer, LayerStats()).add([1.0] * heads, ["dense"] * heads, sparse=False)
+        self.layers.setdefault(layer, LayerStats()).add_dense(heads)
 
-    def plan(self, layer: int, seq_len: int, text_len: int, heads: int, device) -> tuple[SparseMask | None, TokenLayout | None]:
-        if self.config.method == "dense":
-            self.plan_dense(layer, heads)
+    def plan(self, layer: int, q, k, v, text_len: int, key_padding=None, head_offset: int = 0):
+        """The plan of this call and its layout: `(None, None)` where it runs dense without asking the planner.
+        q, k, v: `[B, H, S, D]` in model order."""
+        heads = q.shape[1]
+        dense_method = self.config.method == "dense" and not self.ask_planner_when_dense
+        if dense_method:
             return None, None
-        layout = self.layout(seq_len, text_len)
+        layout = self.layout(q.shape[2], text_len)
         if layout is None:
             self.fall_back(
-                f"the latent grid {self.grid} does not match {seq_len - text_len} video tokens: dense attention"
+                f"the latent grid {self.grid} does not match {q.shape[2] - text_len} video tokens: dense attention"
             )
-            self.plan_dense(layer, heads)
             return None, None
-        mask = self.planner.plan(PlanContext(layer, self.step, self.branch, layout, heads, device))
-        if mask is None:
-            self.plan_dense(layer, heads)
-        else:
-            per_head, patterns = self.planner.describe(mask)
-            self.layers.setdefault(layer, LayerStats()).add(per_head, patterns, sparse=True)
-        return mask, layout
+        cfg = self.config
+        if self.step < cfg.warmup_steps or layer < cfg.warmup_layers:
+            return None, layout
+        ctx = PlanContext(layer, self.step, self.branch, layout, heads, q.device, self.num_steps,
+                          self.state.layer(layer), head_offset)
+        plan = self.planner.plan(ctx, Probe(q, k, v, layout, key_padding, self._rows))
+        if plan.num_heads != heads:
+            raise ValueError(f"{type(self.planner).__name__} planned {plan.num_heads} heads for a call with {heads}")
+        return plan, layout
 
-    def observe(self, layer: int, q, k, v, text_len: int, key_padding=None) -> None:
-        """Hand this call's q, k, v to the observer, if one is set (q, k, v: `[B, H, S, D]`)."""
-        if self.observer is None:
+    def record(self, layer: int, plan: AttentionPlan | None, heads: int, device) -> None:
+        if plan is None or not plan.is_sparse:
+            self.count_dense(layer, heads)
             return
-        layout = self.layout(q.shape[2], text_len)
-        if layout is not None:
-            self.observer(layer, self.step, layout, q, k, v, key_padding)
+        self.layers.setdefault(layer, LayerStats()).add_plan(plan, device)
+        key = (self.branch, self.step)
+        self.sparse_steps[key] = self.sparse_steps.get(key, 0) + 1
 
-    # ------------------------------------------------------------------ running
+    @torch.compiler.disable
+    def attention(self, layer: int, q, k, v, *, text_len: int = 0, key_padding=None) -> torch.Tensor | None:
+        """Attention of one call over `[B, H, S, D]` q, k, v (model order), as its plan says; None where the plan is
+        the stock computation (the caller then runs its own stock call). `key_padding`: bool `[B, S]`, True = ignore.
+
+        Under `torch.compile(transformer)` this call is a graph break (one per replaced layer): dynamo runs it
+        eagerly and compiles everything around it.
+        """
+        plan, layout = self.plan(layer, q, k, v, text_len, key_padding)
+        self.record(layer, plan, q.shape[1], q.device)
+        if plan is None or plan.is_stock:
+            return None
+        return self.execute(plan, q, k, v, layout, key_padding)
+
+    # ------------------------------------------------------------------ executing
+    def execute(self, plan: AttentionPlan, q, k, v, layout: TokenLayout, key_padding=None) -> torch.Tensor:
+        """Run a plan over `[B, H, S, D]` q, k, v in model order; returns `[B, H, S, D]` in model order.
+
+        Orders leave text in place and only text keys are ever padded (HunyuanVideo), so `key_padding` applies
+        unchanged in every order."""
+        if len(plan.groups) == 1:
+            return self._group(plan.groups[0], q, k, v, layout, key_padding)
+        out = torch.empty_like(q)
+        for g in plan.groups:
+            hs = slice(g.heads.start, g.heads.stop)
+            out[:, hs] = self._group(g, q[:, hs], k[:, hs], v[:, hs], layout, key_padding)
+        return out
+
+    def _group(self, g: HeadGroup, q, k, v, layout, key_padding) -> torch.Tensor:
+        """One head group: permute, attend, unpermute (q, k, v: the group's heads only)."""
+        perms = None if g.in_model_order else self.permutations(g.orders, layout, q.device)
+        if perms is not None:
+            q, k, v = (permute_tokens(x, perms, g.order_index) for x in (q, k, v))
+        if g.mode == "dense":
+            keep = None if key_padding is None else ~key_padding[:, None, None, :]
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        elif g.mode == "sparse":
+            out = self.sparse(q, k, v, g.mask, key_padding)
+        else:
+            from ..delta import run_cached_delta
+
+            out = run_cached_delta(self, g, q, k, v, layout, key_padding)
+        if perms is not None:
+            out = permute_tokens(out, perms, g.order_index, inverse=True)
+        return out
+
+    def sparse(self, q, k, v, mask, key_padding=None, return_lse: bool = False):
+        """Block-sparse attention on the configured backend (see `backends`)."""
+        backend = _backends.pick_backend(self.config.backend, q, mask, self.fall_back, need_lse=return_lse)
+        return backend.run(q, k, v, mask, key_padding, return_lse)
+
+    def permutations(self, orders, layout: TokenLayout, device) -> torch.Tensor:
+        """int64 `[P, S]`: each order's permutation at this layout, built once per (orders, layout, device)."""
+        key = (tuple(orders), layout, str(device))
+        if key not in self._perms:
+            self._perms[key] = torch.stack([o.permutation(layout, device) for o in orders])
+        return self._perms[key]
+
+    # ------------------------------------------------------------------ context parallelism (Ulysses)
+    def ulysses(self, layer: int, query, key, value, parallel_config, text_len: int = 0, key_padding=None):
+        """Attention under diffusers' Ulysses context parallelism, as planned; None where it is not supported
+        (the caller runs its stock, parallel dense path).
+
+        Each rank holds S/N tokens of every head, laid out [video_r, text_r] (`text_len` text tokens per rank).
+        diffusers' templated Ulysses op swaps that for all S tokens of H/N heads, in rank order [video_0, text_0,
+        video_1, text_1, ...], calls the op given here, and swaps back. The op permutes those tokens into the
+        model's own order (all video, then all text), where the plan and `key_padding` (`[B, S]`, full length, model
+        order) apply, and back again. Each rank plans and runs its own heads (`PlanContext.head_offset`).
+        """
+        cp = parallel_config.context_parallel_config
+        heads = query.shape[2]  # query: [B, S/N, H, D]
+        if cp.ring_degree > 1 or cp.ulysses_anything or heads % cp.ulysses_degree:
+            self.fall_back(
+                "sparse attention supports plain Ulysses context parallelism only (no ring, no ulysses_anything, "
+                "heads divisible by the degree): dense attention"
+            )
+            self.count_dense(layer, heads)
+            return None
+        world, rank = cp.ulysses_degree, cp._ulysses_local_rank
+        local = query.shape[1]
+        order = _rank_order_to_model_order(world, local, text_len, query.device)
+        inverse = torch.argsort(order) if order is not None else None
+        runtime = self
+
+        def forward_op(ctx, q, k, v, *args, **kwargs):  # q, k, v: [B, S, H/N, D], rank order
+            if order is not None:
+                q, k, v = q[:, order], k[:, order], v[:, order]
+            qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            plan, layout = runtime.plan(layer, qh, kh, vh, text_len * world, key_padding,
+                                        head_offset=rank * qh.shape[1])
+            runtime.record(layer, plan, qh.shape[1], q.device)
+            if plan is None or plan.is_stock:
+                keep = None if key_padding is None else ~key_padding[:, None, None, :]
+                out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=keep)
+            else:
+                out = runtime.execute(plan, qh, kh, vh, layout, key_padding)
+            out = out.transpose(1, 2)
+            return out if inverse is None else out[:, inverse]
+
+        from diffusers.models.attention_dispatch import _templated_context_parallel_attention
+
+        return _templated_context_parallel_attention(
+            query, key, value, forward_op=forward_op, backward_op=None, _parallel_config=parallel_config
+        )
+
+    # ------------------------------------------------------------------ lifecycle and reporting
     def fall_back(self, reason: str) -> None:
         """Record a fallback; log each distinct reason once."""
         if reason not in self.fallbacks:
@@ -127,62 +303,16 @@ class SparseRuntime:
             self.fallbacks[reason] = 0
         self.fallbacks[reason] += 1
 
-    @torch.compiler.disable
-    def attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        mask: SparseMask,
-        key_padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Masked attention over `[B, H, S, D]`: the Triton kernel, or the reference where it cannot run.
-
-        Under `torch.compile(transformer)` this call is a graph break (one per sparse attention
-        layer): dynamo runs it eagerly and compiles everything around it.
-        """
-        reason = self._kernel_unavailable(q)
-        if reason is None:
-            return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask)
-        self.fall_back(reason)
-        b, h, s, _ = q.shape
-        if mask.batch * h * s * s <= _DENSE_FALLBACK_ELEMENTS and q.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            return self._sdpa_with_token_mask(q, k, v, mask, key_padding_mask)
-        return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask)
-
-    def _sdpa_with_token_mask(self, q, k, v, mask: SparseMask, key_padding_mask) -> torch.Tensor:
-        """Small sequences off the GPU: the mask as a boolean token mask through torch's SDPA (its fused CPU
-        kernel), several times faster than the chunked reference. The token mask is kept per mask object."""
-        entry = self._token_masks.get(id(mask))
-        if entry is None or entry[0] is not mask:
-            if len(self._token_masks) >= 8:
-                self._token_masks.clear()
-            entry = (mask, mask.to_dense())
-            self._token_masks[id(mask)] = entry
-        allowed = entry[1]  # [B', H, S, S]
-        if key_padding_mask is not None:
-            allowed = allowed & ~key_padding_mask[:, None, None, :]
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        return out.nan_to_num(0.0)  # a row that selects no key: zeros, as the kernel and the reference give
-
-    @staticmethod
-    def _kernel_unavailable(q: torch.Tensor) -> str | None:
-        if q.device.type != "cuda" and not _interpreting():
-            return f"no Triton kernel on {q.device.type}: PyTorch runs the same masks instead (slower than the kernel)"
-        if q.shape[-1] not in SUPPORTED_HEAD_DIMS:
-            return f"head dim {q.shape[-1]} has no Triton kernel (supported {SUPPORTED_HEAD_DIMS}): PyTorch reference"
-        if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            return f"dtype {q.dtype} has no Triton kernel: PyTorch reference"
-        return None
-
-    # ------------------------------------------------------------------ lifecycle and reporting
     def new_generation(self) -> None:
-        self.step, self.branch, self.grid = 0, None, None
+        self.step, self.branch, self.grid, self.num_steps = 0, None, None, None
+        self.state = BranchState()
         self.planner.reset()
 
     def report(self) -> dict:
         calls = sum(s.calls for s in self.layers.values())
-        density = sum(s.density_sum for s in self.layers.values()) / calls if calls else 1.0
+        density = (sum(s.density * sum(s.head_calls) for s in self.layers.values())
+                   / max(1, sum(sum(s.head_calls) for s in self.layers.values()))) if calls else 1.0
+        heads = {layer: self.layers[layer].heads() for layer in sorted(self.layers)}
         return {
             "model": self.model_name,
             "config": self.config,
@@ -192,8 +322,35 @@ class SparseRuntime:
             "density": density,
             "density_per_layer": {layer: s.density for layer, s in sorted(self.layers.items())},
             "heads": {
-                "density": [self.layers[layer].heads()[0] for layer in sorted(self.layers)],
-                "pattern": [self.layers[layer].heads()[1] for layer in sorted(self.layers)],
+                "density": [h[0] for h in heads.values()],
+                "pattern": [h[1] for h in heads.values()],
+                "choices": [h[2] for h in heads.values()],
             },
+            "sparse_calls_per_step": {f"{b}:{s}" if b else str(s): n for (b, s), n in sorted(
+                self.sparse_steps.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))},
             "fallbacks": sorted(self.fallbacks),
+            "planner": self.planner.report() if hasattr(self.planner, "report") else {},
         }
+
+
+def _rank_order_to_model_order(world: int, local: int, text_len: int, device) -> torch.Tensor | None:
+    """Index that gathers the Ulysses rank order [video_0, text_0, video_1, text_1, ...] into the
+    model order [video_0, video_1, ..., text_0, text_1, ...]; None when there is no text."""
+    if text_len == 0:
+        return None
+    video = local - text_len
+    starts = torch.arange(world, device=device)[:, None] * local
+    video_idx = (starts + torch.arange(video, device=device)).flatten()
+    text_idx = (starts + video + torch.arange(text_len, device=device)).flatten()
+    return torch.cat([video_idx, text_idx])
+
+
+def permute_tokens(x: torch.Tensor, perms: torch.Tensor, order_index=None, *, inverse: bool = False) -> torch.Tensor:
+    """x `[B, H, S, D]` with (b, h) in order `perms[order_index[b, h]]` (row 0 without an index): gathered into that
+    order, or with `inverse=True` scattered back."""
+    b, h, s, d = x.shape
+    index = perms[0].expand(b, h, s) if order_index is None else perms[order_index.expand(b, h)]
+    index = index.unsqueeze(-1).expand(b, h, s, d)
+    if inverse:
+        return torch.empty_like(x).scatter_(2, index, x)
+    return torch.gather(x, 2, index)

@@ -1,6 +1,7 @@
 """Calibration: how well each candidate pattern reproduces full attention, per layer and head, on sampled query rows.
 
-`Calibrator` watches the attention calls of a dense vidsparse installation (`SparseRuntime.observer`). At the chosen
+`Calibrator` is a planner that plans every call dense and watches it through the planner's `Probe`
+(`vidsparse.apply(pipe, "dense", planner=calibrator)`). At the chosen
 denoising steps it takes, for every replaced layer:
 - sampled video query rows, the same number in every frame, spread over each frame (a fixed random draw);
 - their exact attention probabilities over all keys, computed a few heads at a time (never the S x S matrix: rows x S);
@@ -23,21 +24,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..layout import TokenLayout
+from ..plan import AttentionPlan, sample_rows
 from .candidates import Pattern
 
 __all__ = ["Calibrator", "CallRecord", "sample_rows"]
 
 STAT_NAMES = ("own_frame", "own_position", "text", "keys_for_90")
-
-
-def sample_rows(layout: TokenLayout, rows_per_frame: int, seed: int = 0) -> torch.Tensor:
-    """Sequence indices of `rows_per_frame` video tokens per frame: evenly strided over the frame, randomly offset."""
-    gen = torch.Generator().manual_seed(seed)
-    n = min(rows_per_frame, layout.frame_size)
-    stride = layout.frame_size / n
-    offsets = (torch.arange(n) * stride + torch.rand(n, generator=gen) * stride).long().clamp(max=layout.frame_size - 1)
-    frames = torch.arange(layout.frames).view(-1, 1) * layout.frame_size
-    return (frames + offsets).flatten() + layout.video_start
 
 
 @dataclass
@@ -77,6 +69,17 @@ class Calibrator:
 
     def wants(self, step: int) -> bool:
         return self.steps is None or step in self.steps
+
+    # the planner interface (vidsparse.plan): every call runs dense; the probe's q, k and v are scored
+    def plan(self, ctx, probe):
+        self.observe(ctx.layer, ctx.step, ctx.layout, probe.q, probe.k, probe.v, probe.key_padding)
+        return AttentionPlan.dense(ctx.heads)
+
+    def reset(self) -> None:
+        """Records are kept across generations: the search calibrates over several."""
+
+    def bind(self, transformer, num_layers: int, num_heads) -> None:
+        pass
 
     def _setup(self, layout: TokenLayout, device) -> dict:
         """Per layout: sampled rows, each candidate's kept blocks for those rows `[C, R, nK]`, key features."""

@@ -148,11 +148,9 @@ def search(
             "patterns, and searching both at once is not supported yet"
         )
     transformer = pipe.transformer
-    handle = apply(pipe, "dense")
+    handle = apply(pipe, "dense", planner=calibrator)  # dense attention, every call shown to the calibrator
     started = time.perf_counter()
     try:
-        for runtime in handle.runtimes:
-            runtime.observer = calibrator.observe
         from tqdm.auto import tqdm
 
         for i in tqdm(range(done, len(cases)), desc="calibrating", disable=not progress, initial=done, total=len(cases)):

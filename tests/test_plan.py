@@ -1,0 +1,270 @@
+"""The attention-plan seam: token orders, patterns compiled in an order, plans with head groups in different orders,
+the executor against independently built token-level masks, and the `profile` method's choices."""
+
+import math
+
+import pytest
+import torch
+
+from vidsparse import SparseConfig
+from vidsparse.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
+from vidsparse.mask import SparseMask
+from vidsparse.patterns import Pattern
+from vidsparse.pipelines.runtime import SparseRuntime, permute_tokens
+from vidsparse.plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from vidsparse.planner import Planner, planner_for
+
+LAYOUTS = [
+    TokenLayout(3, 5, 7, text_len=10, text_position="end"),
+    TokenLayout(4, 3, 6, text_len=13, text_position="start"),
+    TokenLayout(5, 4, 4),
+]
+ORDERS = [FRAME_MAJOR, SPATIAL_MAJOR, TokenOrder.voxel(2, 2, 3), TokenOrder.voxel(4, 6, 8)]
+
+
+def _coords(layout: TokenLayout):
+    """(frame, row, col) of every token in model order; text gets -1000 so that no video predicate holds."""
+    coords = torch.full((3, layout.seq_len), -1000, dtype=torch.long)
+    coords[:, layout.video_start : layout.video_start + layout.video_len] = torch.stack(layout.video_coords())
+    return coords
+
+
+def _token_mask(layout: TokenLayout, pattern: Pattern, order: TokenOrder, q_block: int, k_block: int) -> torch.Tensor:
+    """bool [S, S] in MODEL order: what a block mask of `pattern`, cut in `order`, lets each query see, built from the
+    token-level predicate alone (no compiler code)."""
+    f, r, c = _coords(layout)
+    if pattern.kind == "window":
+        p = dict(pattern.params)
+        near = (f[:, None] - f[None, :]).abs() <= p["frames"]
+        allowed = near if p["radius"] < 0 else near & ((r[:, None] - r[None, :]).abs() <= p["radius"]) & (
+            (c[:, None] - c[None, :]).abs() <= p["radius"])
+    else:  # temporal, every 1
+        rad = dict(pattern.params)["radius"]
+        allowed = ((r[:, None] - r[None, :]).abs() <= rad) & ((c[:, None] - c[None, :]).abs() <= rad) & (f[None, :] >= 0)
+    allowed &= (f[:, None] >= 0) & (f[None, :] >= 0)
+    if layout.text_range is not None:
+        a, b = layout.text_range
+        allowed[a:b] = True
+        allowed[:, a:b] = True
+    perm = order.permutation(layout)
+    in_order = allowed[perm][:, perm]  # token pairs at positions of the order
+    s = layout.seq_len
+    n_q, n_k = -(-s // q_block), -(-s // k_block)
+    padded = torch.zeros(n_q * q_block, n_k * k_block, dtype=torch.bool)
+    padded[:s, :s] = in_order
+    blocks = padded.view(n_q, q_block, n_k, k_block).any(3).any(1)
+    in_order = blocks.repeat_interleave(q_block, 0).repeat_interleave(k_block, 1)[:s, :s]
+    inv = order.inverse(layout)
+    return in_order[inv][:, inv]  # back to model order
+
+
+def _masked_attention(q, k, v, allowed, key_padding=None):
+    """float64 softmax attention with a token mask `[H, S, S]` or `[B, H, S, S]` (True = attend)."""
+    scores = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    allowed = allowed if allowed.dim() == 4 else allowed.unsqueeze(0)
+    if key_padding is not None:
+        allowed = allowed & ~key_padding[:, None, None, :]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.nan_to_num(scores.softmax(-1)) @ v.double()
+
+
+# ---------------------------------------------------------------------------------------------- token orders
+@pytest.mark.parametrize("layout", LAYOUTS + [TokenLayout(7, 9, 11, text_len=3, text_position="start")], ids=str)
+@pytest.mark.parametrize("order", ORDERS, ids=str)
+def test_orders_are_permutations_with_inverses_that_keep_text(layout, order):
+    perm, inv = order.permutation(layout), order.inverse(layout)
+    assert torch.equal(torch.sort(perm).values, torch.arange(layout.seq_len))
+    assert torch.equal(perm[inv], torch.arange(layout.seq_len)) and torch.equal(inv[perm], torch.arange(layout.seq_len))
+    if layout.text_range is not None:
+        a, b = layout.text_range
+        assert torch.equal(perm[a:b], torch.arange(a, b))
+
+
+def test_spatial_major_puts_one_position_across_frames_together():
+    layout = TokenLayout(3, 2, 2, text_len=2, text_position="start")
+    video = SPATIAL_MAJOR.permutation(layout)[2:] - 2
+    f, r, c = layout.video_coords()
+    assert (r * 2 + c)[video].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert f[video].tolist() == [0, 1, 2] * 4
+
+
+def test_voxel_order_makes_each_voxel_contiguous_with_ragged_edges():
+    layout = TokenLayout(5, 7, 9)
+    vt, vh, vw = 2, 3, 4
+    video = TokenOrder.voxel(vt, vh, vw).video_order(layout)
+    f, r, c = layout.video_coords()
+    chunk = ((f // vt) * 3 + r // vh) * 3 + c // vw  # 3 x 3 x 3 chunks, the last of each axis ragged
+    ordered = chunk[video]
+    assert torch.equal(ordered, torch.sort(ordered).values)  # chunk after chunk
+    sizes = torch.bincount(ordered).tolist()
+    assert sizes[0] == vt * vh * vw and min(sizes) == 1 * 1 * 1 and sum(sizes) == layout.video_len
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_permute_tokens_round_trip_batch2_strided_and_per_head_orders(layout):
+    gen = torch.Generator().manual_seed(0)
+    b, h, d = 2, 3, 8
+    fused = torch.randn(b, layout.seq_len, 3, h, d, generator=gen)
+    x = fused[:, :, 1].transpose(1, 2)  # [B, H, S, D], strided like a slice of a fused QKV projection
+    perms = torch.stack([o.permutation(layout) for o in ORDERS])
+    index = torch.tensor([[0, 1, 2], [3, 1, 0]])
+    y = permute_tokens(x, perms, index)
+    for bi in range(b):
+        for hi in range(h):
+            assert torch.equal(y[bi, hi], x[bi, hi, perms[index[bi, hi]]])
+    assert torch.equal(permute_tokens(y, perms, index, inverse=True), x)
+    assert torch.equal(permute_tokens(x, perms[1:2]), x[:, :, perms[1]])
+
+
+# ---------------------------------------------------------------------------------------------- patterns in an order
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+@pytest.mark.parametrize("order", ORDERS[:3], ids=str)
+@pytest.mark.parametrize("pattern", ["window:frames=1,radius=-1", "window:frames=0,radius=1",
+                                     "temporal:every=1,radius=0", "temporal:every=1,radius=1"])
+def test_patterns_compile_in_any_order_to_the_token_level_predicate(layout, order, pattern):
+    pattern = Pattern.parse(pattern)
+    blocks = pattern.blocks(layout, 16, 16, order=order)
+    got = blocks.repeat_interleave(16, 0).repeat_interleave(16, 1)[: layout.seq_len, : layout.seq_len]
+    inv = order.inverse(layout)
+    assert torch.equal(got[inv][:, inv], _token_mask(layout, pattern, order, 16, 16))
+
+
+def test_temporal_is_cheaper_in_spatial_major_order():
+    layout = TokenLayout(13, 30, 45, text_len=226)
+    temporal = Pattern.parse("temporal:every=1,radius=0")
+    assert temporal.density(layout, order=SPATIAL_MAJOR) < 0.5 * temporal.density(layout)
+
+
+# ---------------------------------------------------------------------------------------------- masks
+def test_compact_and_shared_masks_visit_the_same_blocks_and_store_less():
+    layout = TokenLayout(9, 16, 16)  # no text: text query blocks visit every key block, so they stay full width
+    full = Pattern.parse("window:frames=0,radius=-1").mask(layout, 1, 32, 32)
+    compact = full.compact()
+    assert torch.equal(compact.to_blocks(), full.to_blocks())
+    assert compact.nbytes < full.nbytes / 3
+    shared = compact.expand_heads(24)
+    assert shared.nbytes == compact.nbytes and shared.num_heads == 24
+    assert torch.equal(shared.to_blocks()[0, 23], full.to_blocks()[0, 0])
+    stacked = SparseMask.stack_heads([compact, full, compact])
+    assert torch.equal(stacked.to_blocks()[0, 1], full.to_blocks()[0, 0])
+    assert torch.equal(stacked.gather_heads(torch.tensor([[2, 1], [0, 0]])).to_blocks()[1, 1],
+                       compact.to_blocks()[0, 0])
+
+
+# ---------------------------------------------------------------------------------------------- the executor
+def _runtime(backend="auto"):
+    return SparseRuntime(SparseConfig(backend=backend), Planner(), "test", "start")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+@pytest.mark.parametrize("backend", ["triton", "sdpa", "reference"])
+def test_two_groups_in_different_orders_equal_masked_attention_in_model_order(layout, backend):
+    gen = torch.Generator().manual_seed(1)
+    b, h, d = 2, 4, 64
+    q, k, v = (torch.randn(b, h, layout.seq_len, d, generator=gen) for _ in range(3))
+    padding = None
+    if layout.text_position == "end":  # HunyuanVideo: padded text keys at the end
+        padding = torch.zeros(b, layout.seq_len, dtype=torch.bool)
+        padding[1, -4:] = True
+    spatial, temporal = Pattern.parse("window:frames=0,radius=-1"), Pattern.parse("temporal:every=1,radius=0")
+    plan = AttentionPlan((
+        HeadGroup(range(0, 1), "dense"),
+        HeadGroup(range(1, 3), "sparse", spatial.mask(layout, 2, 16, 16), (FRAME_MAJOR,), labels=("spatial",)),
+        HeadGroup(range(3, 4), "sparse", temporal.mask(layout, 1, 16, 16, order=SPATIAL_MAJOR), (SPATIAL_MAJOR,),
+                  labels=("temporal",)),
+    ))
+    out = _runtime(backend).execute(plan, q, k, v, layout, padding)
+    allowed = torch.stack([torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool),
+                           *[_token_mask(layout, spatial, FRAME_MAJOR, 16, 16)] * 2,
+                           _token_mask(layout, temporal, SPATIAL_MAJOR, 16, 16)])
+    expect = _masked_attention(q, k, v, allowed, padding)
+    torch.testing.assert_close(out.double(), expect, atol=2e-5, rtol=1e-4)
+
+
+def test_per_head_orders_chosen_on_the_device_equal_masked_attention():
+    layout = TokenLayout(4, 3, 6, text_len=13, text_position="start")
+    gen = torch.Generator().manual_seed(2)
+    b, h, d = 2, 3, 64
+    q, k, v = (torch.randn(b, h, layout.seq_len, d, generator=gen) for _ in range(3))
+    spatial, temporal = Pattern.parse("window:frames=0,radius=-1"), Pattern.parse("temporal:every=1,radius=0")
+    table = SparseMask.stack_heads([spatial.mask(layout, 1, 16, 16), temporal.mask(layout, 1, 16, 16,
+                                                                                    order=SPATIAL_MAJOR)])
+    choice = torch.tensor([[0, 1, 1], [1, 0, 1]])
+    group = HeadGroup(range(h), "sparse", table.gather_heads(choice), (FRAME_MAJOR, SPATIAL_MAJOR),
+                      order_index=choice, labels=("spatial", "temporal"), label_index=choice)
+    out = _runtime().execute(AttentionPlan((group,)), q, k, v, layout)
+    masks = [_token_mask(layout, spatial, FRAME_MAJOR, 16, 16), _token_mask(layout, temporal, SPATIAL_MAJOR, 16, 16)]
+    allowed = torch.stack([torch.stack([masks[c] for c in row]) for row in choice.tolist()])
+    torch.testing.assert_close(out.double(), _masked_attention(q, k, v, allowed), atol=2e-5, rtol=1e-4)
+
+
+def test_plan_groups_must_cover_every_head_once():
+    with pytest.raises(ValueError, match="cover heads 0..H-1"):
+        AttentionPlan((HeadGroup(range(0, 2)), HeadGroup(range(1, 3))))
+    with pytest.raises(ValueError, match="a sparse group needs a mask"):
+        HeadGroup(range(2), "sparse")
+
+
+# ---------------------------------------------------------------------------------------------- profile
+def _planted(layout: TokenLayout, kinds: list[str], b: int = 1, seed: int = 0):
+    """q, k, v `[B, H, S, 64]` whose head h attends as kinds[h] says: "spatial" (its own frame), "temporal" (its own
+    spatial position in every frame) or "diffuse" (every key alike)."""
+    gen = torch.Generator().manual_seed(seed)
+    s, d = layout.seq_len, 64
+    f, r, c = _coords(layout)
+    video = f >= 0
+    frame_code = torch.randn(layout.frames, d, generator=gen)
+    pos_code = torch.randn(layout.frame_size, d, generator=gen)
+    q = torch.randn(b, len(kinds), s, d, generator=gen) * 0.1
+    k = torch.randn(b, len(kinds), s, d, generator=gen) * 0.1
+    v = torch.randn(b, len(kinds), s, d, generator=gen)
+    for h, kind in enumerate(kinds):
+        if kind == "diffuse":
+            q[:, h] *= 0.0
+            continue
+        code = frame_code[f[video]] if kind == "spatial" else pos_code[(r * layout.width + c)[video]]
+        q[:, h, video] += 3.0 * code
+        k[:, h, video] += 3.0 * code
+    return q, k, v
+
+
+@pytest.mark.parametrize("layout", [TokenLayout(6, 6, 8, text_len=16, text_position="start"),
+                                    TokenLayout(5, 7, 6, text_len=9, text_position="end")], ids=str)
+def test_profile_classifies_planted_spatial_temporal_and_diffuse_heads(layout):
+    kinds = ["spatial", "temporal", "diffuse", "temporal", "spatial"]
+    q, k, v = _planted(layout, kinds, b=2)
+    planner = planner_for(SparseConfig.make("profile", fraction=0.3, eps=0.2, q_block=16, k_block=16,
+                                            rows_per_frame=4))
+    ctx = PlanContext(0, 0, None, layout, len(kinds), "cpu", state={})
+    plan = planner.plan(ctx, Probe(q, k, v, layout))
+    (group,) = plan.groups
+    names = [[group.labels[i] for i in row] for row in group.label_index.tolist()]
+    expected = [{"spatial": "spatial", "temporal": "temporal", "diffuse": "dense"}[kind] for kind in kinds]
+    assert names == [expected, expected]
+    out = _runtime().execute(plan, q, k, v, layout)
+    dense = _masked_attention(q, k, v, torch.ones(1, layout.seq_len, layout.seq_len, dtype=torch.bool))
+    rel = ((out.double() - dense).norm() / dense.norm()).item()
+    assert rel < 0.2  # the planted heads lose little to their patterns
+
+
+def test_profile_reuses_its_choice_between_profiling_steps():
+    layout = TokenLayout(4, 4, 4)
+    q, k, v = _planted(layout, ["spatial", "temporal"])
+    planner = planner_for(SparseConfig.make("profile", every=3, q_block=16, k_block=16))
+    state, calls = {}, []
+    original = planner.choose
+    planner.choose = lambda ctx, probe: calls.append(ctx.step) or original(ctx, probe)
+    for step in range(5):
+        planner.plan(PlanContext(0, step, None, layout, 2, "cpu", state=state), Probe(q, k, v, layout))
+    assert calls == [0, 3]
+
+
+def test_profile_at_budget_zero_runs_every_head_dense():
+    layout = TokenLayout(4, 4, 4, text_len=8)
+    q, k, v = _planted(layout, ["spatial", "temporal", "diffuse"])
+    planner = planner_for(SparseConfig.make("profile", eps=0.0, q_block=16, k_block=16))
+    plan = planner.plan(PlanContext(0, 0, None, layout, 3, "cpu", state={}), Probe(q, k, v, layout))
+    assert plan.groups[0].label_index.tolist() == [[2, 2, 2]]
+    out = _runtime().execute(plan, q, k, v, layout)
+    dense = _masked_attention(q, k, v, torch.ones(1, layout.seq_len, layout.seq_len, dtype=torch.bool))
+    torch.testing.assert_close(out.double(), dense, atol=2e-5, rtol=1e-4)

@@ -1,0 +1,101 @@
+"""The "static" method: each head its searched pattern (Sparse-vDiT's idea), from a pattern file of `vidsparse search`.
+
+The pattern file is in grid units, so masks are compiled per token layout: each distinct pattern once, as one compact
+mask row (only the visited blocks are stored) shared by every head and layer that uses it. A layer's call stacks its
+heads' rows into one mask on the device, so all heads of a layer run in one kernel launch and stored mask memory
+grows with the number of distinct patterns, not with layers x heads.
+
+Example::
+
+    >>> vidsparse.apply(pipe, {"method": "static", "patterns": "patterns.safetensors", "eps": 0.2})
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import SparseConfig, register_method
+from .mask import SparseMask
+from .pattern_file import PatternFile
+from .plan import AttentionPlan, PlanContext, Probe
+from .planner import Planner
+
+__all__ = ["StaticOptions", "StaticPlanner"]
+
+
+@dataclass(frozen=True)
+class StaticOptions:
+    """"static" options.
+
+    Attributes:
+        patterns: the pattern file's path (`vidsparse search` writes one), required.
+        eps, lam: choose the heads' patterns again from the file's measured errors under this error budget and
+            cost weight (None: the file's own choice). Block sizes come from the file (the blocks it was searched at).
+    """
+
+    patterns: str | None = None
+    eps: float | None = None
+    lam: float | None = None
+
+    def __post_init__(self):
+        if not self.patterns:
+            raise ValueError(
+                "method 'static' needs a pattern file: {'method': 'static', 'patterns': 'path.safetensors'}; "
+                "make one with `vidsparse search`"
+            )
+        for name in ("eps", "lam"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or value < 0):
+                raise ValueError(f"{name} must be a number >= 0 or None; got {value!r}")
+
+
+@register_method("static", StaticOptions)
+class StaticPlanner(Planner):
+    """Each head its pattern from the file; all heads of a layer in one launch (see the module docstring)."""
+
+    def __init__(self, config: SparseConfig):
+        super().__init__(config)
+        o = config.options
+        self.file = PatternFile.load(o.patterns)
+        if o.eps is not None or o.lam is not None:
+            self.file = self.file.reselect(o.eps, o.lam)
+        self.q_block, self.k_block = self.file.params["q_block"], self.file.params["k_block"]
+        self._rows: dict[tuple, tuple[SparseMask, torch.Tensor]] = {}  # (layout, pattern, device) -> row, density
+        self._layers: dict[int, tuple] = {}  # layer -> its patterns, or None when every head is full
+        self._info: dict[tuple, tuple] = {}
+
+    def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
+        self.file.check(transformer, num_layers, num_heads)
+
+    def patterns(self, layer: int):
+        if layer not in self._layers:
+            patterns = self.file.patterns(layer)
+            self._layers[layer] = None if all(p.kind == "full" for p in patterns) else tuple(patterns)
+        return self._layers[layer]
+
+    def row(self, layout, pattern, device) -> tuple[SparseMask, torch.Tensor]:
+        key = (layout, pattern, str(device))
+        if key not in self._rows:
+            mask = pattern.mask(layout, 1, self.q_block, self.k_block, device).compact()
+            self._rows[key] = (mask, mask.density_per_head()[0])
+        return self._rows[key]
+
+    def stored_bytes(self) -> int:
+        """Bytes of every compiled mask row held (the planner's mask memory)."""
+        return sum(mask.nbytes for mask, _ in self._rows.values())
+
+    def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
+        patterns = self.patterns(ctx.layer)
+        if patterns is None:
+            return AttentionPlan.dense(ctx.heads, "full")
+        rows = [self.row(ctx.layout, p, ctx.device) for p in patterns]
+        key = (ctx.layer, ctx.layout, str(ctx.device))
+        if key not in self._info:  # per-head labels and densities, built once: no host-to-device copy per call
+            labels = tuple(dict.fromkeys(p.family for p in patterns))
+            label_index = torch.tensor([[labels.index(p.family) for p in patterns]], device=ctx.device)
+            self._info[key] = (labels, label_index, torch.stack([d for _, d in rows]).view(1, -1))
+        labels, label_index, density = self._info[key]
+        mask = SparseMask.stack_heads([m for m, _ in rows])
+        return AttentionPlan.sparse(mask, labels, label_index=label_index, density=density)
