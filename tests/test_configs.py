@@ -177,3 +177,18 @@ def test_scheduler_settings_apply_over_the_pipelines_own():
     assert pipe.scheduler.config.use_flow_sigmas  # the rest of the scheduler's config is kept
     with pytest.raises(ValueError, match=r"UniPCMultistepScheduler has no setting\(s\) \['shift'\]"):
         apply_scheduler_config(pipe, load_model_config("tiny-wan", ["model.scheduler.shift=5.0"]))
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("methods.spatail.frames=2", r"has no method 'spatail'; its methods: dense, spatial, temporal \(valid keys "
+                                 r"include methods.dense.method, methods.spatial.method, methods.spatial.frames"),
+    ("model.pipline=CogVideoXPipeline", "has no key model.pipline; valid keys: model.pipeline, model.transformer"),
+])
+def test_an_override_that_names_no_key_lists_the_valid_keys(override, match):
+    with pytest.raises(ModelConfigError, match=match):
+        load_model_config("cogvideox-5b", [override])
+
+
+def test_an_override_can_define_a_new_method_by_its_method_field():
+    cfg = load_model_config("cogvideox-5b", ["methods.wide.method=spatial", "methods.wide.frames=3"])
+    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3)

@@ -188,7 +188,7 @@ def test_results_json(report):
     dense, spatial = saved["methods"]
     keys = {"name", "config", "psnr_mean", "psnr_worst_frame", "ssim_mean", "ssim_worst_frame", "psnr_per_frame",
             "ssim_per_frame", "seconds_total", "seconds_per_step", "speedup_vs_dense", "density", "heads",
-            "fallbacks", "lpips"}
+            "fallbacks", "lpips", "speed", "notes", "step_samples"}
     assert set(dense) == keys and set(spatial) == keys
     assert dense["psnr_mean"] == "inf" and dense["psnr_worst_frame"] == "inf"
     assert dense["psnr_per_frame"] == [["inf"] * FRAMES] * 2
@@ -294,3 +294,36 @@ def test_infinite_frames_of_a_sparse_method_are_inf_in_json(tmp_path):
     spatial = results["methods"][1]
     assert spatial["psnr_per_frame"][0][0] == "inf" and spatial["psnr_mean"] == "inf"
     assert math.isfinite(spatial["psnr_worst_frame"])
+
+
+def test_a_fallback_run_gets_no_speed_ratio(tmp_path):
+    """A sparse method that ran the PyTorch fallback says so where the ratio would be, in every output."""
+    runs = make_runs()
+    runs[1].gpu_kernel = False
+    results = write_compare_report(tmp_path, CASES, runs, META)
+    spatial = results["methods"][1]
+    assert spatial["speedup_vs_dense"] is None and spatial["speed"] == "fallback (no GPU kernel)"
+    assert results["methods"][0]["speed"] == "reference"
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert "fallback (no GPU kernel)" in text and "2.00x" not in text, name
+
+
+def test_report_explains_its_terms_and_has_every_heading(report):
+    out, _, _ = report
+    page, md = (out / "report.html").read_text(), (out / "report.md").read_text()
+    for text in (page, md):
+        assert "Density against quality" in text
+        assert "D = dense: the stock attention call ran" in text and "F = full:" in text
+        assert "attention ran on" in text
+    summary = md.split("## Summary")[1].split("\n\n")[1]
+    assert "| PyTorch fallback (reasons in its section) |" in summary  # what ran, not a count of reasons
+
+
+def test_pattern_letters_and_colours_are_the_same_in_every_figure():
+    from vidsparse.report import pattern_style
+
+    assert pattern_style("temporal")[0] == "T" and pattern_style("stripe+temporal")[0] == "V+T"
+    assert pattern_style("spatial+temporal")[0] == "S+T"
+    assert pattern_style("temporal") == pattern_style("temporal")  # not reassigned per figure
+    assert pattern_style("spatial")[1] != pattern_style("temporal")[1]

@@ -26,7 +26,9 @@ of 64 x 64 (9 x 32 x 32 latents, a grid of 9 x 16 x 16 = 2,304 video tokens afte
 CFG. "tiny-cogvideox" generates 49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video
 tokens), so that a frame window leaves out about half of the keys.
 
-The lower-level builders serve the tests. Their default grids (latent frames x latent height x latent width ->
+The transformer builders are also what the tests build on; their forward inputs (`cogvideox_inputs`,
+`hunyuan_inputs`, `wan_inputs`, `cogvideox_rotary_emb`) are test fixtures, in `tests/tiny_models.py`. The default
+grids (latent frames x latent height x latent width ->
 post-patchify grid T x H x W):
 
 | builder | latent input | grid after patchify | text tokens | pipeline call that gives it |
@@ -39,9 +41,7 @@ post-patchify grid T x H x W):
 Input layouts differ: CogVideoX takes `hidden_states` as [B, F, C, H, W]; HunyuanVideo and Wan take [B, C, F, H, W].
 
 Example:
-    >>> from vidsparse.builtin import cogvideox_transformer, cogvideox_inputs, load_builtin
-    >>> model = cogvideox_transformer("5b")
-    >>> out = model(**cogvideox_inputs(model), return_dict=False)[0]  # [2, 3, 4, 10, 14]
+    >>> from vidsparse.builtin import load_builtin
     >>> pipe, spec = load_builtin("tiny-cogvideox")
     >>> video = pipe(prompt="a red ball rolling", output_type="np", **spec.defaults).frames[0]  # [49, 160, 224, 3]
     >>> pipe, spec = load_builtin()  # the yardstick
@@ -70,27 +70,16 @@ from diffusers import (
     WanPipeline,
     WanTransformer3DModel,
 )
-from diffusers.models.embeddings import get_3d_rotary_pos_embed
-from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import (
-    CLIPTextConfig,
-    CLIPTextModel,
-    LlamaConfig,
-    LlamaModel,
-    PreTrainedTokenizerFast,
-    T5Config,
-    T5EncoderModel,
-    UMT5Config,
-    UMT5EncoderModel,
-)
+
+from .wordlevel import BOS_ID, EOS_ID, PAD_ID, SPECIAL_TOKENS, WORDS, word_tokenizer
+
+# transformers (the tiny text encoders) is imported by the builders that need it, not with this module.
 
 __all__ = [
     "BUILTIN_MODELS", "COGVIDEOX_TEXT_LEN", "COGVIDEOX_VARIANTS", "DEFAULT_BUILTIN", "HEAD_DIM",
     "HUNYUAN_PROMPT_TEMPLATE", "NUM_HEADS", "POOLED_DIM", "TEXT_DIM", "WAN_TEXT_LEN", "BuiltinModel",
-    "cogvideox_inputs", "cogvideox_pipeline", "cogvideox_rotary_emb", "cogvideox_transformer", "hunyuan_inputs",
-    "hunyuan_pipeline", "hunyuan_transformer", "load_builtin", "wan_inputs", "wan_pipeline", "wan_transformer",
-    "word_tokenizer",
+    "cogvideox_pipeline", "cogvideox_transformer", "hunyuan_pipeline", "hunyuan_transformer", "load_builtin",
+    "wan_pipeline", "wan_transformer", "word_tokenizer",
 ]
 
 HEAD_DIM = 64  # CogVideoX's real head size; HunyuanVideo and Wan use 128 at full size
@@ -106,49 +95,10 @@ WAN_TEXT_LEN = 16  # max_sequence_length to pass to the tiny Wan pipeline (its d
 # the tiny vocabulary, it is only longer.
 HUNYUAN_PROMPT_TEMPLATE = {"template": "describe the video : {}", "crop_start": 5}
 
-# Special tokens first, so that their ids are fixed: pad 0, eos 1, unk 2, bos 3.
-_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<s>"]
-# fmt: off
-_WORDS = [
-    "a", "an", "the", "of", "and", "in", "on", "with", "at", "to", "is", "are",
-    "red", "green", "blue", "yellow", "white", "black", "orange", "purple",
-    "circle", "square", "triangle", "ball", "cube", "dog", "cat", "bird", "car", "tree", "house", "river", "sky",
-    "moon", "sun", "moving", "jumping", "rolling", "spinning", "flying", "slowly", "fast", "big", "small",
-    "describe", "video", "scene", "camera", ":", ",", ".",
-]
-# fmt: on
-PAD_ID, EOS_ID, UNK_ID, BOS_ID = range(4)
-
-
-def word_tokenizer(
-    template: str = "$A </s>", model_max_length: int = 512, words: list[str] | None = None
-) -> PreTrainedTokenizerFast:
-    """A lower-casing, whitespace-splitting word-level tokenizer over a fixed vocabulary (default: about 60 words).
-
-    `template` is the `tokenizers` post-processing template that adds special tokens: "$A </s>" as T5/UMT5,
-    "<s> $A" as Llama, "<s> $A </s>" as CLIP. Unknown words map to "<unk>"; padding is on the right.
-    """
-    vocab = {word: i for i, word in enumerate(_SPECIAL_TOKENS + list(_WORDS if words is None else words))}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.normalizer = normalizers.Lowercase()
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[("</s>", EOS_ID), ("<s>", BOS_ID)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        model_max_length=model_max_length,
-    )
-
-
 def _t5_fields() -> dict:
     """The tiny T5 / UMT5 text encoder's config (CogVideoX and Wan use the same shape)."""
     return dict(
-        vocab_size=len(_SPECIAL_TOKENS) + len(_WORDS), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
+        vocab_size=len(SPECIAL_TOKENS) + len(WORDS), d_model=TEXT_DIM, d_kv=8, d_ff=64, num_layers=2,
         num_heads=4, pad_token_id=PAD_ID, eos_token_id=EOS_ID, decoder_start_token_id=PAD_ID,
     )
 
@@ -162,10 +112,6 @@ def _seeded(seed: int, build):
         torch.manual_seed(seed)
         module = build()
     return module.eval()
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -223,65 +169,6 @@ def cogvideox_transformer(
     return _seeded(seed, lambda: CogVideoXTransformer3DModel(**config))
 
 
-def cogvideox_rotary_emb(model: CogVideoXTransformer3DModel, frames: int, height: int, width: int):
-    """(cos, sin), each [frames' x H' x W', head_dim], as `CogVideoXPipeline._prepare_rotary_positional_embeddings`.
-
-    `frames`, `height` and `width` are the latent sizes handed to the transformer (for 1.5, after padding frames to a
-    multiple of `patch_size_t`). Returns None when the model does not use RoPE (the 2b variant).
-    """
-    config = model.config
-    if not config.use_rotary_positional_embeddings:
-        return None
-    p, p_t = config.patch_size, config.patch_size_t
-    grid_height, grid_width = height // p, width // p
-    base_size_width, base_size_height = config.sample_width // p, config.sample_height // p
-    if p_t is None:
-        crops_coords = get_resize_crop_region_for_grid((grid_height, grid_width), base_size_width, base_size_height)
-        return get_3d_rotary_pos_embed(
-            embed_dim=config.attention_head_dim,
-            crops_coords=crops_coords,
-            grid_size=(grid_height, grid_width),
-            temporal_size=frames,
-        )
-    return get_3d_rotary_pos_embed(
-        embed_dim=config.attention_head_dim,
-        crops_coords=None,
-        grid_size=(grid_height, grid_width),
-        temporal_size=(frames + p_t - 1) // p_t,
-        grid_type="slice",
-        max_size=(base_size_height, base_size_width),
-    )
-
-
-def cogvideox_inputs(
-    model: CogVideoXTransformer3DModel,
-    batch: int = 2,
-    frames: int | None = None,
-    height: int = 10,
-    width: int = 14,
-    text_len: int | None = None,
-    seed: int = 0,
-) -> dict:
-    """Forward kwargs for a CogVideoX transformer: hidden_states [B, F, C, H, W], text first in the sequence.
-
-    `frames` defaults to 3 x patch_size_t (3 for 2b/5b, 6 for 1.5), which with the defaults gives the grid 3 x 5 x 7.
-    `text_len` defaults to `max_text_seq_length` (required by the 2b variant). The timesteps differ per batch element.
-    """
-    config = model.config
-    p_t = config.patch_size_t or 1
-    frames = 3 * p_t if frames is None else frames
-    if frames % p_t:
-        raise ValueError(f"latent frames ({frames}) must be a multiple of patch_size_t ({p_t}); the pipeline pads them")
-    text_len = config.max_text_seq_length if text_len is None else text_len
-    gen = _generator(seed)
-    return {
-        "hidden_states": torch.randn(batch, frames, config.in_channels, height, width, generator=gen),
-        "encoder_hidden_states": torch.randn(batch, text_len, config.text_embed_dim, generator=gen),
-        "timestep": torch.randint(0, 1000, (batch,), generator=gen),
-        "image_rotary_emb": cogvideox_rotary_emb(model, frames, height, width),
-    }
-
-
 def cogvideox_pipeline(variant: str = "5b", seed: int = 0) -> CogVideoXPipeline:
     """A `CogVideoXPipeline` of the tiny transformer, a tiny VAE (8x spatial, 4x temporal), a tiny T5 and DDIM.
 
@@ -307,6 +194,8 @@ def cogvideox_pipeline(variant: str = "5b", seed: int = 0) -> CogVideoXPipeline:
             temporal_compression_ratio=4,
         ),
     )
+    from transformers import T5Config, T5EncoderModel
+
     text_encoder = _seeded(
         seed,
         lambda: T5EncoderModel(
@@ -357,38 +246,6 @@ def hunyuan_transformer(seed: int = 0) -> HunyuanVideoTransformer3DModel:
     )
 
 
-def hunyuan_inputs(
-    model: HunyuanVideoTransformer3DModel,
-    batch: int = 2,
-    frames: int = 3,
-    height: int = 10,
-    width: int = 14,
-    text_len: int = 7,
-    pad: int = 3,
-    seed: int = 0,
-) -> dict:
-    """Forward kwargs for a HunyuanVideo transformer: hidden_states [B, C, F, H, W], text last in the sequence.
-
-    `encoder_attention_mask` is [B, text_len] of 0/1; batch element 1 (if any) has its last `pad` tokens padded,
-    as the pipeline's right-padded tokenizer gives. `guidance` is 6.0 x 1000, as the pipeline passes it.
-    """
-    config = model.config
-    gen = _generator(seed)
-    mask = torch.ones(batch, text_len)
-    if batch > 1 and pad:
-        mask[1, text_len - pad :] = 0
-    kwargs = {
-        "hidden_states": torch.randn(batch, config.in_channels, frames, height, width, generator=gen),
-        "timestep": torch.randint(0, 1000, (batch,), generator=gen).float(),
-        "encoder_hidden_states": torch.randn(batch, text_len, config.text_embed_dim, generator=gen),
-        "encoder_attention_mask": mask,
-        "pooled_projections": torch.randn(batch, config.pooled_projection_dim, generator=gen),
-    }
-    if config.guidance_embeds:
-        kwargs["guidance"] = torch.full((batch,), 6.0 * 1000.0)
-    return kwargs
-
-
 def hunyuan_pipeline(seed: int = 0) -> HunyuanVideoPipeline:
     """A `HunyuanVideoPipeline` of the tiny transformer, a tiny Llama (2 layers: the pipeline takes the hidden states
     of the third-from-last layer), a tiny CLIP text model, a tiny VAE (8x spatial, 4x temporal) and flow-match Euler.
@@ -404,7 +261,9 @@ def hunyuan_pipeline(seed: int = 0) -> HunyuanVideoPipeline:
         ...              max_sequence_length=16, output_type="pt",
         ...              generator=torch.Generator().manual_seed(0)).frames  # [1, 9, 3, 80, 112]
     """
-    vocab_size = len(_SPECIAL_TOKENS) + len(_WORDS)
+    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+
+    vocab_size = len(SPECIAL_TOKENS) + len(WORDS)
     text_encoder = _seeded(
         seed,
         lambda: LlamaModel(
@@ -494,25 +353,6 @@ def wan_transformer(seed: int = 0) -> WanTransformer3DModel:
     )
 
 
-def wan_inputs(
-    model: WanTransformer3DModel,
-    batch: int = 2,
-    frames: int = 3,
-    height: int = 10,
-    width: int = 14,
-    text_len: int = WAN_TEXT_LEN,
-    seed: int = 0,
-) -> dict:
-    """Forward kwargs for a Wan transformer: hidden_states [B, C, F, H, W]; text reaches only the cross-attention."""
-    config = model.config
-    gen = _generator(seed)
-    return {
-        "hidden_states": torch.randn(batch, config.in_channels, frames, height, width, generator=gen),
-        "timestep": torch.randint(0, 1000, (batch,), generator=gen).float(),
-        "encoder_hidden_states": torch.randn(batch, text_len, config.text_dim, generator=gen),
-    }
-
-
 def wan_pipeline(two_transformers: bool = False, seed: int = 0) -> WanPipeline:
     """A `WanPipeline` of the tiny transformer, a tiny UMT5 encoder, a tiny Wan VAE (8x spatial, 4x temporal) and
     UniPC with flow sigmas (as Wan 2.1).
@@ -530,6 +370,8 @@ def wan_pipeline(two_transformers: bool = False, seed: int = 0) -> WanPipeline:
         ...              height=80, width=112, num_frames=9, max_sequence_length=16, output_type="pt",
         ...              generator=torch.Generator().manual_seed(0)).frames  # [1, 9, 3, 80, 112]
     """
+    from transformers import UMT5Config, UMT5EncoderModel
+
     text_encoder = _seeded(
         seed,
         lambda: UMT5EncoderModel(
@@ -596,8 +438,7 @@ class BuiltinModel:
 
 def _yardstick_pipeline() -> CogVideoXPipeline:
     """The trained yardstick from its shipped weights, float32 on the CPU, progress bar off."""
-    # Imported here: vidsparse.yardstick imports this module (for its tokenizer).
-    from .yardstick import load_yardstick
+    from .yardstick import load_yardstick  # here: it imports transformers
 
     pipe = load_yardstick()
     pipe.set_progress_bar_config(disable=True)

@@ -1,383 +1,53 @@
-"""The `vidsparse` command line.
+"""The `vidsparse` command line: it parses arguments and calls the library.
 
-    vidsparse generate        generate videos with a sparse attention method
-    vidsparse compare         compare methods with dense attention: quality, speed and density report
-    vidsparse bench           time full-size transformer steps on the GPU (random weights), stock vs vidsparse
-    vidsparse selfcheck       check the Triton kernel against the float64 reference, on CPU or GPU
+    vidsparse generate        generate videos with a sparse attention method            (vidsparse.generate)
+    vidsparse compare         compare methods with dense attention: quality, speed, density report (vidsparse.generate,
+                              vidsparse.report)
+    vidsparse search          the offline per-head pattern search                        (vidsparse.search)
+    vidsparse bench           time full-size transformer steps on the GPU, stock vs vidsparse (vidsparse.bench)
+    vidsparse selfcheck       check the Triton kernel against the float64 reference      (vidsparse.selfcheck)
     vidsparse --version
 
-`selfcheck` runs
-`block_sparse_attention` on a handful of awkward cases (ragged S, batch 2, per-head masks,
-text ranges, key padding, strided inputs, head dims 64 and 128), compares each output with
-`block_sparse_attention_reference` computed in float64, and holds the kernel to a small multiple
-of the error eager PyTorch makes in the same dtype. It writes the table as markdown and JSON.
-
-Without a CUDA device the kernel runs in Triton's interpreter (numpy on the CPU), on small shapes.
+Expected errors (a bad flag value, an unknown model or method, a missing file) print one line,
+`vidsparse COMMAND: error: ...`, and exit with status 2; `-v` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
-import os
-import platform
-import shlex
 import sys
 import time
-import warnings
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from .generate import CLIError
+from .runinfo import environment, invocation, use_interpreter_if_needed
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["main"]
-
-# The kernel may err by at most ERROR_MULTIPLE times eager PyTorch's own error in the input dtype
-# (both measured against float64), as flash-attention's and FlexAttention's tests do. The floor
-# keeps float32 fair: there eager's error is a few ulps, and the kernel's online softmax adds a few.
-ERROR_MULTIPLE = 2.0
-ERROR_FLOOR = {"float32": 1e-6, "float16": 1e-4, "bfloat16": 1e-3}
-# The log-sum-exp is accumulated in float32 from the same rounded inputs as the reference's.
-LSE_ATOL = 1e-3
+__all__ = ["build_parser", "main"]
 
 
-# ---------------------------------------------------------------------------------------------- cases
-@dataclass(frozen=True)
-class Case:
-    """One selfcheck case: the inputs' shape and dtype, and how the mask is built.
-
-    Attributes:
-        name: short label shown in the table.
-        batch, heads, seq_len, head_dim: the `[B, H, S, D]` shape of q, k and v.
-        dtype: torch dtype name of q, k and v.
-        q_block, k_block: the mask's block sizes.
-        densities: per-head key-block density, one value for every head or one per head.
-            0 gives a head that visits no key block (a skipped head: output zeros, lse -inf).
-        per_batch: one mask per batch element instead of one shared by the batch.
-        text: a `(start, stop)` text token range that every query sees and that sees every key.
-        padded_keys: per batch element, how many keys at the end of the sequence are padding
-            (key_padding_mask), as HunyuanVideo pads its text.
-        strided: q and k are views of one packed `[B, S, 3, H, D]` projection (as diffusers makes
-            them), and v is a transposed view whose last stride is not 1.
-    """
-
-    name: str
-    batch: int
-    heads: int
-    seq_len: int
-    head_dim: int
-    dtype: str
-    q_block: int
-    k_block: int
-    densities: tuple[float, ...] = (1.0,)
-    per_batch: bool = False
-    text: tuple[int, int] | None = None
-    padded_keys: tuple[int, ...] | None = None
-    strided: bool = False
-
-    @property
-    def shape(self) -> str:
-        return f"{self.batch}x{self.heads}x{self.seq_len}x{self.head_dim}"
-
-
-def build_suite(gpu: bool) -> list[Case]:
-    """The cases: small shapes for the interpreter, real-sized ones in bf16 on a GPU.
-
-    S is ragged (not a multiple of any block size) except in the one case that checks the
-    path without a key bias.
-    """
-    main = "bfloat16"  # what the pipelines run in; float16 and float32 get a case each
-    if gpu:
-        s, s_even, blk, h, text_len, pad = 4173, 4096, 128, 4, 226, (100, 10)
-    else:
-        s, s_even, blk, h, text_len, pad = 217, 192, 32, 2, 40, (25, 8)
-    cases = [
-        Case("full, ragged S", 2, h, s, 64, main, blk, blk),
-        Case("full, S = k * block", 2, h, s_even, 128, main, blk, blk),
-        Case("random 0.1 per head", 2, h, s, 128, main, blk, blk, (0.1,)),
-        Case("random 0.4 per batch", 2, h, s, 64, main, blk, blk, (0.4,), per_batch=True),
-        Case("mixed densities, q 2x k", 2, 4, s, 64, main, 2 * blk, blk, (0.1, 0.3, 0.6, 1.0)),
-        Case("text first", 2, h, s, 64, main, blk, blk, (0.2,), text=(0, text_len)),
-        Case("text last + key padding", 2, h, s, 128, main, blk, blk, (0.2,),
-             text=(s - text_len, s), padded_keys=pad),
-        Case("strided q, k, v", 2, h, s, 64, main, blk, blk, (0.5,), strided=True),
-        Case("skipped head", 2, 2, s, 64, main, blk, blk, (0.5, 0.0)),
-        Case("float16 + text", 2, h, s, 128, "float16", blk, blk, (0.3,), text=(0, text_len)),
-        Case("float32", 2, h, s, 64, "float32", blk, blk, (0.3,)),
-    ]
-    return cases
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-def _make_mask(case: Case, gen: torch.Generator, device: torch.device):
-    from vidsparse import SparseMask
-
-    dens = case.densities * case.heads if len(case.densities) == 1 else case.densities
-    if len(dens) != case.heads:
-        raise ValueError(f"case {case.name!r}: {len(dens)} densities for {case.heads} heads")
-    batch = case.batch if case.per_batch else None
-    panels = []
-    for d in dens:  # one head at a time, so that each head can have its own density
-        if d == 0.0:
-            n_q, n_k = -(-case.seq_len // case.q_block), -(-case.seq_len // case.k_block)
-            panels.append(torch.zeros(batch or 1, 1, n_q, n_k, dtype=torch.bool))
-        else:
-            one = SparseMask.random(d, 1, case.seq_len, case.q_block, case.k_block, batch=batch, generator=gen)
-            panels.append(one.to_blocks())
-    blocks = torch.cat(panels, dim=1).to(device)  # [B', H, nQ, nK]
-    return SparseMask.from_block_mask(blocks, case.q_block, case.k_block, case.seq_len, text=case.text)
-
-
-def _make_inputs(case: Case, gen: torch.Generator, device: torch.device):
-    """Fresh standard-normal q, k, v `[B, H, S, D]` (never zeros) and the key padding mask."""
-    b, h, s, d = case.batch, case.heads, case.seq_len, case.head_dim
-    dtype = getattr(torch, case.dtype)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
-
-    if case.strided:
-        packed = randn(b, s, 3, h, d)  # one fused projection, as with fuse_qkv_projections
-        q, k = packed[:, :, 0].transpose(1, 2), packed[:, :, 1].transpose(1, 2)
-        v = randn(b, h, d, s).transpose(-1, -2)  # last stride S, not 1: the launcher must copy
-    else:
-        q, k, v = randn(b, h, s, d), randn(b, h, s, d), randn(b, h, s, d)
-    kpm = None
-    if case.padded_keys is not None:
-        kpm = torch.zeros(b, s, dtype=torch.bool, device=device)
-        for i, n in enumerate(case.padded_keys):
-            kpm[i, s - n :] = True
-    return q, k, v, kpm
-
-
-def _eager_attention(q, k, v, mask, kpm):
-    """Masked attention the plain way, in the input dtype: the error PyTorch itself would make."""
-    allowed = mask.to_dense()  # [B', H, S, S]
-    if kpm is not None:
-        allowed = allowed & ~kpm[:, None, None, :]
-    scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-    probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
-    return probs.nan_to_num(0.0) @ v  # a row that selects no key gives zeros, as the kernel's
-
-
-def _rel_error(x: torch.Tensor, gold: torch.Tensor) -> float:
-    return float((x.double() - gold).norm() / gold.norm().clamp_min(1e-300))
-
-
-def _lse_error(lse: torch.Tensor, gold: torch.Tensor) -> float:
-    """Largest absolute difference where the reference is finite; inf if -inf rows disagree."""
-    finite = torch.isfinite(gold)
-    if not torch.equal(finite, torch.isfinite(lse)) or bool((gold[~finite] != lse[~finite]).any()):
-        return math.inf
-    return float((lse[finite].double() - gold[finite].double()).abs().max()) if finite.any() else 0.0
-
-
-# ---------------------------------------------------------------------------------------------- running
-@dataclass
-class Result:
-    case: Case
-    density: float = math.nan
-    rel_error: float = math.nan
-    eager_rel_error: float = math.nan
-    budget: float = math.nan
-    lse_error: float = math.nan
-    seconds: float = math.nan
-    ok: bool = False
-    error: str | None = None
-
-
-def run_case(case: Case, device: torch.device, seed: int) -> Result:
-    """Run one case; any exception becomes a failed result carrying its message."""
-    from vidsparse import block_sparse_attention, block_sparse_attention_reference
-
-    res = Result(case)
-    try:
-        gen = torch.Generator().manual_seed(seed)
-        mask = _make_mask(case, gen, device)
-        q, k, v, kpm = _make_inputs(case, gen, device)
-        res.density = mask.density()
-
-        gold, gold_lse = block_sparse_attention_reference(
-            q.double(), k.double(), v.double(), mask, key_padding_mask=kpm, return_lse=True
-        )
-        eager = _eager_attention(q, k, v, mask, kpm)
-
-        start = time.perf_counter()
-        with warnings.catch_warnings():
-            # In the interpreter, a skipped row's log2(0) = -inf (wanted) makes numpy warn.
-            warnings.filterwarnings("ignore", "divide by zero", RuntimeWarning)
-            o = block_sparse_attention(q, k, v, mask, key_padding_mask=kpm)
-            o_lse, lse = block_sparse_attention(q, k, v, mask, key_padding_mask=kpm, return_lse=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        res.seconds = time.perf_counter() - start  # includes the first call's compile
-
-        res.eager_rel_error = _rel_error(eager, gold)
-        res.budget = max(ERROR_MULTIPLE * res.eager_rel_error, ERROR_FLOOR[case.dtype])
-        res.rel_error = max(_rel_error(o, gold), _rel_error(o_lse, gold))
-        res.lse_error = _lse_error(lse, gold_lse)
-        problems = []
-        if not (torch.isfinite(o).all() and torch.isfinite(o_lse).all()):
-            problems.append("output has NaN or inf")
-        if not res.rel_error <= res.budget:
-            problems.append(f"rel. error {res.rel_error:.2e} above budget {res.budget:.2e}")
-        if not res.lse_error <= LSE_ATOL:
-            problems.append(f"log-sum-exp off by {res.lse_error:.2e} (allowed {LSE_ATOL:g})")
-        res.ok = not problems
-        res.error = "; ".join(problems) or None
-    except Exception as exc:  # one broken case must not hide the others
-        logger.debug("case %r raised", case.name, exc_info=True)
-        res.error = f"{type(exc).__name__}: {exc}"
-    return res
-
-
-def _device_name(device: torch.device, interpreted: bool) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:  # Linux names the model here; platform.processor() is often empty there
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {os.cpu_count()} cores" + (" (Triton interpreter)" if interpreted else "")
-
-
-def _format_table(results: list[Result], markdown: bool) -> str:
-    head = ["case", "shape BxHxSxD", "dtype", "density", "rel. error", "budget", "ok"]
-    rows = []
-    for r in results:
-        c = r.case
-        rows.append([
-            c.name, c.shape, c.dtype, f"{r.density:.3f}", f"{r.rel_error:.2e}", f"{r.budget:.2e}",
-            "ok" if r.ok else "FAIL",
-        ])
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])
-
-
-def _json_safe(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-def _write_report(out: Path, stem: str, stamp: dict, results: list[Result]) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    passed = sum(r.ok for r in results)
-    md = [
-        "# vidsparse selfcheck",
-        "",
-        f"- date: {stamp['date']}",
-        f"- device: {stamp['device']}",
-        f"- torch {stamp['torch']}, triton {stamp['triton']}, vidsparse {stamp['vidsparse']}, "
-        f"python {stamp['python']}",
-        f"- command: `{stamp['command']}`",
-        f"- result: {passed} of {len(results)} cases passed",
-        "",
-        "rel. error = ||o - o64|| / ||o64|| (Frobenius), where o64 is `block_sparse_attention_reference` "
-        "in float64 on the same inputs; the worse of the kernel's two calls (with and without `return_lse`). "
-        f"budget = max({ERROR_MULTIPLE:g} x eager PyTorch's rel. error in the input dtype, "
-        f"{', '.join(f'{k} {v:g}' for k, v in ERROR_FLOOR.items())}). "
-        f"The log-sum-exp must also match within {LSE_ATOL:g}.",
-        "",
-        _format_table(results, markdown=True),
-    ]
-    failures = [r for r in results if r.error]
-    if failures:
-        md += ["", "## Failures", ""] + [f"- {r.case.name}: {r.error}" for r in failures]
-    md_path, json_path = out / f"{stem}.md", out / f"{stem}.json"
-    md_path.write_text("\n".join(md) + "\n")
-    payload = dict(stamp, passed=passed, failed=len(results) - passed, error_multiple=ERROR_MULTIPLE,
-                   error_floor=ERROR_FLOOR, lse_atol=LSE_ATOL, cases=[])
-    for r in results:
-        entry = asdict(r.case)
-        entry.update(shape=r.case.shape, density=r.density, rel_error=r.rel_error,
-                     eager_rel_error=r.eager_rel_error, budget=r.budget, lse_error=r.lse_error,
-                     seconds=r.seconds, ok=r.ok, error=r.error)
-        payload["cases"].append(entry)
-    json_path.write_text(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
-    return md_path, json_path
-
-
-def _use_interpreter_if_needed(device: torch.device) -> bool:
-    """On the CPU the kernel can only run in Triton's interpreter.
-
-    Triton reads TRITON_INTERPRET whenever a function is decorated with `triton.jit`: vidsparse's
-    kernel at its first launch, but also triton.language's own helpers (`tl.max`, `tl.sum`, ...)
-    when triton is first imported. So it must be set before `import triton`, not just before
-    the first launch.
-    """
-    if device.type == "cuda":
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-            logger.warning("TRITON_INTERPRET is set: the kernel runs in the interpreter, slowly, on GPU tensors")
-        return False
-    if "TRITON_INTERPRET" not in os.environ:
-        if "triton" in sys.modules:
-            logger.warning("triton is already imported: setting TRITON_INTERPRET now may come too late")
-        os.environ["TRITON_INTERPRET"] = "1"
-        logger.info("no CUDA device: running the Triton kernel in the interpreter (set TRITON_INTERPRET=1)")
-    else:
-        logger.info("running on the CPU with TRITON_INTERPRET=%s", os.environ["TRITON_INTERPRET"])
-    return os.environ["TRITON_INTERPRET"] not in ("", "0")
-
-
+# ---------------------------------------------------------------------------------------------- selfcheck
 def cmd_selfcheck(args: argparse.Namespace, argv: list[str]) -> int:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    import vidsparse
+    from . import selfcheck
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        logger.error("--device cuda asked for, but torch %s sees no CUDA device", torch.__version__)
-        return 2
+        raise CLIError(f"--device cuda asked for, but torch {torch.__version__} sees no CUDA device; use --device cpu")
     if args.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(args.device)
-    interpreted = _use_interpreter_if_needed(device)
-    import triton  # only now: see _use_interpreter_if_needed
-
-    suite = build_suite(gpu=device.type == "cuda")
-    stamp = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": _device_name(device, interpreted),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "vidsparse": vidsparse.__version__,
-        "python": platform.python_version(),
-        "command": shlex.join([*_invocation(), *argv]),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
-        "seed": args.seed,
-    }
-    logger.info("%d cases on %s", len(suite), stamp["device"])
-
-    results = []
+    use_interpreter_if_needed(device)  # before triton is first imported (environment() imports it)
+    stamp = environment([*invocation(), *argv], device) | {"seed": args.seed}
     start = time.perf_counter()
-    with logging_redirect_tqdm(loggers=[logging.getLogger("vidsparse")]):
-        for i, case in enumerate(tqdm(suite, desc="selfcheck", unit="case", file=sys.stderr)):
-            res = run_case(case, device, args.seed + i)
-            if not res.ok:
-                logger.warning("FAIL %s: %s", case.name, res.error)
-            results.append(res)
+    results = selfcheck.run_suite(device, args.seed)
     elapsed = time.perf_counter() - start
-
-    md_path, json_path = _write_report(Path(args.out), f"selfcheck-{device.type}", stamp, results)
+    md_path, json_path = selfcheck.write_report(Path(args.out), f"selfcheck-{device.type}", stamp, results)
     passed = sum(r.ok for r in results)
-    print(_format_table(results, markdown=False))
+    print(selfcheck.format_table(results, markdown=False))
     for r in results:
         if r.error:
             print(f"  {r.case.name}: {r.error}")
@@ -387,13 +57,6 @@ def cmd_selfcheck(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parser
-def _invocation() -> list[str]:
-    """How this process was started: `vidsparse`, or `python -m vidsparse.cli`."""
-    if Path(sys.argv[0]).name == "cli.py":
-        return ["python", "-m", "vidsparse.cli"]
-    return ["vidsparse"]
-
-
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -404,6 +67,8 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import selfcheck  # its constants for the help text; it imports torch only
+
     parser = argparse.ArgumentParser(
         prog="vidsparse",
         description="Sparse attention for video diffusion transformers in diffusers, run by Triton kernels.",
@@ -426,23 +91,24 @@ def build_parser() -> argparse.ArgumentParser:
             "batch or one per element), a skipped head, a text range at the start (CogVideoX) and at the\n"
             "end with key padding (HunyuanVideo), q/k/v as strided views of a fused projection, head dims\n"
             "64 and 128, and the kernel's log-sum-exp.\n\n"
-            f"A case passes when the kernel's relative error is at most {ERROR_MULTIPLE:g}x the error of eager\n"
+            f"A case passes when the kernel's relative error is at most {selfcheck.ERROR_MULTIPLE:g}x the error of eager\n"
             "PyTorch in the input dtype (dense masked softmax, also measured against float64), with a small\n"
             "floor per dtype, and its outputs are finite.\n\n"
             "Most cases are bfloat16, one float16 and one float32. On a CUDA device the shapes are\n"
             "real-sized (S=4173 and 4096). Without one, the kernel runs in Triton's interpreter on small\n"
-            "shapes (S=217), and TRITON_INTERPRET=1 is set for you unless you set it yourself."
+            "shapes (S=217): vidsparse switches the interpreter on itself, unless TRITON_INTERPRET is\n"
+            "already set in the environment."
         ),
         epilog=(
             "Writes DIR/selfcheck-cpu.{md,json} or DIR/selfcheck-cuda.{md,json}, stamped with the date,\n"
             "device, versions and command. Exits 1 if any case fails.\n\n"
             "examples:\n"
             "  vidsparse selfcheck                      # CPU: about 10-30 s\n"
-            "  vidsparse selfcheck --out /tmp/check     # keep samples/ untouched"
+            "  vidsparse selfcheck --out /tmp/check"
         ),
     )
     p.add_argument(
-        "--out", default="samples/selfcheck", metavar="DIR",
+        "--out", default="vidsparse-selfcheck", metavar="DIR",
         help="folder for the markdown and JSON reports (created if missing; default: %(default)s)",
     )
     p.add_argument(
@@ -454,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_selfcheck)
 
-    from .bench import add_parser as add_bench
+    from .bench.cli import add_parser as add_bench
     from .generate import add_parsers
 
     from .search.cli import add_parser as add_search
@@ -479,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     package_logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args, argv)
-    except ValueError as exc:  # usage errors (vidsparse.generate.CLIError) and invalid configs
+    except (ValueError, FileNotFoundError) as exc:
+        # Expected errors: usage (CLIError, BenchError), invalid configs (ModelConfigError), files that are not
+        # there. One line each; -v shows where it came from.
         if args.verbose:
             raise
-        print(f"vidsparse {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"vidsparse {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         package_logger.removeHandler(handler)

@@ -127,12 +127,44 @@ def load_model_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -
     """
     cfg, label = _read(name_or_path)
     if overrides:
+        _check_override_keys(cfg, overrides, label)
         try:
             cfg = OmegaConf.merge(cfg, _parse_overrides(overrides))
         except OmegaConfBaseException as exc:  # e.g. replacing a section by a scalar
             raise ModelConfigError(f"model config {label}: cannot apply overrides {list(overrides)}: {exc}") from exc
     _validate(cfg, label)
     return cfg
+
+
+def _check_override_keys(cfg: DictConfig, overrides: Sequence[str], label: str) -> None:
+    """Refuse an override that names no key the config has or can have, listing the valid keys.
+
+    New keys are allowed where the config's own checks list what may go there: `generate` (the pipeline's call
+    arguments), `model.scheduler` (the scheduler's settings), `search` (SearchConfig fields), and the fields of an
+    existing method (SparseConfig fields). A method the config does not define is an error (a typo like
+    `methods.spatail.frames=2` would otherwise add a method no one runs), unless the same overrides give its
+    `methods.NAME.method`, which defines it.
+    """
+    _parse_overrides(overrides)  # the form section.key=value and a known section first
+    defined = {o.partition("=")[0].split(".")[1] for o in overrides
+               if o.partition("=")[0].startswith("methods.") and o.partition("=")[0].count(".") == 2
+               and o.partition("=")[0].endswith(".method")}
+    for item in overrides:
+        parts = item.partition("=")[0].split(".")
+        section = parts[0]
+        if section == "methods" and len(parts) >= 2:
+            name = parts[1]
+            if name not in cfg.methods and name not in defined:
+                keys = [f"methods.{m}.{f}" for m in cfg.methods for f in cfg.methods[m]]
+                raise ModelConfigError(
+                    f"override {item!r}: model config {label} has no method {name!r}; its methods: "
+                    f"{', '.join(cfg.methods)} (valid keys include {', '.join(keys)}; any SparseConfig field of a "
+                    f"method can be set, and methods.{name}.method=... defines a new one)"
+                )
+        elif section == "model" and len(parts) >= 2 and parts[1] not in cfg.model and parts[1] != "scheduler":
+            keys = [f"model.{k}" for k in cfg.model] + ["model.scheduler.*"]
+            raise ModelConfigError(f"override {item!r}: model config {label} has no key {'.'.join(parts)}; "
+                                   f"valid keys: {', '.join(dict.fromkeys(keys))}")
 
 
 def _validate(cfg: DictConfig, label: str) -> None:

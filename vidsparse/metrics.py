@@ -14,9 +14,9 @@ Definitions:
         report writes it as "inf".
     SSIM: Wang et al. (2004) with the standard Gaussian window (11 x 11, sigma 1.5), K1 = 0.01,
         K2 = 0.03 and data range 255, computed on luma Y = 0.299 R + 0.587 G + 0.114 B (BT.601,
-        unrounded), as video-quality tools usually do, and averaged over the "valid" window
-        positions (a 5-pixel border is left out, as `skimage.metrics.structural_similarity` does
-        with `gaussian_weights=True`). Identical frames give exactly 1.0.
+        unrounded), as video-quality tools usually do, by `skimage.metrics.structural_similarity`
+        (`gaussian_weights=True, use_sample_covariance=False`), which averages over the "valid" window
+        positions (a 5-pixel border is left out). Identical frames give exactly 1.0.
     LPIPS: the `lpips` package's AlexNet metric, used only when the package and all of its weights
         are already on disk (`lpips_available`); vidsparse never downloads anything.
 """
@@ -28,7 +28,6 @@ import importlib.util
 import logging
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 __all__ = ["lpips_available", "lpips_per_frame", "psnr_per_frame", "ssim_per_frame"]
@@ -87,43 +86,23 @@ def psnr_per_frame(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- SSIM
 def ssim_per_frame(ref: np.ndarray, test: np.ndarray) -> np.ndarray:
     """SSIM of each frame of `test` against `ref` (uint8 [F, H, W, 3], frames at least 11x11) on
-    BT.601 luma with the 11x11 sigma-1.5 Gaussian window; float64 [F], 1.0 for identical frames."""
+    BT.601 luma with the 11x11 sigma-1.5 Gaussian window (`skimage.metrics.structural_similarity`);
+    float64 [F], 1.0 for identical frames."""
+    from skimage.metrics import structural_similarity
+
     _check_pair(ref, test, min_size=SSIM_WINDOW)
     out = np.ones(ref.shape[0], dtype=np.float64)  # identical frames: exactly 1, and not computed
-    todo = np.flatnonzero(~_identical_frames(ref, test))
-    for start in range(0, len(todo), _CHUNK):
-        frames = todo[start:start + _CHUNK]
-        out[frames] = _ssim_chunk(_luma(ref[frames]), _luma(test[frames]))
+    for f in np.flatnonzero(~_identical_frames(ref, test)):
+        out[f] = structural_similarity(
+            _luma(ref[f]), _luma(test[f]), data_range=DATA_RANGE, gaussian_weights=True, sigma=SSIM_SIGMA,
+            use_sample_covariance=False, K1=SSIM_K1, K2=SSIM_K2,
+        )
     return out
 
 
-def _luma(video: np.ndarray) -> np.ndarray:
-    """uint8 [n, H, W, 3] RGB -> float32 [H, W, n] luma minus 128, frames as channels.
-
-    Centring on 128 halves the magnitudes, so E[x^2] - E[x]^2 loses less to float32 rounding."""
-    y = video.astype(np.float32) @ np.asarray(LUMA_BT601, dtype=np.float32) - 128.0  # [n, H, W]
-    return np.ascontiguousarray(y.transpose(1, 2, 0))
-
-
-def _blur(x: np.ndarray) -> np.ndarray:
-    """Gaussian-weighted local means of every channel of [H, W, C], on the valid window positions
-    only ([H - 10, W - 10, C]); OpenCV filters all channels in one call."""
-    pad = SSIM_WINDOW // 2
-    blurred = cv2.GaussianBlur(x, (SSIM_WINDOW, SSIM_WINDOW), SSIM_SIGMA, borderType=cv2.BORDER_REFLECT_101)
-    return blurred[pad:-pad, pad:-pad].reshape(blurred.shape[0] - 2 * pad, blurred.shape[1] - 2 * pad, -1)
-
-
-def _ssim_chunk(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mean SSIM per channel of two centred luma stacks [H, W, n]; float64 [n]."""
-    n = x.shape[-1]
-    # all five moments of all n frames in one multi-channel blur: [H', W', 5n]
-    moments = _blur(np.concatenate([x, y, x * x, y * y, x * y], axis=-1))
-    mx, my, xx, yy, xy = (moments[..., i * n:(i + 1) * n] for i in range(5))
-    var_x, var_y, cov = xx - mx * mx, yy - my * my, xy - mx * my
-    mx, my = mx + 128.0, my + 128.0  # the luminance term needs the uncentred means
-    c1, c2 = (SSIM_K1 * DATA_RANGE) ** 2, (SSIM_K2 * DATA_RANGE) ** 2
-    ssim_map = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx * mx + my * my + c1) * (var_x + var_y + c2))
-    return ssim_map.mean(axis=(0, 1), dtype=np.float64)
+def _luma(frame: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 3] RGB -> float64 [H, W] BT.601 luma (unrounded)."""
+    return frame.astype(np.float64) @ np.asarray(LUMA_BT601)
 
 
 # ---------------------------------------------------------------------------------------- LPIPS

@@ -7,6 +7,7 @@ same (prompt, seed) cases and writes into one folder:
     report.html                        the same report, self-contained: inline CSS, every image and
                                        animation inlined as a base64 data: URI (opens offline)
     results.json                       every number of the report (the dict the function returns)
+    density_vs_psnr.png                realised density against mean PSNR, one point per method
     psnr_per_frame.png                 PSNR against dense per frame, one line per method and case
     ssim_per_frame.png                 the same for SSIM
     density_<method>.png               realised density per layer x head, with each head's pattern
@@ -28,7 +29,12 @@ Definitions (also written into the reports):
         infinity as the string "inf" (and -inf as "-inf"; a NaN as null); nothing else is a string
         where a number is expected. A mean that includes an identical frame is "inf" too, so dense
         against dense gives "inf" and SSIM 1.0.
-    speedup_vs_dense: dense seconds per step / the method's seconds per step (null if either is 0).
+    seconds_per_step: the median denoising step (`MethodRun.step_samples` steps), or total / steps.
+    speedup_vs_dense: dense seconds per step / the method's seconds per step; null if either is 0, or when the
+        method did not run vidsparse's GPU kernel (`MethodRun.gpu_kernel`): then "speed" says
+        "fallback (no GPU kernel)" instead of a ratio.
+    Figures are drawn with matplotlib (no pyplot state); pattern letters and colours come from one table,
+        `PATTERNS`, so that a letter means the same in every figure.
     lpips: the mean LPIPS over every frame of every case when `metrics.lpips_available()` allows
         it, else null, with the reason in results["lpips"]["reason"].
 """
@@ -41,13 +47,16 @@ import json
 import logging
 import math
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .media import write_video
 from .metrics import lpips_available, lpips_per_frame, psnr_per_frame, ssim_per_frame
+from .runinfo import json_safe as _json_safe
 
 __all__ = ["MethodRun", "write_compare_report"]
 
@@ -71,6 +80,10 @@ class MethodRun:
         density: realised mean attention density (1.0 for dense).
         heads: {"density": [[per-head float] per layer], "pattern": [[per-head str] per layer]}.
         fallbacks: reasons sparse attention fell back (may be empty).
+        notes: what the run changed or could not do (a scaled warm-up, a method that ran dense throughout).
+        gpu_kernel: whether its times measure vidsparse's GPU kernel; False for a sparse method that ran the
+            PyTorch fallback (no CUDA device, or a fallback reason), whose speed is then not compared.
+        step_samples: how many denoising steps `seconds_per_step` is the median of (0: total / steps).
     """
 
     name: str
@@ -81,6 +94,9 @@ class MethodRun:
     density: float
     heads: dict = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    gpu_kernel: bool = True
+    step_samples: int = 0
 
 
 @dataclass
@@ -187,12 +203,28 @@ def _score(run: MethodRun, ref: MethodRun, use_lpips: bool) -> dict:
         "ssim_per_frame": [s.tolist() for s in ssim],
         "seconds_total": float(run.seconds_total),
         "seconds_per_step": float(run.seconds_per_step),
-        "speedup_vs_dense": _ratio(ref.seconds_per_step, run.seconds_per_step),
+        "speedup_vs_dense": _ratio(ref.seconds_per_step, run.seconds_per_step) if run.gpu_kernel else None,
+        "speed": _speed(run, ref),
         "density": float(run.density),
         "heads": run.heads,
         "fallbacks": list(run.fallbacks),
+        "notes": list(run.notes),
+        "step_samples": int(run.step_samples),
         "lpips": None if lpips is None else _mean(lpips),
     }
+
+
+FALLBACK_SPEED = "fallback (no GPU kernel)"
+
+
+def _speed(run: MethodRun, ref: MethodRun) -> str:
+    """The speed column: the ratio of median step times, or why there is none."""
+    if run is ref:
+        return "reference"
+    if not run.gpu_kernel:
+        return FALLBACK_SPEED
+    ratio = _ratio(ref.seconds_per_step, run.seconds_per_step)
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
 def _mean(values: np.ndarray) -> float:
@@ -202,28 +234,6 @@ def _mean(values: np.ndarray) -> float:
 
 def _ratio(num: float, den: float) -> float | None:
     return float(num) / float(den) if num > 0 and den > 0 else None
-
-
-def _json_safe(value):
-    """`value` with numpy types as Python ones, +-inf as "inf"/"-inf", NaN as None, the rest as str."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return None
-        return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-    if value is None or isinstance(value, str):
-        return value
-    return str(value)
 
 
 _NUMBER = r'(?:-?\d[\d.eE+-]*|"-?inf"|null)'
@@ -238,18 +248,18 @@ def _dumps(results: dict) -> str:
 
 # ---------------------------------------------------------------------------------------- media
 def _write_media(out_dir: Path, cases: list[dict], runs: list[MethodRun], scores: list[dict], fps: float) -> _Media:
-    colours = {run.name: _PALETTE[i % len(_PALETTE)] for i, run in enumerate(runs)}
+    colours = {run.name: _METHOD_COLOURS[i % len(_METHOD_COLOURS)] for i, run in enumerate(runs)}
     compared = scores[1:]
     media = _Media(psnr_plot="psnr_per_frame.png", ssim_plot="ssim_per_frame.png",
                    tradeoff_plot="density_vs_psnr.png", density={}, side_by_side={})
-    _write_png(out_dir / media.tradeoff_plot, _tradeoff_plot(compared, colours))
-    _write_png(out_dir / media.psnr_plot, _metric_plot(compared, cases, colours, "psnr_per_frame", "PSNR (dB)",
-                                                       f"PSNR per frame against {runs[0].name}"))
-    _write_png(out_dir / media.ssim_plot, _metric_plot(compared, cases, colours, "ssim_per_frame", "SSIM",
-                                                       f"SSIM per frame against {runs[0].name}"))
+    _tradeoff_plot(out_dir / media.tradeoff_plot, compared, colours)
+    _metric_plot(out_dir / media.psnr_plot, compared, cases, colours, "psnr_per_frame", "PSNR (dB)",
+                 f"PSNR per frame against {runs[0].name}")
+    _metric_plot(out_dir / media.ssim_plot, compared, cases, colours, "ssim_per_frame", "SSIM",
+                 f"SSIM per frame against {runs[0].name}")
     for run in runs:
         media.density[run.name] = f"density_{_slug(run.name)}.png"
-        _write_png(out_dir / media.density[run.name], _density_figure(run.name, run.heads, run.density))
+        _density_figure(out_dir / media.density[run.name], run.name, run.heads, run.density)
     for run in runs[1:]:
         media.side_by_side[run.name] = [
             _write_side_by_side(out_dir, runs[0], run, i, fps) for i in range(len(cases))
@@ -257,204 +267,104 @@ def _write_media(out_dir: Path, cases: list[dict], runs: list[MethodRun], scores
     return media
 
 
-def _write_png(path: Path, image_bgr: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image_bgr):
-        raise OSError(f"OpenCV could not write {path}")
+# ---------------------------------------------------------------------------------------- figures (matplotlib)
+# tab10: one colour per method, by its position in `runs` (the same in every figure of a report)
+_METHOD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                   "#bcbd22", "#17becf"]
+_MARKERS = "osD^vx"  # one per case, cycling
+
+# One legend for every figure and every report: a head's pattern family -> (letter, colour, meaning).
+# A union of families ("spatial+temporal") is drawn with its letters joined ("S+T") in the mean of their colours.
+PATTERNS = {
+    "dense": ("D", "#c7c7c7", "dense: the stock attention call ran (a warm-up step or layer, or the dense method)"),
+    "full": ("F", "#7f7f7f", "full: the head's searched pattern keeps every key; vidsparse's kernel runs it"),
+    "spatial": ("S", "#1f77b4", "spatial: keys of the query's own frame (and its neighbours)"),
+    "temporal": ("T", "#ff7f0e", "temporal: keys at the query's own position in other frames"),
+    "stripe": ("V", "#2ca02c", "stripe: a few key columns (sink frames or measured top blocks) for every query"),
+    "skip": ("0", "#ffffff", "skip: the head's video-to-video attention is left out (text keys only)"),
+    "sparse": ("X", "#8c564b", "sparse: a mask the method chose (no family recorded)"),
+    "refresh": ("R", "#9467bd", "refresh: full attention that refreshes the head's cached delta (delta method)"),
+    "delta": ("Δ", "#e377c2", "delta: the head's top key columns recomputed, the rest from its cache (delta method)"),
+}
+
+
+def pattern_style(name: str) -> tuple[str, tuple[float, float, float]]:
+    """(letter, RGB colour in 0..1) of a pattern family name; the same wherever the name appears."""
+    from matplotlib.colors import to_rgb
+
+    parts = [p for p in name.split("+") if p]
+    if not parts:
+        return "", (0.96, 0.96, 0.96)
+    letters, colours = [], []
+    for part in parts:
+        if part in PATTERNS:
+            letter, colour, _ = PATTERNS[part]
+        else:  # a family this report does not know: a stable colour from its name
+            letter, colour = part[:1].upper(), _METHOD_COLOURS[zlib.crc32(part.encode()) % len(_METHOD_COLOURS)]
+        letters.append(letter)
+        colours.append(to_rgb(colour))
+    return "+".join(letters), tuple(float(np.mean(c)) for c in zip(*colours))
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, format="png", facecolor="white")
     logger.info("wrote %s", path)
 
 
-# ------------------------------------------------------------------ drawing primitives (OpenCV, BGR)
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_INK = (40, 36, 31)
-_MUTED = (110, 100, 90)
-_GRID = (232, 228, 224)
-_WHITE = (255, 255, 255)
-# tab10, BGR: one colour per method, by its position in `runs`
-_PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-            (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
-
-
-def _text(img: np.ndarray, text: str, xy: tuple[float, float], scale: float = 0.45, colour=_INK,
-          thick: int = 1, align: str = "left", valign: str = "baseline") -> int:
-    """Draw `text` anchored at `xy` (align: left/center/right; valign: baseline/middle/top); return its width."""
-    (w, h), _ = cv2.getTextSize(text, _FONT, scale, thick)
-    x = xy[0] - {"left": 0, "center": w / 2, "right": w}[align]
-    y = xy[1] + {"baseline": 0, "middle": h / 2, "top": h}[valign]
-    cv2.putText(img, text, (round(x), round(y)), _FONT, scale, colour, thick, cv2.LINE_AA)
-    return w
-
-
-def _vertical_text(img: np.ndarray, text: str, centre: tuple[int, int], scale: float = 0.45) -> None:
-    """`text` rotated 90 degrees counter-clockwise, centred on `centre` (dark ink over a light canvas)."""
-    (w, h), base = cv2.getTextSize(text, _FONT, scale, 1)
-    tile = np.full((h + base + 4, w + 4, 3), 255, np.uint8)
-    cv2.putText(tile, text, (2, h + 2), _FONT, scale, _INK, 1, cv2.LINE_AA)
-    tile = cv2.rotate(tile, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    y0, x0 = max(centre[1] - tile.shape[0] // 2, 0), max(centre[0] - tile.shape[1] // 2, 0)
-    region = img[y0:y0 + tile.shape[0], x0:x0 + tile.shape[1]]
-    np.minimum(region, tile[:region.shape[0], :region.shape[1]], out=region)
-
-
-def _marker(img: np.ndarray, kind: int, xy: tuple[int, int], colour, r: int = 4) -> None:
-    """One of six marker shapes (one per case, cycling): dot, square, triangle, diamond, ring, cross."""
-    x, y = xy
-    kind %= 6
-    if kind == 0:
-        cv2.circle(img, (x, y), r, colour, -1, cv2.LINE_AA)
-    elif kind == 1:
-        cv2.rectangle(img, (x - r + 1, y - r + 1), (x + r - 1, y + r - 1), colour, -1)
-    elif kind in (2, 3):
-        pts = [(x, y - r - 1), (x + r + 1, y + r), (x - r - 1, y + r)] if kind == 2 else \
-              [(x, y - r - 1), (x + r + 1, y), (x, y + r + 1), (x - r - 1, y)]
-        cv2.fillPoly(img, [np.array(pts, np.int32)], colour, cv2.LINE_AA)
-    elif kind == 4:
-        cv2.circle(img, (x, y), r, colour, 2, cv2.LINE_AA)
-    else:
-        cv2.line(img, (x - r, y - r), (x + r, y + r), colour, 2, cv2.LINE_AA)
-        cv2.line(img, (x - r, y + r), (x + r, y - r), colour, 2, cv2.LINE_AA)
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 6, integer: bool = False) -> np.ndarray:
-    """Round tick values (1, 2 or 5 x 10^k apart) from <= lo to >= hi."""
-    raw = max(hi - lo, 1e-12) / target
-    mag = 10.0 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw * 0.999)
-    if integer:
-        step = max(1.0, round(step))
-    return np.arange(math.floor(lo / step) * step, hi + step * 0.999, step)
-
-
-def _tick_label(value: float, ticks: np.ndarray) -> str:
-    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
-    return f"{value:.{decimals}f}"
-
-
-# ------------------------------------------------------------------ per-frame line plot
-def _metric_plot(scores: list[dict], cases: list[dict], colours: dict, key: str, ylabel: str,
-                 title: str) -> np.ndarray:
+def _metric_plot(path: Path, scores: list[dict], cases: list[dict], colours: dict, key: str, ylabel: str,
+                 title: str) -> None:
     """One line per (method, case): colour = method, marker = case; infinite values are not drawn."""
-    width, height = 960, 440
-    box = (76, 44, 720, 376)  # x0, y0, x1, y1 of the plotting area
-    img = np.full((height, width, 3), 255, np.uint8)
-    _text(img, title, (box[0], 26), 0.6, thick=1)
-    series = [(s["name"], c, np.asarray(v, float)) for s in scores for c, v in enumerate(s[key])]
-    finite = np.concatenate([v[np.isfinite(v)] for _, _, v in series]) if series else np.empty(0)
-    frames = max((len(v) for _, _, v in series), default=1)
-    xt = _nice_ticks(0, max(frames - 1, 1), target=8, integer=True)
-    yt = _y_ticks(finite)
-    to_px = _axes(img, box, xt, yt, "frame", ylabel)
-    for name, case, values in series:
-        _draw_series(img, to_px, values, colours[name], case)
-    if finite.size == 0:
+    fig = _figure(9.6, 4.4)
+    ax = fig.add_subplot()
+    drawn = False
+    for s in scores:
+        for c, values in enumerate(s[key]):
+            values = np.asarray(values, float)
+            finite = np.where(np.isfinite(values), values, np.nan)
+            drawn |= bool(np.isfinite(finite).any())
+            ax.plot(np.arange(len(values)), finite, color=colours[s["name"]], lw=2, marker=_MARKERS[c % len(_MARKERS)],
+                    markevery=max(1, math.ceil(len(values) / 30)), ms=5,
+                    label=f"{_clip(s['name'], 24)}, case {c}")
+    if not drawn:
         message = "nothing to draw: no method to compare" if not scores else "every frame is identical to the reference"
-        _text(img, message, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 0.5, _MUTED, align="center")
-    _plot_legend(img, (box[2] + 24, box[1] + 6), scores, cases, colours)
-    return img
+        ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    else:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method, case (marker)",
+                  title_fontsize=8, frameon=False)
+    ax.set(title=title, xlabel="frame", ylabel=ylabel)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    _save(fig, path)
 
 
-# ------------------------------------------------------------------ density against quality
-def _tradeoff_plot(scores: list[dict], colours: dict) -> np.ndarray:
-    """One point per method: realised attention density (x) against mean PSNR (y); a sweep of one method's budget
-    (several methods of the config, e.g. static at several eps) traces its curve. Identical videos are not drawn."""
-    width, height = 760, 440
-    box = (76, 44, 520, 376)
-    img = np.full((height, width, 3), 255, np.uint8)
-    _text(img, "Attention density against PSNR (mean over frames and cases)", (box[0], 26), 0.6)
-    points = [(s["name"], float(s["density"]), float(s["psnr_mean"])) for s in scores]
-    finite = np.array([p for _, _, p in points if math.isfinite(p)])
-    xt = _nice_ticks(0.0, 1.0, target=5)
-    to_px = _axes(img, box, xt, _y_ticks(finite), "realised attention density", "PSNR (dB)")
-    y = box[1] + 6
-    _text(img, "method", (box[2] + 24, y + 4), 0.45, _MUTED)
-    for name, density, psnr in points:
-        y += 22
-        _marker(img, 0, (box[2] + 37, y), colours[name])
-        label = f"{_clip(name, 18)}: {density:.2f}, " + (f"{psnr:.1f} dB" if math.isfinite(psnr) else "identical")
-        _text(img, label, (box[2] + 50, y), 0.4, valign="middle")
-        if math.isfinite(psnr):
-            _marker(img, 0, to_px(density, psnr), colours[name], r=6)
-    if finite.size == 0:
-        _text(img, "nothing to draw", ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), 0.5, _MUTED, align="center")
-    return img
-
-
-def _y_ticks(finite: np.ndarray) -> np.ndarray:
-    if finite.size == 0:
-        return _nice_ticks(0.0, 1.0)
-    lo, hi = float(finite.min()), float(finite.max())
-    pad = max((hi - lo) * 0.05, 1e-3)
-    return _nice_ticks(lo - pad, hi + pad)
-
-
-def _axes(img: np.ndarray, box: tuple, xt: np.ndarray, yt: np.ndarray, xlabel: str, ylabel: str):
-    """Grid, frame, ticks and labels; return the data -> pixel mapping."""
-    x0, y0, x1, y1 = box
-
-    def to_px(x: float, y: float) -> tuple[int, int]:
-        px = x0 + (x - xt[0]) / (xt[-1] - xt[0]) * (x1 - x0)
-        py = y1 - (y - yt[0]) / (yt[-1] - yt[0]) * (y1 - y0)
-        return round(px), round(py)
-
-    for x in xt:
-        px = to_px(x, yt[0])[0]
-        cv2.line(img, (px, y0), (px, y1), _GRID, 1)
-        cv2.line(img, (px, y1), (px, y1 + 5), _INK, 1)
-        _text(img, _tick_label(x, xt), (px, y1 + 20), 0.4, align="center")
-    for y in yt:
-        py = to_px(xt[0], y)[1]
-        cv2.line(img, (x0, py), (x1, py), _GRID, 1)
-        cv2.line(img, (x0 - 5, py), (x0, py), _INK, 1)
-        _text(img, _tick_label(y, yt), (x0 - 9, py), 0.4, align="right", valign="middle")
-    cv2.rectangle(img, (x0, y0), (x1, y1), _INK, 1)
-    _text(img, xlabel, ((x0 + x1) / 2, y1 + 46), 0.5, align="center")
-    _vertical_text(img, ylabel, (16, (y0 + y1) // 2), 0.5)
-    return to_px
-
-
-def _draw_series(img: np.ndarray, to_px, values: np.ndarray, colour, case: int) -> None:
-    """A polyline through the finite points (broken at infinite ones), a marker every few frames."""
-    points = [to_px(i, v) if np.isfinite(v) else None for i, v in enumerate(values)]
-    run: list = []
-    for p in [*points, None]:
-        if p is None:
-            if len(run) > 1:
-                cv2.polylines(img, [np.array(run, np.int32)], False, colour, 2, cv2.LINE_AA)
-            run = []
-        else:
-            run.append(p)
-    every = max(1, math.ceil(len(values) / 30))
-    for p in points[::every]:
-        if p is not None:
-            _marker(img, case, p, colour)
-
-
-def _plot_legend(img: np.ndarray, origin: tuple[int, int], scores: list[dict], cases: list[dict],
-                 colours: dict) -> None:
-    x, y = origin
-    _text(img, "method (colour)", (x, y + 4), 0.45, _MUTED)
-    for s in scores[:10]:
-        y += 22
-        cv2.line(img, (x, y), (x + 26, y), colours[s["name"]], 3, cv2.LINE_AA)
-        _text(img, _clip(s["name"], 24), (x + 34, y), 0.45, valign="middle")
-    y += 36
-    _text(img, "case (marker)", (x, y), 0.45, _MUTED)
-    for c, case in enumerate(cases[:10]):
-        y += 22
-        _marker(img, c, (x + 13, y), _INK)
-        _text(img, _clip(f"{c}: seed {case['seed']}, {case['prompt']}", 26), (x + 34, y), 0.4, valign="middle")
-    if len(cases) > 10:
-        _text(img, f"... and {len(cases) - 10} more", (x + 34, y + 22), 0.4, _MUTED, valign="middle")
-
-
-def _clip(text: str, n: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[:n - 3] + "..."
-
-
-# ------------------------------------------------------------------ density heat map
-_DENSE_GREY = (200, 200, 200)
-_PATTERN_COLOURS = [(14, 127, 255), (44, 160, 44), (189, 103, 148), (40, 39, 214), (34, 189, 188), (207, 190, 23)]
+def _tradeoff_plot(path: Path, scores: list[dict], colours: dict) -> None:
+    """One point per method: realised attention density (x) against mean PSNR (y); identical videos not drawn."""
+    fig = _figure(7.6, 4.4)
+    ax = fig.add_subplot()
+    for s in scores:
+        density, psnr = float(s["density"]), float(s["psnr_mean"])
+        label = f"{_clip(s['name'], 18)}: {density:.2f}, " + (f"{psnr:.1f} dB" if math.isfinite(psnr) else "identical")
+        ax.plot([density] if math.isfinite(psnr) else [], [psnr] if math.isfinite(psnr) else [], "o", ms=9,
+                color=colours[s["name"]], label=label)
+    if not any(math.isfinite(float(s["psnr_mean"])) for s in scores):
+        ax.text(0.5, 0.5, "nothing to draw", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    if scores:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method", title_fontsize=8,
+                  frameon=False)
+    ax.set(title="Attention density against PSNR (mean over frames and cases)", xlabel="realised attention density",
+           ylabel="PSNR (dB)", xlim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    _save(fig, path)
 
 
 def _head_grid(heads: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -470,122 +380,66 @@ def _head_grid(heads: dict) -> tuple[np.ndarray, np.ndarray]:
     return grid, names
 
 
-def _pattern_letters(names: list[str]) -> dict[str, str]:
-    """A distinct capital letter per pattern name: its first free letter, else a digit."""
-    letters: dict[str, str] = {}
-    for name in sorted(names):
-        free = [ch for ch in name.upper() if ch.isalnum() and ch not in letters.values()]
-        letters[name] = free[0] if free else str(len(letters) % 10)
-    return letters
-
-
-def _density_figure(name: str, heads: dict, density: float) -> np.ndarray:
-    """Density per layer (rows) and head (columns) on a fixed 0..1 viridis scale with a colour bar,
-    beside a panel of each head's pattern (colour + letter) and its legend."""
+def _density_figure(path: Path, name: str, heads: dict, density: float) -> None:
+    """Density per layer (rows) and head (columns) on a fixed 0..1 viridis scale, beside each head's pattern
+    (colour + letter, from the one `PATTERNS` legend) and the legend of the patterns present."""
     grid, names = _head_grid(heads)
     if grid.size == 0:
-        img = np.full((90, 640, 3), 255, np.uint8)
-        _text(img, f"{name}: attention density {density:.3f}", (16, 32), 0.6)
-        _text(img, "no per-layer, per-head densities were recorded", (16, 64), 0.45, _MUTED)
-        return img
+        fig = _figure(6.4, 2.0)
+        fig.text(0.03, 0.65, f"{name}: attention density {density:.3f}", fontsize=12)
+        fig.text(0.03, 0.3, "no per-layer, per-head densities were recorded", color="0.4")
+        _save(fig, path)
+        return
     layers, n_heads = grid.shape
-    cell = int(np.clip(min(420 / n_heads, 560 / layers), 6, 44))
-    pw, ph = n_heads * cell, layers * cell
-    left, top = 70, 62
-    bar_x = left + pw + 14
-    pat_x = bar_x + 14 + 64
     patterns = sorted({p for p in names.flat if p})
-    width = max(pat_x + pw + 24, 720)
-    per_row = max(1, (width - 2 * left) // 170)
-    legend_h = 24 * math.ceil(len(patterns) / per_row)
-    img = np.full((top + ph + 60 + legend_h, width, 3), 255, np.uint8)
-    _text(img, f"{name}: realised attention density per layer and head (mean {density:.3f})", (16, 26), 0.55)
-    _text(img, "density", (left, top - 10), 0.45, _MUTED)
-    _text(img, "pattern", (pat_x, top - 10), 0.45, _MUTED)
-    img[top:top + ph, left:left + pw] = _density_cells(grid, cell)
-    _colour_bar(img, (bar_x, top), ph)
-    sparse = [p for p in patterns if p != "dense"]
-    colours = {p: _PATTERN_COLOURS[i % len(_PATTERN_COLOURS)] for i, p in enumerate(sparse)} | {"dense": _DENSE_GREY}
-    letters = _pattern_letters(patterns)
-    _pattern_cells(img, (pat_x, top), names, cell, colours, letters)
-    _grid_ticks(img, (left, top), (pat_x, top), layers, n_heads, cell)
-    _pattern_legend(img, (left, top + ph + 60), per_row, patterns, colours, letters)
-    return img
-
-
-def _density_cells(grid: np.ndarray, cell: int) -> np.ndarray:
-    """[L*cell, H*cell, 3] viridis cells (0 = dark purple, 1 = yellow), light grey where NaN."""
-    levels = np.round(np.clip(np.nan_to_num(grid, nan=0.0), 0, 1) * 255).astype(np.uint8)
-    rgb = cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS)
-    rgb[np.isnan(grid)] = (245, 245, 245)
-    cells = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
-    if cell >= 10:  # thin white separators keep neighbouring cells apart
-        cells[::cell, :] = 255
-        cells[:, ::cell] = 255
-    return cells
-
-
-def _colour_bar(img: np.ndarray, origin: tuple[int, int], height: int) -> None:
-    x, y = origin
-    levels = np.round(np.linspace(255, 0, height)).astype(np.uint8)[:, None]
-    img[y:y + height, x:x + 14] = np.repeat(cv2.applyColorMap(levels, cv2.COLORMAP_VIRIDIS), 14, axis=1)
-    cv2.rectangle(img, (x, y), (x + 13, y + height - 1), _INK, 1)
-    for value in (0.0, 0.25, 0.5, 0.75, 1.0) if height >= 120 else (0.0, 0.5, 1.0):
-        py = y + round((1 - value) * (height - 1))
-        cv2.line(img, (x + 14, py), (x + 18, py), _INK, 1)
-        _text(img, f"{value:g}", (x + 22, py), 0.38, valign="middle")
-
-
-def _pattern_cells(img: np.ndarray, origin: tuple[int, int], names: np.ndarray, cell: int, colours: dict,
-                   letters: dict) -> None:
-    x0, y0 = origin
-    scale = min(0.5, cell / 34)
+    height = float(np.clip(0.32 * layers + 1.6 + 0.22 * len(patterns), 2.6, 19))
+    width = float(np.clip(0.5 * n_heads * 2 + 3.5, 7.2, 19))
+    fig = _figure(width, height)
+    axes = fig.subplots(1, 2)
+    fig.suptitle(f"{name}: realised attention density per layer and head (mean {density:.3f})", fontsize=11)
+    image = axes[0].imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0, vmax=1, aspect="auto",
+                           interpolation="nearest")
+    fig.colorbar(image, ax=axes[0], fraction=0.08, label="density")
+    rgb = np.full((layers, n_heads, 3), 0.96)
     for (layer, head), pattern in np.ndenumerate(names):
-        x, y = x0 + head * cell, y0 + layer * cell
-        colour = colours.get(pattern, (245, 245, 245))
-        cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), colour, -1)
-        if cell >= 10:
-            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), _WHITE, 1)
-        if pattern and cell >= 12:
-            ink = _INK if sum(colour) / 3 > 150 else _WHITE
-            _text(img, letters[pattern], (x + cell / 2, y + cell / 2), scale, ink, align="center", valign="middle")
+        if pattern:
+            letter, colour = pattern_style(pattern)
+            rgb[layer, head] = colour
+            if layers <= 48 and n_heads <= 48:
+                ink = "black" if sum(colour) / 3 > 0.55 else "white"
+                axes[1].text(head, layer, letter, ha="center", va="center", fontsize=7, color=ink)
+    axes[1].imshow(rgb, aspect="auto", interpolation="nearest")
+    for ax, title in zip(axes, ("density", "pattern")):
+        ax.set(title=title, xlabel="head", ylabel="layer")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    if patterns:
+        from matplotlib.patches import Patch
+
+        handles = [Patch(facecolor=pattern_style(p)[1], edgecolor="0.5", label=f"{pattern_style(p)[0]}  {p}")
+                   for p in patterns]
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8,
+                   frameon=False)
+    _save(fig, path)
 
 
-def _grid_ticks(img: np.ndarray, density_origin: tuple[int, int], pattern_origin: tuple[int, int], layers: int,
-                n_heads: int, cell: int) -> None:
-    """Layer numbers left of the density panel, head numbers under both panels, and axis labels."""
-    left, top = density_origin
-    every_layer, every_head = max(1, math.ceil(13 / cell)), max(1, math.ceil(22 / cell))
-    for layer in range(0, layers, every_layer):
-        _text(img, str(layer), (left - 6, top + layer * cell + cell / 2), 0.35, align="right", valign="middle")
-    bottom = top + layers * cell
-    for x0 in (left, pattern_origin[0]):
-        for head in range(0, n_heads, every_head):
-            _text(img, str(head), (x0 + head * cell + cell / 2, bottom + 16), 0.35, align="center")
-        _text(img, "head", (x0 + n_heads * cell / 2, bottom + 38), 0.45, align="center")
-    _vertical_text(img, "layer", (16, top + layers * cell // 2), 0.45)
-
-
-def _pattern_legend(img: np.ndarray, origin: tuple[int, int], per_row: int, patterns: list[str], colours: dict,
-                    letters: dict) -> None:
-    """One entry per pattern (swatch, letter, name), 170 px apart, `per_row` to a row."""
-    for i, pattern in enumerate(patterns):
-        x, y = origin[0] + (i % per_row) * 170, origin[1] + (i // per_row) * 24
-        cv2.rectangle(img, (x, y), (x + 16, y + 16), colours[pattern], -1)
-        ink = _INK if sum(colours[pattern]) / 3 > 150 else _WHITE
-        _text(img, letters[pattern], (x + 8, y + 8), 0.4, ink, align="center", valign="middle")
-        _text(img, _clip(pattern, 18), (x + 24, y + 8), 0.42, valign="middle")
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 # ------------------------------------------------------------------ side-by-side videos
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_WHITE = (255, 255, 255)
 def _write_side_by_side(out_dir: Path, ref: MethodRun, run: MethodRun, case: int, fps: float) -> tuple[str, str]:
     """Write the mp4 (full size, every frame) and the GIF (small) of one case; return their names."""
     stem = f"side_by_side_{_slug(run.name)}_{case:02d}"
     a, b = ref.videos[case], run.videos[case]
-    _write_mp4(out_dir / f"{stem}.mp4", _side_by_side(a, b, ref.name, run.name, scale=1.0), fps)
+    write_video(out_dir / f"{stem}.mp4", _side_by_side(a, b, ref.name, run.name, scale=1.0), fps)
     step = math.ceil(a.shape[0] / GIF_MAX_FRAMES)
     scale = GIF_WIDTH / _strip_width(a.shape[2])
-    _write_gif(out_dir / f"{stem}.gif", _side_by_side(a[::step], b[::step], ref.name, run.name, scale), fps / step)
+    write_video(out_dir / f"{stem}.gif", _side_by_side(a[::step], b[::step], ref.name, run.name, scale), fps / step)
     return f"{stem}.mp4", f"{stem}.gif"
 
 
@@ -632,32 +486,6 @@ def _label(panels: np.ndarray, text: str) -> None:
     panels[:, :tile.shape[0], :tile.shape[1]] = np.maximum(region * 0.3, tile.astype(np.float32)).astype(np.uint8)
 
 
-def _write_mp4(path: Path, frames: np.ndarray, fps: float) -> None:
-    """H.264 (libx264 veryfast, yuv420p, CRF 18) through imageio-ffmpeg; frame sizes must be even."""
-    import imageio_ffmpeg
-
-    height, width = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-        quality=None, macro_block_size=1, ffmpeg_log_level="error",
-        output_params=["-crf", "18", "-preset", "veryfast", "-movflags", "+faststart"],  # veryfast: 3x medium's speed
-    )
-    writer.send(None)  # start ffmpeg
-    try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
-    logger.info("wrote %s (%d frames, %dx%d)", path, len(frames), width, height)
-
-
-def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
-    import imageio.v3 as iio
-
-    iio.imwrite(path, frames, extension=".gif", duration=round(1000 / fps), loop=0)
-    logger.info("wrote %s (%d frames)", path, len(frames))
-
-
 # ---------------------------------------------------------------------------------------- text
 def _fmt_db(value) -> str:
     return "inf" if value == math.inf else f"{value:.2f}"
@@ -673,18 +501,30 @@ def _summary_table(raw: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows (strings) of the one-row-per-method summary, shared by report.md and report.html."""
     use_lpips = raw["lpips"]["used"]
     header = ["method", "PSNR mean (dB)", "PSNR worst frame", "SSIM mean", "SSIM worst frame",
-              *(["LPIPS mean"] if use_lpips else []), "time / step", "total time", "speedup vs dense",
-              "density", "fallbacks"]
+              *(["LPIPS mean"] if use_lpips else []), "time / step (median)", "total time", "speed vs dense",
+              "density", "attention ran on"]
     rows = []
     for m in raw["methods"]:
-        speedup = "n/a" if m["speedup_vs_dense"] is None else f"{m['speedup_vs_dense']:.2f}x"
         rows.append([
             m["name"], _fmt_db(m["psnr_mean"]), _fmt_db(m["psnr_worst_frame"]), f"{m['ssim_mean']:.4f}",
             f"{m['ssim_worst_frame']:.4f}", *([f"{m['lpips']:.4f}"] if use_lpips else []),
-            _fmt_seconds(m["seconds_per_step"]), _fmt_seconds(m["seconds_total"]), speedup,
-            f"{m['density']:.3f}", str(len(m["fallbacks"])) if m["fallbacks"] else "none",
+            _fmt_seconds(m["seconds_per_step"]), _fmt_seconds(m["seconds_total"]), m["speed"],
+            f"{m['density']:.3f}" + (" (ran dense)" if _ran_dense(m) else ""), _ran_on(m),
         ])
     return header, rows
+
+
+def _ran_dense(method: dict) -> bool:
+    return (method.get("config") or {}).get("method", "dense") != "dense" and method["density"] >= 1.0
+
+
+def _ran_on(method: dict) -> str:
+    """Where a method's attention ran, in words (the fallback reasons are listed in its section)."""
+    if method["fallbacks"]:
+        return "PyTorch fallback (reasons in its section)"
+    if (method.get("config") or {}).get("method", "dense") == "dense":
+        return "stock attention"
+    return "Triton kernel" if method["speed"] != FALLBACK_SPEED else "Triton interpreter (CPU)"
 
 
 def _case_table(method: dict, cases: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -721,8 +561,14 @@ def _definitions(raw: dict) -> list[str]:
         (f"PSNR and SSIM compare every frame with {ref} attention on the same prompt and seed; means are over "
          "every frame of every case, worst is the lowest frame. PSNR is inf for identical frames."),
         "SSIM: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, on BT.601 luma.",
-        f"Time / step: wall time of all generations / denoising steps. Speedup: {ref} time per step / the method's.",
-        "Density: the realised fraction of attention blocks computed, mean over layers, heads and steps (1 = dense).",
+        (f"Time / step: the median duration of the denoising steps of every generation (each video's first step, "
+         f"which also encodes the text, left out). Speed vs {ref}: {ref}'s time per step / the method's, given only "
+         f"where the method ran vidsparse's GPU kernel; \"{FALLBACK_SPEED}\" marks a sparse method that ran the "
+         "PyTorch fallback (or Triton's interpreter) off the GPU, whose times measure nothing about the kernel."),
+        ("Density: the realised fraction of attention blocks computed, mean over layers, heads and steps (1 = all; "
+         "a sparse method at 1.000 ran dense, e.g. because its warm-up covered every step)."),
+        "Patterns (the heat maps' right panels, the same letters and colours in every figure): "
+        + "; ".join(f"{letter} = {meaning}" for letter, _, meaning in PATTERNS.values()) + ".",
         f"Side-by-side videos: {ref} | method | absolute difference x{DIFF_GAIN}.",
     ]
     if command:
@@ -764,6 +610,8 @@ def _md_method(method: dict, cases: list[dict], media: _Media, ref: str) -> str:
     name = method["name"]
     lines = [f"## {name}", "", f"Config: {_md_code(json.dumps(_json_safe(method['config'])))}", ""]
     lines += [_md_table(*_case_table(method, cases)), ""]
+    if method["notes"]:
+        lines += ["Notes:", *[f"- {note}" for note in method["notes"]], ""]
     if method["fallbacks"]:
         lines += ["Fallbacks:", *[f"- {reason}" for reason in method["fallbacks"]], ""]
     lines.append(f"![density per layer and head: {name}]({media.density[name]})")
@@ -837,8 +685,9 @@ def _html(raw: dict, media: _Media, out_dir: Path) -> str:
         "<h2>Summary</h2>", _html_table(*_summary_table(raw)),
         f'<p class="note">{esc(raw["lpips"]["reason"])}</p>',
         '<ul class="defs">' + "".join(f"<li>{esc(line)}</li>" for line in _definitions(raw)) + "</ul>",
-        f"<h2>Quality per frame against {esc(ref)}</h2>",
+        "<h2>Density against quality</h2>",
         _html_figure(out_dir, media.tradeoff_plot, "Realised attention density against mean PSNR, one point per method"),
+        f"<h2>Quality per frame against {esc(ref)}</h2>",
         _html_figure(out_dir, media.psnr_plot, f"PSNR per frame against {ref} (inf, identical frames, not drawn)"),
         _html_figure(out_dir, media.ssim_plot, f"SSIM per frame against {ref}"),
         *[_html_method(m, raw["cases"], media, out_dir, ref) for m in raw["methods"]],
@@ -854,6 +703,9 @@ def _html_method(method: dict, cases: list[dict], media: _Media, out_dir: Path, 
     parts = [f"<h2>{esc(name)}</h2>",
              f"<p>Config: <code>{esc(json.dumps(_json_safe(method['config'])))}</code></p>",
              _html_table(*_case_table(method, cases), numeric_from=3)]
+    if method["notes"]:
+        parts.append('<p>Notes:</p><ul class="fallbacks">'
+                     + "".join(f"<li>{esc(n)}</li>" for n in method["notes"]) + "</ul>")
     if method["fallbacks"]:
         parts.append('<p>Fallbacks:</p><ul class="fallbacks">'
                      + "".join(f"<li>{esc(r)}</li>" for r in method["fallbacks"]) + "</ul>")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -146,8 +145,9 @@ def _attention_figure(data: dict, path: Path) -> None:
 
 
 def loss_plot(run: Path, out: Path) -> None:
-    """The loss of every stage (`stage<N>_loss.json` in `run`), stages one after another."""
-    from vidsparse.report import _axes, _nice_ticks, _text
+    """The loss of every stage (`stage<N>_loss.json` in `run`), stages one after another (matplotlib)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     steps, loss, offset, bounds = [], [], 0, []
     for path in sorted(run.glob("stage*_loss.json")):
@@ -158,20 +158,19 @@ def loss_plot(run: Path, out: Path) -> None:
         bounds.append(offset)
     steps, loss = np.array(steps, float), np.array(loss, float)
     smooth = np.convolve(loss, np.ones(9) / 9, mode="valid")
-    img = np.full((420, 720, 3), 255, np.uint8)
-    _text(img, "Training loss (v-prediction MSE, per 25 steps; line: 9-point mean)", (76, 26), 0.55)
-    yt = _nice_ticks(0.0, float(np.percentile(loss, 99)) * 1.05)
-    to_px = _axes(img, (76, 44, 700, 356), _nice_ticks(0, steps.max(), 8, True), yt, "step", "loss")
-    for s, v in zip(steps, loss):
-        if v <= yt[-1]:
-            cv2.circle(img, to_px(s, v), 2, (200, 180, 160), -1, cv2.LINE_AA)
-    pts = np.array([to_px(s, v) for s, v in zip(steps[4:-4], smooth)], np.int32)
-    cv2.polylines(img, [pts], False, (180, 119, 31), 2, cv2.LINE_AA)
+    fig = Figure(figsize=(7.2, 4.2), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(steps, loss, ".", ms=3, color="#a0b4c8", label="per 25 steps")
+    ax.plot(steps[4:-4], smooth, color="#1f77b4", lw=2, label="9-point mean")
     for b in bounds[:-1]:  # where a stage ended and the next started (fresh optimiser, new learning-rate schedule)
-        x = to_px(b, yt[0])[0]
-        cv2.line(img, (x, 44), (x, 356), (14, 127, 255), 1, cv2.LINE_AA)
-        _text(img, "stage 2", (x + 4, 60), 0.4, (14, 127, 255))
-    cv2.imwrite(str(out / "loss.png"), img)
+        ax.axvline(b, color="#ff7f0e", lw=1)
+        ax.text(b, 0.97, " stage 2", color="#ff7f0e", transform=ax.get_xaxis_transform(), va="top")
+    ax.set(title="Training loss (v-prediction MSE)", xlabel="step", ylabel="loss",
+           ylim=(0, float(np.percentile(loss, 99)) * 1.05))
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    fig.savefig(out / "loss.png", facecolor="white")
 
 
 def main() -> None:
@@ -190,15 +189,11 @@ def main() -> None:
     weights = args.weights.resolve()
     card = {"weights": str(weights.relative_to(Path.cwd().resolve())) if weights.is_relative_to(Path.cwd().resolve())
             else str(weights), "threads": torch.get_num_threads()}
-    import platform
     import sys
-    from datetime import datetime, timezone
 
-    import diffusers
+    from vidsparse.runinfo import environment
 
-    card["measured"] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "device": f"CPU ({platform.machine()})", "torch": torch.__version__,
-                        "diffusers": diffusers.__version__, "command": " ".join(["python", *sys.argv])}
+    card["measured"] = environment(["python", *sys.argv], "cpu")
     started = time.perf_counter()
     _generate(pipe, SAMPLE_PROMPTS[0], 0)
     card["cpu_seconds_20_steps_cfg"] = round(time.perf_counter() - started, 1)

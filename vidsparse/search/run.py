@@ -7,11 +7,14 @@
 
 The pipeline runs with vidsparse's dense processors (stock numerics) and a `Calibrator` watching every attention call
 at `config.observe` denoising steps spread over the run. After each (prompt, seed) the calls measured so far are saved
-to `<out>.ckpt.pt`; a search started again with the same output resumes after the last finished case.
+to `<out>.ckpt.safetensors` (the records' tensors, with the cases, the config and the layout as JSON metadata: no
+pickle); a search started again with the same output resumes after the last finished case. The checkpoint is removed
+once the pattern file is written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +24,7 @@ import torch
 
 from .calibrate import Calibrator, CallRecord
 from .candidates import DEFAULT_CANDIDATES, Pattern
+from ..layout import TokenLayout
 from .pattern_file import PatternFile, fingerprint, select
 
 logger = logging.getLogger(__name__)
@@ -116,6 +120,37 @@ def build_pattern_file(calibrator: Calibrator, transformer, config: SearchConfig
     )
 
 
+_CKPT_TENSORS = ("errors", "stats", "mass")
+
+
+def save_checkpoint(path: Path, cases: list, done: int, config: SearchConfig, calibrator: Calibrator) -> None:
+    """The calibration so far, as safetensors (each record's tensors) with JSON metadata (cases, config, layout)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"records.{i}.{name}": getattr(r, name).contiguous()
+               for i, r in enumerate(calibrator.records) for name in _CKPT_TENSORS}
+    layout = calibrator.last_layout
+    meta = {"cases": [list(c) for c in cases], "done": done, "config": asdict(config),
+            "records": [[r.layer, r.step] for r in calibrator.records],
+            "layout": None if layout is None else asdict(layout)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata={"vidsparse_search_checkpoint": json.dumps(meta)})
+    partial.replace(path)  # a search killed while saving keeps the previous checkpoint
+
+
+def load_checkpoint(path: Path) -> tuple[dict, list[CallRecord], TokenLayout | None]:
+    """(metadata, records, last layout) of a checkpoint `save_checkpoint` wrote."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads((f.metadata() or {})["vidsparse_search_checkpoint"])
+        records = [CallRecord(layer, step, *(f.get_tensor(f"records.{i}.{name}") for name in _CKPT_TENSORS))
+                   for i, (layer, step) in enumerate(meta["records"])]
+    layout = TokenLayout(**meta["layout"]) if meta.get("layout") else None
+    return meta, records, layout
+
+
 def search(
     pipe,
     prompts: list[str],
@@ -135,12 +170,13 @@ def search(
     calibrator = Calibrator(config.patterns(), steps, config.rows_per_frame, config.q_block, config.k_block,
                             config.head_chunk)
     cases = [(p, s) for p in prompts for s in seeds]
-    ckpt = Path(str(out) + ".ckpt.pt") if out is not None else None
+    ckpt = Path(str(out) + ".ckpt.safetensors") if out is not None else None
     done = 0
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        if state["cases"][: state["done"]] == cases[: state["done"]] and state["config"] == asdict(config):
-            calibrator.records, done = state["records"], state["done"]
+        state, records, layout = load_checkpoint(ckpt)
+        saved = [tuple(c) for c in state["cases"][: state["done"]]]
+        if saved == cases[: state["done"]] and state["config"] == json.loads(json.dumps(asdict(config))):
+            calibrator.records, calibrator.last_layout, done = records, layout, state["done"]
             logger.info("resuming the search after %d of %d cases (%s)", done, len(cases), ckpt)
     if getattr(pipe, "transformer_2", None) is not None:
         raise ValueError(
@@ -158,8 +194,7 @@ def search(
             generator = torch.Generator(device="cpu").manual_seed(seed)
             pipe(prompt=prompt, generator=generator, output_type="latent", **generate)
             if ckpt is not None:
-                ckpt.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"cases": cases, "done": i + 1, "config": asdict(config), "records": calibrator.records}, ckpt)
+                save_checkpoint(ckpt, cases, i + 1, config, calibrator)
     finally:
         handle.remove()
     seconds = time.perf_counter() - started
@@ -170,4 +205,6 @@ def search(
     if out is not None:
         result.save(out)
         logger.info("pattern file written: %s (%s)", out, result.summary())
+        if ckpt is not None:
+            ckpt.unlink(missing_ok=True)  # the search is done: nothing to resume
     return result

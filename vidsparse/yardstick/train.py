@@ -53,6 +53,20 @@ class SceneBatches(torch.utils.data.IterableDataset):
             yield render(scenes, FRAMES, HEIGHT, WIDTH).half(), [s.prompt for s in scenes]
 
 
+def _rotary_emb(transformer, frames: int, height: int, width: int):
+    """(cos, sin) of the 3-D RoPE that CogVideoXPipeline gives a CogVideoX-5b-style transformer for these latent
+    sizes (`_prepare_rotary_positional_embeddings`, without its pipeline)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    config = transformer.config
+    grid = (height // config.patch_size, width // config.patch_size)
+    base = (config.sample_width // config.patch_size, config.sample_height // config.patch_size)
+    crops = get_resize_crop_region_for_grid(grid, *base)
+    return get_3d_rotary_pos_embed(embed_dim=config.attention_head_dim, crops_coords=crops, grid_size=grid,
+                                   temporal_size=frames)
+
+
 def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
     ids = tokenizer(prompts, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt").input_ids
     return text_encoder(ids.to(device))[0]
@@ -127,9 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         transformer.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
     transformer = transformer.to(device).train()
     # The pipeline's own RoPE for the training size (latent frames x latent height x latent width).
-    from ..builtin import cogvideox_rotary_emb
-
-    rope = tuple(r.to(device) for r in cogvideox_rotary_emb(transformer, FRAMES, HEIGHT // 2, WIDTH // 2))
+    rope = tuple(r.to(device) for r in _rotary_emb(transformer, FRAMES, HEIGHT // 2, WIDTH // 2))
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     with torch.no_grad():
         empty = _encode_prompts(tokenizer, text_encoder, [""], device)
