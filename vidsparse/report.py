@@ -284,7 +284,7 @@ PATTERNS = {
     "skip": ("0", "#ffffff", "skip: the head's video-to-video attention is left out (text keys only)"),
     "sparse": ("X", "#8c564b", "sparse: a mask the method chose (no family recorded)"),
     "refresh": ("R", "#9467bd", "refresh: full attention that refreshes the head's cached delta (delta method)"),
-    "delta": ("Δ", "#e377c2", "delta: the head's top key columns recomputed, the rest from its cache (delta method)"),
+    "delta": ("C", "#e377c2", "delta: the head's top key columns recomputed, the rest from its cache (delta method)"),
 }
 
 
