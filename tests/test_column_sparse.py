@@ -378,6 +378,34 @@ def test_topk_chunking_and_seed():
     assert not torch.equal(topk_columns(q, k, lse, q_block=64, fraction=0.1, rows_per_block=4, seed=1)[0], whole[0])
 
 
+@pytest.mark.parametrize(
+    ("dtype", "head_dim", "rows_per_block"), [(torch.float32, 64, 16), (torch.bfloat16, 128, 10), (torch.float16, 64, 3)]
+)
+def test_mass_kernel_matches_pytorch(dtype, head_dim, rows_per_block):
+    from vidsparse.kernels import column_sparse as cs
+
+    q, k, v = qkv(B, 2, 300, head_dim, dtype=dtype, seed=18)
+    lse = _full_lse(q.float(), k.float(), v.float())
+    rows = cs._sample_rows(300, 64, rows_per_block, 0, DEVICE)
+    with poisoned_outputs():
+        mass = cs._block_mass(q, k, lse, rows, 1, 5, 0.125)  # query blocks 1..4 of 5
+    expected = cs._block_mass_reference(q.double(), k.double(), lse.double(), rows, 1, 5, 0.125)
+    eager = cs._block_mass_reference(q, k, lse, rows, 1, 5, 0.125)  # the scores rounded to the dtype
+    assert mass.shape == (B, 2, 4, 300) and torch.isfinite(mass).all()
+    assert rel_err(mass, expected) <= max(2 * rel_err(eager, expected), 1e-5)
+
+
+def test_topk_without_the_kernel_picks_the_same(monkeypatch):
+    from vidsparse.kernels import column_sparse as cs
+
+    q, k, v, planted = _planted(d=64)
+    lse = _full_lse(q, k, v)
+    with_kernel = topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))
+    monkeypatch.setattr(cs, "_mass_kernel_runs", lambda *a: False)
+    for a, b in zip(with_kernel, topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))):
+        assert torch.equal(a, b)
+
+
 def test_topk_columns_feed_the_kernel():
     # End to end on a head whose attention sits on 38 planted keys (text aside): the chosen columns
     # run through the kernel within budget and reproduce dense attention, where as many random

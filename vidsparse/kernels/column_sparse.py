@@ -266,7 +266,8 @@ def topk_columns(
     lse = -inf add nothing). Text keys and padded keys are never chosen.
 
     Args:
-        q, k: `[B, H, S, D]`, any strides and floating dtype (the scores are computed in it).
+        q, k: `[B, H, S, D]`, any strides and floating dtype. The kernel multiplies in it
+            (float32 accumulation) for D in {64, 128}; other sizes take the PyTorch path.
         lse: float `[B, H, S]`, the full attention's natural-log log-sum-exp per row.
         q_block: query tokens per column list (a multiple of 16), as given to `column_sparse_attention`.
         fraction / count: how many columns each block keeps, K (exactly one of the two):
@@ -277,11 +278,13 @@ def topk_columns(
         key_padding_mask: optional bool `[B, S]`, True = padded key, never chosen.
         scale: softmax scale of the attention, default `1 / sqrt(D)`.
         seed: shifts the sampled rows (see `_sample_rows`).
-        max_elements: bound on the scores held at once. The work is chunked over heads, and over
-            query blocks within a head, so that peak extra memory is about
-            `max_elements x (4 + element size)` bytes for the scores, plus `4 x B x S` bytes of
-            masses per query block of a chunk: at the default 2^28, for HunyuanVideo 720p in bf16,
-            1.6 GB and 70 MB (140 query blocks a chunk), whatever the head count.
+        max_elements: bound on the float32 elements held at once. The work is chunked over heads,
+            and over query blocks within a head: on CUDA (and under the interpreter) a Triton kernel
+            writes only the masses, `B x S` a query block, so peak extra memory is about
+            `4 x max_elements` bytes: at the default 2^28, 0.9 GB for HunyuanVideo 720p (two heads a
+            chunk), whatever the head count. The PyTorch fallback (other head dims, CPU without the
+            interpreter) holds the per-row scores, `rows_per_block` times more a query block, within
+            the same bound (plus their copy in q's dtype).
 
     Returns:
         `(columns, counts)`: int32 `[B, H, nQ, K]` ascending, and int32 `[B, H, nQ]`. Counts are K
@@ -325,26 +328,76 @@ def topk_columns(
     # Rows with lse = -inf (no live key) contribute exp(score - inf) = 0.
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
-    per_block = b * rows_per_block * s  # scores of one (head, query block)
+    use_kernel = _mass_kernel_runs(q, rows_per_block)
+    per_block = b * s * (1 if use_kernel else rows_per_block)  # elements held per (head, query block)
     heads_per_chunk = max(1, min(h, max_elements // max(1, per_block * n_q)))
     blocks_per_chunk = n_q if heads_per_chunk > 1 else max(1, min(n_q, max_elements // max(1, per_block)))
     columns = torch.empty(b, h, n_q, count, dtype=_INDEX_DTYPE, device=q.device)
     counts = torch.empty(b, h, n_q, dtype=_INDEX_DTYPE, device=q.device)
     for h0 in range(0, h, heads_per_chunk):
         h1 = min(h, h0 + heads_per_chunk)
-        k_t = k[:, h0:h1].transpose(-1, -2)  # [B, hc, D, S]
         for q0 in range(0, n_q, blocks_per_chunk):
             q1 = min(n_q, q0 + blocks_per_chunk)
-            sel = rows[q0:q1].reshape(-1)  # [n * R]
-            scores = torch.matmul(q[:, h0:h1, sel], k_t).float()  # [B, hc, n * R, S], in q's dtype, then fp32
-            scores.mul_(scale).sub_(lse_safe[:, h0:h1, sel].unsqueeze(-1)).exp_()
-            mass = scores.view(b, h1 - h0, q1 - q0, rows_per_block, s).sum(3)  # [B, hc, n, S]
-            del scores
+            mass_of = _block_mass if use_kernel else _block_mass_reference
+            mass = mass_of(q[:, h0:h1], k[:, h0:h1], lse_safe[:, h0:h1], rows, q0, q1, scale)  # [B, hc, n, S]
             mass.masked_fill_(banned[:, None, None, :], -1.0)
             top, idx = torch.topk(mass, count, dim=-1, sorted=False)
+            del mass
             live = top >= 0
             # Ascending, with the unchosen slots (index S) sorted to the end, then zeroed.
             idx = torch.sort(torch.where(live, idx, s), dim=-1).values
             columns[:, h0:h1, q0:q1] = torch.where(idx == s, 0, idx).to(_INDEX_DTYPE)
             counts[:, h0:h1, q0:q1] = live.sum(-1, dtype=_INDEX_DTYPE)
     return columns, counts
+
+
+_MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
+
+
+def _mass_kernel_runs(q: torch.Tensor, rows_per_block: int) -> bool:
+    """Whether the Triton mass kernel takes these inputs (else the PyTorch path runs)."""
+    if q.device.type != "cuda" and not _interpreting():
+        return False
+    return q.shape[-1] in (64, 128) and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and (
+        rows_per_block <= _MAX_KERNEL_ROWS
+    )
+
+
+def _block_mass(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
+    """float32 `[B, hc, q1 - q0, S]`: the summed attention probability of every key over the
+    sampled rows of query blocks q0..q1, by the Triton kernel."""
+    from . import _column_mass as kern  # lazily: see _block_sparse_fwd's docstring
+
+    b, hc, s, d = q.shape
+    n, r = q1 - q0, rows.shape[1]
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    mass = torch.empty(b, hc, n, s, dtype=torch.float32, device=q.device)
+    r_pad = max(1, 1 << (r - 1).bit_length())
+    group = max(1, _MAX_KERNEL_ROWS // r_pad)
+    if q.device.type != "cuda":
+        group = max(1, 64 // r_pad)  # the interpreter: smaller tiles, fewer wasted rows
+    group = max(group, -(-16 // r_pad))  # tl.dot needs at least 16 rows
+    grid = (triton_cdiv(n, group), b * hc)
+    kern._column_mass[grid](
+        q, k, lse_safe, rows, mass,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        lse_safe.stride(0), lse_safe.stride(1),
+        mass.stride(0), mass.stride(1), mass.stride(2),
+        hc, s, n, q0, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        R=r, R_PAD=r_pad, GROUP=group, BLOCK_N=64, HEAD_DIM=d,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=3 if q.device.type == "cuda" else 1,
+    )
+    return mass
+
+
+def _block_mass_reference(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
+    """`_block_mass` in PyTorch: the per-row scores `[B, hc, n * R, S]` are materialised (in q's
+    dtype, then float32), R times the memory of the kernel's result."""
+    b, hc, s, _ = q.shape
+    sel = rows[q0:q1].reshape(-1)  # [n * R]
+    scores = torch.matmul(q[:, :, sel], k.transpose(-1, -2)).float()
+    scores.mul_(scale).sub_(lse_safe[:, :, sel].unsqueeze(-1)).exp_()
+    return scores.view(b, hc, q1 - q0, rows.shape[1], s).sum(3)
