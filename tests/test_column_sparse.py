@@ -379,11 +379,13 @@ def test_topk_chunking_and_seed():
 
 
 @pytest.mark.parametrize(
-    ("dtype", "head_dim", "rows_per_block"), [(torch.float32, 64, 16), (torch.bfloat16, 128, 10), (torch.float16, 64, 3)]
+    ("dtype", "head_dim", "rows_per_block", "splits"),
+    [(torch.float32, 64, 16, 1), (torch.bfloat16, 128, 10, 1), (torch.float16, 64, 3, 3)],
 )
-def test_mass_kernel_matches_pytorch(dtype, head_dim, rows_per_block):
+def test_mass_kernel_matches_pytorch(dtype, head_dim, rows_per_block, splits, monkeypatch):
     from vidsparse.kernels import column_sparse as cs
 
+    monkeypatch.setattr(cs, "_mass_key_splits", lambda *a: splits)  # 3: key ranges 0-127, 128-255, 256-299
     q, k, v = qkv(B, 2, 300, head_dim, dtype=dtype, seed=18)
     lse = _full_lse(q.float(), k.float(), v.float())
     rows = cs._sample_rows(300, 64, rows_per_block, 0, DEVICE)

@@ -18,12 +18,13 @@ def _column_mass(
     stride_kb, stride_kh, stride_ks,
     stride_lb, stride_lh,
     stride_mb, stride_mh, stride_mq,
-    H, S, n_blocks, block0, qk_scale,
+    H, S, n_blocks, block0, keys_per_program, qk_scale,
     R: tl.constexpr, R_PAD: tl.constexpr, GROUP: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     pid_g = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_k = tl.program_id(1)  # which range of keys_per_program keys (a multiple of BLOCK_N)
+    pid_bh = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H
 
@@ -49,7 +50,8 @@ def _column_mass(
     m_base = MASS + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     g = pid_g * GROUP + tl.arange(0, GROUP)
     offs_n = tl.arange(0, BLOCK_N)
-    for col0 in range(0, S, BLOCK_N):
+    key0 = pid_k * keys_per_program
+    for col0 in range(key0, tl.minimum(S, key0 + keys_per_program), BLOCK_N):
         cols = col0 + offs_n
         k = tl.load(k_base + cols[:, None].to(tl.int64) * stride_ks + dims[None, :], mask=cols[:, None] < S, other=0.0)
         if DOT_F32:

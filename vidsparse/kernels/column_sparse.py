@@ -352,6 +352,7 @@ def topk_columns(
 
 
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
+_MASS_BLOCK_N = 64
 
 
 def _mass_kernel_runs(q: torch.Tensor, rows_per_block: int) -> bool:
@@ -361,6 +362,16 @@ def _mass_kernel_runs(q: torch.Tensor, rows_per_block: int) -> bool:
     return q.shape[-1] in (64, 128) and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and (
         rows_per_block <= _MAX_KERNEL_ROWS
     )
+
+
+def _mass_key_splits(tiles: int, s: int, device: torch.device) -> int:
+    """Into how many key ranges the mass kernel splits S, so that there are a few waves of programs:
+    a chunk of two heads at HunyuanVideo sizes is only ~230 row tiles, under two a multiprocessor.
+    One range in the interpreter, where more programs only cost time."""
+    if device.type != "cuda":
+        return 1
+    want = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton_cdiv(s, 1024), triton_cdiv(want, tiles)))  # at least 1024 keys a program
 
 
 def _block_mass(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
@@ -377,15 +388,17 @@ def _block_mass(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.T
     if q.device.type != "cuda":
         group = max(1, 64 // r_pad)  # the interpreter: smaller tiles, fewer wasted rows
     group = max(group, -(-16 // r_pad))  # tl.dot needs at least 16 rows
-    grid = (triton_cdiv(n, group), b * hc)
+    splits = _mass_key_splits(triton_cdiv(n, group) * b * hc, s, q.device)
+    keys_per_program = triton_cdiv(triton_cdiv(s, splits), _MASS_BLOCK_N) * _MASS_BLOCK_N
+    grid = (triton_cdiv(n, group), triton_cdiv(s, keys_per_program), b * hc)
     kern._column_mass[grid](
         q, k, lse_safe, rows, mass,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         lse_safe.stride(0), lse_safe.stride(1),
         mass.stride(0), mass.stride(1), mass.stride(2),
-        hc, s, n, q0, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
-        R=r, R_PAD=r_pad, GROUP=group, BLOCK_N=64, HEAD_DIM=d,
+        hc, s, n, q0, keys_per_program, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        R=r, R_PAD=r_pad, GROUP=group, BLOCK_N=_MASS_BLOCK_N, HEAD_DIM=d,
         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=4, num_stages=3 if q.device.type == "cuda" else 1,
