@@ -65,13 +65,15 @@ class ColumnKernelConfig:
             raise ValueError(f"ColumnKernelConfig.num_stages must be an int >= 1; got {self.num_stages!r}")
 
 
-# Chosen, not yet swept, for Hopper bf16 (`python kernels/bench.py --only columns --tune` sweeps them).
-# 128 query rows a tile: each gathered K/V row then feeds 128 rows of work, which keeps the kernel
-# near compute-bound at HunyuanVideo sizes (128 FLOP per gathered byte). 64-key tiles with 4 warps
-# won the block-sparse sweep at D = 128 (kernels/NOTES.md); 3 stages cover the gathers' latency.
+# Chosen for Hopper bf16 from the sm_90 builds, not yet timed (`python kernels/resources.py` prints
+# registers and spills without a GPU; `python kernels/bench.py --only columns --tune` times the space).
+# 128 query rows a tile: each gathered K/V row then feeds 128 rows of work (128 FLOP per gathered
+# byte). 8 warps: with 4, the pointer gathers' address registers push a 128 x 64 tile at D = 128
+# past 255 registers into spills; with 8 it takes 202 (212 with key padding) and none. 3 stages of
+# cp.async keep the gathers of the next tiles in flight (128 KB of shared memory at D = 128).
 _TUNED_HOPPER: dict[tuple[int, int], ColumnKernelConfig] = {
-    (64, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3),
-    (128, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=3),
+    (64, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=8, num_stages=3),
+    (128, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=8, num_stages=3),
 }
 _FALLBACK_GPU = ColumnKernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2)
 
