@@ -1,6 +1,22 @@
 """Triton attention kernels. Each has one validated public launcher and a PyTorch reference beside it."""
 
 from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attention
-from .reference import block_sparse_attention_reference
+from .column_sparse import ColumnKernelConfig, column_sparse_attention, topk_columns
+from .merge import merge_attention, subtract_attention
+from .permute import permute_tokens, permute_tokens_reference
+from .reference import block_sparse_attention_reference, column_sparse_attention_reference
 
-__all__ = ["SUPPORTED_HEAD_DIMS", "KernelConfig", "block_sparse_attention", "block_sparse_attention_reference"]
+__all__ = [
+    "SUPPORTED_HEAD_DIMS",
+    "ColumnKernelConfig",
+    "KernelConfig",
+    "block_sparse_attention",
+    "block_sparse_attention_reference",
+    "column_sparse_attention",
+    "column_sparse_attention_reference",
+    "merge_attention",
+    "permute_tokens",
+    "permute_tokens_reference",
+    "subtract_attention",
+    "topk_columns",
+]

@@ -74,17 +74,7 @@ def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> No
     (or, with need_kernel=False, the reference) cannot take."""
     if not isinstance(mask, SparseMask):
         raise ValueError(f"mask must be a vidsparse.SparseMask; got {type(mask).__name__}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
-    if not (q.shape == k.shape == v.shape):
-        raise ValueError(
-            f"q, k and v must have the same shape [B, H, S, D]; got q {tuple(q.shape)}, "
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if not (q.dtype == k.dtype == v.dtype):
-        raise ValueError(f"q, k and v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    validate_qkv(q, k, v)
     if not (q.device == k.device == v.device == mask.device):
         raise ValueError(
             f"q, k, v and mask must be on one device; got q {q.device}, k {k.device}, v {v.device}, "
@@ -97,22 +87,49 @@ def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> No
         raise ValueError(f"mask has {mask.num_heads} heads, but q has H={h}; build one mask row per head")
     if mask.batch not in (1, b):
         raise ValueError(f"mask batch must be 1 (shared) or B={b}; got {mask.batch}")
-    if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, s):
-            raise ValueError(
-                f"key_padding_mask must be a bool tensor [B, S] = [{b}, {s}] (True = ignore the key); got "
-                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-            )
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
-    if not need_kernel:
-        if not q.is_floating_point():
-            raise ValueError(f"q, k and v must be floating point; got {q.dtype}")
+    validate_key_padding(key_padding_mask, q)
+    if need_kernel:
+        validate_kernel_support(q, "vidsparse.block_sparse_attention_reference")
+    elif not q.is_floating_point():
+        raise ValueError(f"q, k and v must be floating point; got {q.dtype}")
+
+
+def validate_qkv(q, k, v) -> None:
+    """q, k and v: 4-D `[B, H, S, D]` tensors of one shape and dtype (devices are checked by the caller)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
+    if not (q.shape == k.shape == v.shape):
+        raise ValueError(
+            f"q, k and v must have the same shape [B, H, S, D]; got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k and v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+
+
+def validate_key_padding(key_padding_mask, q) -> None:
+    """None, or a bool `[B, S]` tensor on q's device (True = ignore the key)."""
+    if key_padding_mask is None:
         return
+    b, _, s, _ = q.shape
+    if key_padding_mask.dtype != torch.bool or tuple(key_padding_mask.shape) != (b, s):
+        raise ValueError(
+            f"key_padding_mask must be a bool tensor [B, S] = [{b}, {s}] (True = ignore the key); got "
+            f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+        )
+    if key_padding_mask.device != q.device:
+        raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
+
+
+def validate_kernel_support(q, reference: str) -> None:
+    """The head dim, dtype and device a Triton attention kernel takes; `reference` names the fallback."""
+    d = q.shape[-1]
     if d not in SUPPORTED_HEAD_DIMS:
         raise ValueError(
             f"head dim {d} is not supported by the Triton kernel (supported: {SUPPORTED_HEAD_DIMS}); "
-            f"use vidsparse.block_sparse_attention_reference for other sizes"
+            f"use {reference} for other sizes"
         )
     if q.device.type == "cuda":
         if q.dtype not in _GPU_DTYPES:
@@ -121,8 +138,7 @@ def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> No
         if not _interpreting():
             raise ValueError(
                 f"the Triton kernel needs a CUDA tensor, or the interpreter (TRITON_INTERPRET=1 set before "
-                f"triton is first imported) for {q.device} tensors; or call "
-                f"vidsparse.block_sparse_attention_reference"
+                f"triton is first imported) for {q.device} tensors; or call {reference}"
             )
         if q.dtype not in _CPU_DTYPES:
             raise ValueError(f"dtype {q.dtype} is not supported (supported: bfloat16, float16, float32)")

@@ -1,0 +1,444 @@
+"""`column_sparse_attention` (the Triton kernel) against `column_sparse_attention_reference`, and
+`topk_columns`.
+
+Error budget, as in test_block_sparse.py (whose docstring explains it and the interpreter's
+truncating bf16 casts): the golden output is the reference on float64 copies of the inputs; the
+kernel's relative error may be at most twice the reference's own error at the input dtype, with a
+small floor. Outputs are poisoned with NaN, and list entries past each count hold out-of-range
+garbage, so that an unwritten output or a read past the count is caught. Lengths are ragged
+(217, 300) and shapes tiny: the kernel runs in Triton's interpreter without a GPU.
+"""
+
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from attention_checks import DEVICE, FLOOR, LSE_FLOOR, poisoned_outputs, qkv, rel_err, truncate_to_bf16
+
+from vidsparse.kernels import (
+    ColumnKernelConfig,
+    column_sparse_attention,
+    column_sparse_attention_reference,
+    topk_columns,
+)
+
+B = 2
+GARBAGE = 1 << 30  # list entries past the count: a kernel that reads one faults or goes wrong
+
+
+def _columns(batch, h, s, q_block, n_cols, *, text=None, seed=0, sort=True, min_count=None):
+    """Random column lists `[batch, H, nQ, n_cols]` of distinct non-text keys, and their counts
+    (random in [min_count, n_cols], default n_cols // 2); entries past a count are GARBAGE."""
+    g = torch.Generator().manual_seed(100 + seed)
+    n_q = -(-s // q_block)
+    allowed = torch.ones(s, dtype=torch.bool)
+    if text is not None:
+        allowed[text[0] : text[1]] = False
+    keys = allowed.nonzero().squeeze(1)
+    order = torch.rand(batch, h, n_q, keys.numel(), generator=g).argsort(-1)[..., :n_cols]
+    columns = keys[order]
+    if sort:
+        columns = columns.sort(-1).values
+    low = n_cols // 2 if min_count is None else min_count
+    counts = torch.randint(low, n_cols + 1, (batch, h, n_q), generator=g)
+    columns = torch.where(torch.arange(n_cols) < counts.unsqueeze(-1), columns, GARBAGE)
+    return columns.int().to(DEVICE), counts.int().to(DEVICE)
+
+
+def _config(block_m=64, block_n=64):
+    return ColumnKernelConfig(block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
+
+
+def _run_kernel(*args, **kwargs):
+    with poisoned_outputs() as poisoned:
+        result = column_sparse_attention(*args, **kwargs)
+    assert poisoned, "the launcher no longer allocates through torch.empty: update the poisoning here"
+    return result
+
+
+def _check(q, k, v, columns, counts, *, q_block, config=None, **kw):
+    """Kernel o and lse held to twice the reference's own error against float64; rows without a
+    live key exactly 0 with lse -inf. Returns (o, lse)."""
+    kw = dict(kw, q_block=q_block, return_lse=True)
+    out, lse = _run_kernel(q, k, v, columns, counts, config=config, **kw)
+    golden, golden_lse = column_sparse_attention_reference(q.double(), k.double(), v.double(), columns, counts, **kw)
+    eager, eager_lse = column_sparse_attention_reference(q, k, v, columns, counts, **kw)
+    if q.dtype == torch.bfloat16 and DEVICE == "cpu":  # the interpreter truncates: see the module docstring
+        upcast = (t.float() for t in (q, k, v))
+        eager = truncate_to_bf16(column_sparse_attention_reference(*upcast, columns, counts, **kw)[0])
+
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert lse.shape == q.shape[:3] and lse.dtype == torch.float32
+    assert torch.isfinite(out).all(), "non-finite output (NaN means an element was never written)"
+    assert not lse.isnan().any(), "NaN log-sum-exp (an element was never written)"
+
+    empty = torch.isneginf(golden_lse)
+    assert torch.equal(torch.isneginf(lse), empty), "lse must be -inf exactly on the rows without a live key"
+    assert (out[empty] == 0).all(), "rows without a live key must be exactly 0"
+
+    err, eager_err = rel_err(out, golden), rel_err(eager, golden)
+    budget = max(2 * eager_err, FLOOR[q.dtype])
+    assert err <= budget, f"kernel error {err:.3g} > budget {budget:.3g} (reference's own error {eager_err:.3g})"
+    live = ~empty
+    lse_err = (lse[live].double() - golden_lse[live].double()).abs().max().item()
+    eager_lse_err = (eager_lse[live].double() - golden_lse[live].double()).abs().max().item()
+    assert lse_err <= max(2 * eager_lse_err, LSE_FLOOR), f"lse error {lse_err:.3g}"
+    return out, lse
+
+
+# ---------------------------------------------------------------------------------------------- shapes, lists
+@pytest.mark.parametrize(("seq_len", "head_dim"), [(217, 64), (300, 128)])
+def test_ragged_lengths_shared_lists(seq_len, head_dim):
+    q, k, v = qkv(B, 2, seq_len, head_dim, seed=seq_len)
+    columns, counts = _columns(1, 2, seq_len, 64, 100, seed=seq_len)
+    _check(q, k, v, columns, counts, q_block=64)
+
+
+def test_per_batch_lists():
+    q, k, v = qkv(B, 2, 217, 64, seed=1)
+    columns, counts = _columns(B, 2, 217, 64, 80, seed=1)
+    out, _ = _check(q, k, v, columns, counts, q_block=64, config=_config(32, 32))
+    # The two batch elements really use their own lists: batch 0's on both would be far off.
+    first = column_sparse_attention_reference(q, k, v, columns[:1], counts[:1], q_block=64)
+    assert rel_err(first[1], out[1]) > 0.05
+
+
+@pytest.mark.parametrize("text", [(0, 40), (217 - 45, 217)], ids=["text-first", "text-last"])
+def test_text_ranges(text):
+    q, k, v = qkv(B, 2, 217, 64, seed=2)
+    columns, counts = _columns(1, 2, 217, 64, 70, text=text, seed=2)
+    _check(q, k, v, columns, counts, q_block=64, text=text)
+
+
+def test_unsorted_lists_give_the_same_attention():
+    q, k, v = qkv(B, 2, 217, 128, seed=3)
+    columns, counts = _columns(B, 2, 217, 64, 90, seed=3, sort=False)
+    out, lse = _check(q, k, v, columns, counts, q_block=64)
+    live = torch.arange(90, device=DEVICE) < counts.unsqueeze(-1)
+    ordered = torch.where(live, columns, GARBAGE).sort(-1).values  # GARBAGE sorts past the live entries
+    out_sorted, lse_sorted = _run_kernel(q, k, v, ordered, counts, q_block=64, return_lse=True)
+    torch.testing.assert_close(out_sorted, out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(lse_sorted, lse, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("q_block", "config"),
+    [(192, None), (32, _config(32, 16)), (128, _config(64, 32))],
+    ids=["voxel-192-default", "32-tiles32x16", "128-two-tiles-a-block"],
+)
+def test_block_and_tile_sizes(q_block, config):
+    q, k, v = qkv(1, 2, 300, 64, seed=q_block)
+    columns, counts = _columns(1, 2, 300, q_block, 50, seed=q_block, min_count=0)
+    _check(q, k, v, columns, counts, q_block=q_block, config=config)
+
+
+def test_all_video_columns_plus_text_is_dense_attention():
+    s, text = 217, (0, 37)
+    q, k, v = qkv(B, 2, s, 64, seed=4)
+    n_q = -(-s // 64)
+    columns = torch.arange(text[1], s, dtype=torch.int32, device=DEVICE).expand(1, 2, n_q, -1).contiguous()
+    counts = torch.full((1, 2, n_q), s - text[1], dtype=torch.int32, device=DEVICE)
+    out = _run_kernel(q, k, v, columns, counts, q_block=64, text=text)
+    golden = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    sdpa_err = rel_err(F.scaled_dot_product_attention(q, k, v), golden)
+    assert rel_err(out, golden) <= max(2 * sdpa_err, FLOOR[torch.float32])
+
+
+def test_text_only_with_empty_lists():
+    q, k, v = qkv(1, 2, 105, 64, seed=5)
+    columns = torch.zeros(1, 2, 2, 0, dtype=torch.int32, device=DEVICE)
+    counts = torch.zeros(1, 2, 2, dtype=torch.int32, device=DEVICE)
+    out = _run_kernel(q, k, v, columns, counts, q_block=64, text=(60, 105))
+    golden = F.scaled_dot_product_attention(q.double(), k[:, :, 60:].double(), v[:, :, 60:].double())
+    assert rel_err(out, golden) <= FLOOR[torch.float32]
+
+
+# ---------------------------------------------------------------------------------------------- padding, empty rows
+def test_key_padding_of_listed_and_text_keys():
+    text = (217 - 50, 217)
+    q, k, v = qkv(B, 2, 217, 64, seed=6)
+    padding = torch.rand(B, 217, generator=torch.Generator().manual_seed(6)).to(DEVICE) < 0.3
+    columns, counts = _columns(B, 2, 217, 64, 80, text=text, seed=6)
+    _check(q, k, v, columns, counts, q_block=64, text=text, key_padding_mask=padding)
+
+
+def test_rows_without_a_live_key():
+    # Query block 0 lists nothing and batch 0 pads all its text; block 2 lists only padded keys.
+    text = (0, 30)
+    q, k, v = qkv(B, 2, 217, 64, seed=7)
+    columns, counts = _columns(1, 2, 217, 64, 40, text=text, seed=7)
+    counts[:, :, 0] = 0
+    padding = torch.zeros(B, 217, dtype=torch.bool, device=DEVICE)
+    padding[0, :30] = True
+    padding[:, columns[0, :, 2, :20].flatten().long()] = True
+    counts[:, :, 2] = 20
+    out, lse = _check(q, k, v, columns, counts, q_block=64, text=text, key_padding_mask=padding)
+    assert (out[0, :, :64] == 0).all() and torch.isneginf(lse[0, :, :64]).all()
+    assert (out[0, :, 128:192] == 0).all() and torch.isneginf(lse[0, :, 128:192]).all()
+    assert torch.isfinite(lse[1]).all() and torch.isfinite(lse[0, :, 64:128]).all()
+
+
+def test_counts_past_the_list_length_read_only_the_list():
+    q, k, v = qkv(1, 2, 105, 64, seed=8)
+    columns, counts = _columns(1, 2, 105, 64, 30, seed=8, min_count=30)
+    out = _run_kernel(q, k, v, columns, counts + 1000, q_block=64)
+    torch.testing.assert_close(out, column_sparse_attention_reference(q, k, v, columns, counts, q_block=64))
+
+
+# ---------------------------------------------------------------------------------------------- strides, dtypes
+@pytest.mark.parametrize("layout", ["qkv", "bshd", "dstride"])
+def test_strided_inputs(layout):
+    q, k, v = qkv(B, 2, 217, 64, layout=layout, seed=9)
+    assert not (q.is_contiguous() or k.is_contiguous() or v.is_contiguous())
+    columns, counts = _columns(B, 2, 217, 64, 60, text=(0, 20), seed=9)
+    _check(q, k, v, columns, counts, q_block=64, text=(0, 20))
+
+
+def test_strided_lists():
+    q, k, v = qkv(1, 2, 217, 64, seed=10)
+    columns, counts = _columns(1, 2, 217, 64, 60, seed=10)
+    columns = columns.transpose(-1, -2).contiguous().transpose(-1, -2)  # last dim strided
+    counts = counts.transpose(1, 2).contiguous().transpose(1, 2)
+    _check(q, k, v, columns, counts, q_block=64)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "head_dim", "padded"), [(torch.float16, 64, True), (torch.bfloat16, 128, False), (torch.bfloat16, 64, True)]
+)
+def test_half_precision(dtype, head_dim, padded):
+    q, k, v = qkv(B, 2, 217, head_dim, dtype=dtype, seed=11)
+    padding = torch.rand(B, 217, generator=torch.Generator().manual_seed(11)).to(DEVICE) < 0.3 if padded else None
+    columns, counts = _columns(1, 2, 217, 64, 80, text=(0, 40), seed=11)
+    _check(q, k, v, columns, counts, q_block=64, text=(0, 40), key_padding_mask=padding)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.05], ids=["peaky", "flat"])
+def test_custom_scale(scale):
+    q, k, v = qkv(1, 2, 217, 64, seed=12)
+    columns, counts = _columns(1, 2, 217, 64, 90, seed=12)
+    out, _ = _check(q, k, v, columns, counts, q_block=64, scale=scale)
+    assert torch.equal(out, _run_kernel(q, k, v, columns, counts, q_block=64, scale=scale))  # lse changes nothing
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+def _bad_input_cases():
+    q, k, v = qkv(B, 2, 217, 64)
+    columns, counts = _columns(1, 2, 217, 64, 20)
+    cases = {
+        "rank": ((q[0], k, v, columns, counts), {}, re.escape("q must be a 4-D tensor [B, H, S, D]; got (2, 217, 64)")),
+        "shapes": ((q, k[:, :, :216], v, columns, counts), {}, re.escape("q, k and v must have the same shape")),
+        "dtypes": ((q, k, v.half(), columns, counts), {}, re.escape("q, k and v must share a dtype")),
+        "float64": (
+            (q.double(), k.double(), v.double(), columns, counts), {}, re.escape("dtype torch.float64 is not supported")
+        ),
+        "head-dim": (
+            tuple(t[..., :48] for t in (q, k, v)) + (columns, counts), {},
+            re.escape("head dim 48 is not supported by the Triton kernel (supported: (64, 128)); use "
+                      "vidsparse.kernels.column_sparse_attention_reference"),
+        ),
+        "q-block": ((q, k, v, columns, counts), {"q_block": 40}, re.escape("q_block must be a positive multiple of 16")),
+        "columns-shape": (
+            (q, k, v, columns[:, :, :3], counts), {},
+            re.escape("columns must be a tensor [B', H, nQ, K] = [1 or 2, 2, 4, K] (nQ = ceil(S=217 / q_block=64)); "
+                      "got (1, 2, 3, 20)"),
+        ),
+        "columns-batch": (
+            (q, k, v, columns.expand(3, -1, -1, -1), counts), {}, re.escape("columns must be a tensor [B', H, nQ, K]")
+        ),
+        "counts-shape": (
+            (q, k, v, columns, counts[..., :3]), {},
+            re.escape("counts must be a tensor [B', H, nQ] = [1, 2, 4], matching columns; got (1, 2, 3)"),
+        ),
+        "columns-dtype": ((q, k, v, columns.long(), counts), {}, re.escape("columns must be int32; got torch.int64")),
+        "counts-dtype": ((q, k, v, columns, counts.float()), {}, re.escape("counts must be int32; got torch.float32")),
+        "columns-device": ((q, k, v, columns.to("meta"), counts), {}, rf"columns is on meta, q on {DEVICE}"),
+        "text-range": (
+            (q, k, v, columns, counts), {"text": (200, 230)},
+            re.escape("text must be a non-empty token range (start, stop) with 0 <= start < stop <= S=217; got (200, 230)"),
+        ),
+        "text-type": ((q, k, v, columns, counts), {"text": 5}, re.escape("text must be a (start, stop) token range")),
+        "padding-shape": (
+            (q, k, v, columns, counts), {"key_padding_mask": torch.zeros(B, 218, dtype=torch.bool, device=DEVICE)},
+            re.escape("key_padding_mask must be a bool tensor [B, S] = [2, 217]"),
+        ),
+        "scale": ((q, k, v, columns, counts), {"scale": 0.0}, re.escape("scale must be positive; got 0.0")),
+        "tiles": (
+            (q, k, v, columns, counts), {"config": _config(128, 64)},
+            re.escape("config block_m=128 must divide q_block=64"),
+        ),
+    }
+    return [pytest.param(*case, id=name) for name, case in cases.items()]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "message"), _bad_input_cases())
+def test_bad_input(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        column_sparse_attention(*args, **{"q_block": 64, **kwargs})
+
+
+def test_reference_checks_the_live_indices():
+    q, k, v = qkv(1, 2, 105, 64)
+    columns, counts = _columns(1, 2, 105, 64, 20, min_count=20)
+    columns[0, 1, 1, 3] = 105
+    with pytest.raises(ValueError, match=re.escape("every live column index must be in [0, S=105)")):
+        column_sparse_attention_reference(q, k, v, columns, counts, q_block=64)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"block_m": 48}, r"block_m must be a power of two >= 16"),
+        ({"block_n": 8}, r"block_n must be a power of two >= 16"),
+        ({"num_warps": 3}, r"num_warps must be one of 1, 2, 4, 8, 16; got 3"),
+        ({"num_stages": 0}, r"num_stages must be an int >= 1; got 0"),
+    ],
+)
+def test_kernel_config_is_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ColumnKernelConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- topk_columns
+def _full_lse(q, k, v, **kw):
+    s = q.shape[2]
+    everything = torch.arange(s, dtype=torch.int32, device=DEVICE).expand(1, q.shape[1], 1, -1).contiguous()
+    counts = torch.full((1, q.shape[1], 1), s, dtype=torch.int32, device=DEVICE)
+    return column_sparse_attention_reference(q, k, v, everything, counts, q_block=((s + 15) // 16) * 16,
+                                             return_lse=True, **kw)[1]
+
+
+def _planted(s=217, h=2, d=64, planted=(5, 77, 150, 201), seed=13):
+    """Head 1's queries all point along one direction that only the planted keys share strongly."""
+    q, k, v = qkv(B, h, s, d, seed=seed)
+    direction = torch.randn(d, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    direction /= direction.norm()
+    q[:, 1] += 8 * direction
+    k[:, 1, list(planted)] += 8 * direction
+    return q, k, v, list(planted)
+
+
+def test_topk_finds_planted_columns():
+    q, k, v, planted = _planted()
+    lse = _full_lse(q, k, v)
+    columns, counts = topk_columns(q, k, lse, q_block=64, count=len(planted))
+    assert columns.shape == (B, 2, 4, len(planted)) and columns.dtype == counts.dtype == torch.int32
+    assert (counts == len(planted)).all()
+    assert (columns[:, 1] == torch.tensor(planted, dtype=torch.int32, device=DEVICE)).all()
+    assert (columns.diff(dim=-1) > 0).all(), "columns must be ascending"
+
+
+def test_topk_mass_matches_exact_probabilities():
+    # With every row of each block sampled, the chosen columns are the top of the exact summed attention.
+    q, k, v = qkv(1, 2, 112, 64, seed=14)
+    lse = _full_lse(q, k, v)
+    columns, counts = topk_columns(q, k, lse, q_block=16, count=10, rows_per_block=16)
+    probs = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8, -1)  # [1, H, S, S], scale 1/sqrt(64)
+    mass = probs.view(1, 2, 7, 16, 112).sum(3)
+    assert torch.equal(columns.long(), mass.topk(10, -1).indices.sort(-1).values)
+    assert (counts == 10).all()
+
+
+def test_topk_leaves_out_text_and_padding():
+    q, k, v, planted = _planted()
+    padding = torch.zeros(B, 217, dtype=torch.bool, device=DEVICE)
+    padding[0, planted[0]] = True
+    text = (190, 217)  # holds the planted key 201
+    lse = _full_lse(q, k, v, key_padding_mask=padding)
+    columns, counts = topk_columns(q, k, lse, q_block=64, count=20, text=text, key_padding_mask=padding)
+    live = torch.arange(20, device=DEVICE) < counts.unsqueeze(-1)
+    chosen = columns[live]
+    assert ((chosen < 190)).all(), "text keys are never chosen"
+    assert not (columns[0][live[0]] == planted[0]).any(), "padded keys are never chosen"
+    assert (columns[1, 1] == planted[0]).any(dim=-1).all(), "the planted key unpadded in batch 1 is chosen"
+    assert columns.shape[-1] == 20 and (counts == 20).all()
+
+
+def test_topk_counts_fall_short_where_padding_leaves_fewer_keys():
+    q, k, v = qkv(B, 2, 105, 64, seed=15)
+    padding = torch.ones(B, 105, dtype=torch.bool, device=DEVICE)
+    padding[0, :40] = False  # batch 0 keeps 40 keys, batch 1 keeps 10
+    padding[1, 50:60] = False
+    lse = _full_lse(q, k, v, key_padding_mask=padding)
+    columns, counts = topk_columns(q, k, lse, q_block=64, fraction=0.25, key_padding_mask=padding)  # K = 26
+    assert columns.shape[-1] == 26
+    assert (counts[0] == 26).all() and (counts[1] == 10).all()
+    assert torch.equal(columns[1, :, :, :10], torch.arange(50, 60, dtype=torch.int32, device=DEVICE).expand(2, 2, 10))
+    assert (columns[1, :, :, 10:] == 0).all()
+
+
+def test_topk_chunking_and_seed():
+    q, k, v = qkv(B, 3, 217, 64, seed=16)
+    lse = _full_lse(q, k, v)
+    whole = topk_columns(q, k, lse, q_block=64, fraction=0.1)
+    chunked = topk_columns(q, k, lse, q_block=64, fraction=0.1, max_elements=1)  # one head and query block at a time
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a, b)
+    assert torch.equal(topk_columns(q, k, lse, q_block=64, fraction=0.1)[0], whole[0])  # deterministic
+    assert not torch.equal(topk_columns(q, k, lse, q_block=64, fraction=0.1, rows_per_block=4, seed=1)[0], whole[0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "head_dim", "rows_per_block", "splits"),
+    [(torch.float32, 64, 16, 1), (torch.bfloat16, 128, 10, 1), (torch.float16, 64, 3, 3)],
+)
+def test_mass_kernel_matches_pytorch(dtype, head_dim, rows_per_block, splits, monkeypatch):
+    from vidsparse.kernels import column_sparse as cs
+
+    monkeypatch.setattr(cs, "_mass_key_splits", lambda *a: splits)  # 3: key ranges 0-127, 128-255, 256-299
+    q, k, v = qkv(B, 2, 300, head_dim, dtype=dtype, seed=18)
+    lse = _full_lse(q.float(), k.float(), v.float())
+    rows = cs._sample_rows(300, 64, rows_per_block, 0, DEVICE)
+    with poisoned_outputs():
+        mass = cs._block_mass(q, k, lse, rows, 1, 5, 0.125)  # query blocks 1..4 of 5
+    expected = cs._block_mass_reference(q.double(), k.double(), lse.double(), rows, 1, 5, 0.125)
+    eager = cs._block_mass_reference(q, k, lse, rows, 1, 5, 0.125)  # the scores rounded to the dtype
+    assert mass.shape == (B, 2, 4, 300) and torch.isfinite(mass).all()
+    assert rel_err(mass, expected) <= max(2 * rel_err(eager, expected), 1e-5)
+
+
+def test_topk_without_the_kernel_picks_the_same(monkeypatch):
+    from vidsparse.kernels import column_sparse as cs
+
+    q, k, v, planted = _planted(d=64)
+    lse = _full_lse(q, k, v)
+    with_kernel = topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))
+    monkeypatch.setattr(cs, "_mass_kernel_runs", lambda *a: False)
+    for a, b in zip(with_kernel, topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))):
+        assert torch.equal(a, b)
+
+
+def test_topk_columns_feed_the_kernel():
+    # End to end on a head whose attention sits on 38 planted keys (text aside): the chosen columns
+    # run through the kernel within budget and reproduce dense attention, where as many random
+    # columns do not.
+    text = (0, 30)
+    q, k, v, planted = _planted(planted=tuple(range(31, 217, 5)), seed=17)
+    lse = _full_lse(q, k, v)
+    columns, counts = topk_columns(q, k, lse, q_block=64, count=len(planted), text=text)
+    out, _ = _check(q, k, v, columns, counts, q_block=64, text=text)
+    dense = F.scaled_dot_product_attention(q, k, v)
+    at_random = column_sparse_attention_reference(
+        q, k, v, *_columns(B, 2, 217, 64, len(planted), text=text, seed=17, min_count=len(planted)), q_block=64, text=text
+    )
+    assert rel_err(out[:, 1], dense[:, 1]) < 0.02 < 0.5 < rel_err(at_random[:, 1], dense[:, 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give exactly one of fraction and count"),
+        ({"fraction": 0.1, "count": 3}, "give exactly one of fraction and count"),
+        ({"fraction": 1.5}, re.escape("fraction must be in (0, 1]; got 1.5")),
+        ({"count": 300}, re.escape("count must be an int in [1, 217] (the video keys); got 300")),
+        ({"count": 3, "rows_per_block": 0}, "rows_per_block must be a positive int; got 0"),
+        ({"count": 3, "q_block": 20}, "q_block must be a positive multiple of 16"),
+    ],
+)
+def test_topk_bad_input(kwargs, message):
+    q, k, v = qkv(1, 2, 217, 64)
+    lse = torch.zeros(1, 2, 217, device=DEVICE)
+    with pytest.raises(ValueError, match=message):
+        topk_columns(q, k, lse, **{"q_block": 64, **kwargs})
+    with pytest.raises(ValueError, match=re.escape("lse must be a float tensor [B, H, S] = [1, 2, 217]")):
+        topk_columns(q, k, lse[:, :, :5], q_block=64, count=3)

@@ -1,0 +1,418 @@
+"""`column_sparse_attention`: attention over a per-query-block list of key tokens (columns),
+Chipmunk-style, and `topk_columns`, which picks those lists from a full attention's statistics.
+
+Block sparsity keeps whole 128 x 128 tiles; column sparsity keeps, for each block of `q_block`
+queries, an arbitrary set of individual key tokens. The kernel gathers their K and V rows by index,
+so the tokens a query block attends to need not be contiguous. The contract:
+
+    columns  int32 [B', H, nQ, K]   key token indices of each query block, nQ = ceil(S / q_block)
+    counts   int32 [B', H, nQ]      how many of the K entries are live; entries past it are never read
+
+`B'` is 1 when the lists are shared by every batch element. Indices may be in any order, but
+ascending order is fastest: K and V reads then move forward through memory and neighbouring rows
+share cache lines. Every live index must be in `[0, S)`; the kernel does not check (reading the
+lists on the host would sync), the reference does.
+
+`text=(start, stop)` declares a contiguous key range that every query also attends to densely; it is
+read as plain tiles, not gathered. Callers must leave text keys out of the column lists (`topk_columns`
+does): a key listed in both is counted twice, by the kernel and the reference alike.
+
+The partial attention over the columns merges with the attention over the other keys by the
+log-sum-exp (`return_lse=True`, then `vidsparse.kernels.merge_attention`), exactly like
+`block_sparse_attention`'s partial results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
+
+__all__ = ["ColumnKernelConfig", "column_sparse_attention", "topk_columns"]
+
+_INDEX_DTYPE = torch.int32
+
+
+@dataclass(frozen=True)
+class ColumnKernelConfig:
+    """Tile sizes and launch parameters of one column-sparse kernel build.
+
+    `block_m` query rows share one column list, so it must divide the launch's `q_block`;
+    `block_n` columns are gathered per loop iteration. Gathers are pointer loads (the bulk-copy
+    engine cannot gather rows on Hopper); `num_stages` is the software-pipelining depth that keeps
+    several tiles of them in flight.
+    """
+
+    block_m: int = 128
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 3
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 16 or value & (value - 1):
+                raise ValueError(
+                    f"ColumnKernelConfig.{name} must be a power of two >= 16 (tl.dot's minimum); got {value!r}"
+                )
+        if self.num_warps not in (1, 2, 4, 8, 16):
+            raise ValueError(f"ColumnKernelConfig.num_warps must be one of 1, 2, 4, 8, 16; got {self.num_warps!r}")
+        if not isinstance(self.num_stages, int) or self.num_stages < 1:
+            raise ValueError(f"ColumnKernelConfig.num_stages must be an int >= 1; got {self.num_stages!r}")
+
+
+# Chosen for Hopper bf16 from the sm_90 builds, not yet timed (`python kernels/resources.py` prints
+# registers and spills without a GPU; `python kernels/bench.py --only columns --tune` times the space).
+# 128 query rows a tile: each gathered K/V row then feeds 128 rows of work (128 FLOP per gathered
+# byte). 8 warps: with 4, the pointer gathers' address registers push a 128 x 64 tile at D = 128
+# past 255 registers into spills; with 8 it takes 202 (212 with key padding) and none. 3 stages of
+# cp.async keep the gathers of the next tiles in flight (128 KB of shared memory at D = 128).
+_TUNED_HOPPER: dict[tuple[int, int], ColumnKernelConfig] = {
+    (64, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=8, num_stages=3),
+    (128, 2): ColumnKernelConfig(block_m=128, block_n=64, num_warps=8, num_stages=3),
+}
+_FALLBACK_GPU = ColumnKernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2)
+
+
+def _largest_power_of_two_dividing(n: int, cap: int) -> int:
+    p = cap
+    while n % p:
+        p //= 2
+    return p
+
+
+def default_column_config(q: torch.Tensor, q_block: int) -> ColumnKernelConfig:
+    """The shipped configuration for these inputs, its block_m shrunk to divide q_block."""
+    if q.device.type != "cuda":
+        # The interpreter runs a numpy op per tile: big tiles mean fewer of them.
+        cfg = ColumnKernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=1)
+    elif torch.cuda.get_device_capability(q.device)[0] >= 9 and q.element_size() == 2:
+        cfg = _TUNED_HOPPER.get((q.shape[-1], 2), _FALLBACK_GPU)
+    else:
+        cfg = _FALLBACK_GPU
+    return dataclasses.replace(cfg, block_m=_largest_power_of_two_dividing(q_block, cfg.block_m))
+
+
+def _check_q_block(q_block) -> None:
+    if not isinstance(q_block, int) or isinstance(q_block, bool) or q_block < 16 or q_block % 16:
+        raise ValueError(f"q_block must be a positive multiple of 16 (e.g. 64, 128, 192); got {q_block!r}")
+
+
+def _check_text(text, s: int) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        start, stop = (int(t) for t in text)
+    except (TypeError, ValueError):
+        raise ValueError(f"text must be a (start, stop) token range or None; got {text!r}") from None
+    if not 0 <= start < stop <= s:
+        raise ValueError(f"text must be a non-empty token range (start, stop) with 0 <= start < stop <= S={s}; got {text!r}")
+    return start, stop
+
+
+def validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, *, need_kernel: bool):
+    """Raise a ValueError naming the expected and the given values for any input the kernel (or,
+    with need_kernel=False, the reference) cannot take. Returns the text range as a tuple or None.
+
+    Index values are not read here (that would sync): see the module docstring."""
+    validate_qkv(q, k, v)
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k and v must be on one device; got q {q.device}, k {k.device}, v {v.device}")
+    _check_q_block(q_block)
+    b, h, s, d = q.shape
+    n_q = triton_cdiv(s, q_block)
+    if not isinstance(columns, torch.Tensor) or columns.dim() != 4 or columns.shape[0] not in (1, b) or tuple(
+        columns.shape[1:3]
+    ) != (h, n_q):
+        shape = tuple(columns.shape) if isinstance(columns, torch.Tensor) else type(columns).__name__
+        raise ValueError(
+            f"columns must be a tensor [B', H, nQ, K] = [1 or {b}, {h}, {n_q}, K] (nQ = ceil(S={s} / "
+            f"q_block={q_block})); got {shape}"
+        )
+    expected = (columns.shape[0], h, n_q)
+    if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != expected:
+        shape = tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__
+        raise ValueError(f"counts must be a tensor [B', H, nQ] = {list(expected)}, matching columns; got {shape}")
+    for name, t in (("columns", columns), ("counts", counts)):
+        if t.dtype != _INDEX_DTYPE:
+            raise ValueError(f"{name} must be int32; got {t.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device}, q on {q.device}")
+    validate_key_padding(key_padding_mask, q)
+    text = _check_text(text, s)
+    if need_kernel:
+        validate_kernel_support(q, "vidsparse.kernels.column_sparse_attention_reference")
+    elif not q.is_floating_point():
+        raise ValueError(f"q, k and v must be floating point; got {q.dtype}")
+    return text
+
+
+def column_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    columns: torch.Tensor,
+    counts: torch.Tensor,
+    *,
+    q_block: int,
+    text: tuple[int, int] | None = None,
+    scale: float | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    return_lse: bool = False,
+    config: ColumnKernelConfig | None = None,
+):
+    """Column-sparse attention forward: each block of `q_block` queries attends to its listed key
+    tokens (and to the text range), softmax(scale * q k^T) v over them.
+
+    Args:
+        q, k, v: `[B, H, S, D]`, any strides (the last dim is copied to contiguous if it is not).
+            bf16, fp16 or fp32; D in {64, 128}.
+        columns: int32 `[B', H, nQ, K]`, key token indices of each query block (B' in {1, B},
+            nQ = ceil(S / q_block)); any order, ascending is fastest; live entries in `[0, S)`.
+        counts: int32 `[B', H, nQ]`, the live entries of each list (at most K; larger reads K).
+        q_block: query tokens per column list, a multiple of 16 (64, 128, 192, ...).
+        text: optional `(start, stop)` key range every query also attends to; not listed in columns.
+        scale: softmax scale, default `1 / sqrt(D)`.
+        key_padding_mask: optional bool `[B, S]`; True marks keys to ignore, listed or text.
+        return_lse: also return the float32 natural-log log-sum-exp `[B, H, S]`, -inf for a row
+            without a live key, as `block_sparse_attention` does.
+        config: override the shipped tile configuration (benchmarks and tuning).
+
+    Returns:
+        `o` `[B, H, S, D]` in the input dtype (zeros for a row without a live key), or `(o, lse)`.
+
+    Example::
+
+        >>> _, lse = block_sparse_attention(q, k, v, SparseMask.full(h, s, device="cuda"), return_lse=True)
+        >>> columns, counts = topk_columns(q, k, lse, q_block=128, fraction=0.07)
+        >>> o = column_sparse_attention(q, k, v, columns, counts, q_block=128)
+    """
+    text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=True)
+    from . import _column_sparse_fwd as kern  # lazily: see _block_sparse_fwd's docstring
+
+    b, h, s, d = q.shape
+    cfg = config or default_column_config(q, q_block)
+    if q_block % cfg.block_m:
+        raise ValueError(f"config block_m={cfg.block_m} must divide q_block={q_block}")
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive; got {scale}")
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    o = torch.empty(b, h, s, d, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else o
+    bias = None
+    if key_padding_mask is not None:
+        bias = torch.zeros(b, s, dtype=torch.float32, device=q.device).masked_fill_(key_padding_mask, float("-inf"))
+    n_cols = columns.shape[-1]
+    shared = columns.shape[0] == 1
+    grid = (triton_cdiv(s, cfg.block_m), b * h)
+    kern._column_sparse_fwd[grid](
+        q, k, v, o, lse, bias if bias is not None else o, counts, columns if n_cols else counts,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2),
+        o.stride(0), o.stride(1), o.stride(2),
+        0 if bias is None else bias.stride(0),
+        0 if shared else counts.stride(0), counts.stride(1), counts.stride(2),
+        0 if shared else columns.stride(0), columns.stride(1), columns.stride(2), columns.stride(3),
+        h, s, n_cols, *(text or (0, 0)), scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        Q_BLOCK=q_block, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
+        HAS_TEXT=text is not None, HAS_BIAS=bias is not None, RETURN_LSE=return_lse,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 inputs get fp32 products
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return (o, lse) if return_lse else o
+
+
+def _sample_rows(s: int, q_block: int, rows_per_block: int, seed: int, device) -> torch.Tensor:
+    """int64 `[nQ, R]`: R query rows of each block, one in each of R equal strata of the block.
+
+    Row i of a block of n rows is floor((i + phase) n / R), with phase = frac(1/2 + seed * golden
+    ratio): the strata's centres for seed 0. The ragged last block is strided over its own rows
+    (repeating rows when it has fewer than R). Built on the device from the sizes alone: no sync.
+    """
+    phase = (0.5 + seed * 0.6180339887498949) % 1.0
+    starts = torch.arange(0, s, q_block, device=device)  # [nQ]
+    sizes = (s - starts).clamp(max=q_block)
+    offs = ((torch.arange(rows_per_block, device=device, dtype=torch.float64) + phase) / rows_per_block)
+    within = (offs[None, :] * sizes[:, None]).long().clamp(max=sizes[:, None] - 1)
+    return starts[:, None] + within
+
+
+def topk_columns(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    lse: torch.Tensor,
+    *,
+    q_block: int,
+    fraction: float | None = None,
+    count: int | None = None,
+    rows_per_block: int = 16,
+    text: tuple[int, int] | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    seed: int = 0,
+    max_elements: int = 1 << 28,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query block, the key columns that carry the most attention mass.
+
+    The mass of key j for a block is estimated from `rows_per_block` of its query rows (evenly
+    strided, deterministic; `seed` shifts them within their strata): `sum_r exp(scale q_r.k_j - lse_r)`,
+    the attention probabilities of the full attention, whose per-row `lse` normalises them (from
+    `block_sparse_attention(..., return_lse=True)` with a full mask, or the reference; rows with
+    lse = -inf add nothing). Text keys and padded keys are never chosen.
+
+    Args:
+        q, k: `[B, H, S, D]`, any strides and floating dtype. The kernel multiplies in it
+            (float32 accumulation) for D in {64, 128}; other sizes take the PyTorch path.
+        lse: float `[B, H, S]`, the full attention's natural-log log-sum-exp per row.
+        q_block: query tokens per column list (a multiple of 16), as given to `column_sparse_attention`.
+        fraction / count: how many columns each block keeps, K (exactly one of the two):
+            `count`, or `round(fraction * video keys)` with video keys = S minus the text length.
+            K is fixed from the shapes alone (padding is not counted), so no host sync.
+        rows_per_block: sampled query rows per block.
+        text: the `(start, stop)` text key range to leave out (attend to it through `text=`).
+        key_padding_mask: optional bool `[B, S]`, True = padded key, never chosen.
+        scale: softmax scale of the attention, default `1 / sqrt(D)`.
+        seed: shifts the sampled rows (see `_sample_rows`).
+        max_elements: bound on the float32 elements held at once. The work is chunked over heads,
+            and over query blocks within a head: on CUDA (and under the interpreter) a Triton kernel
+            writes only the masses, `B x S` a query block, so peak extra memory is about
+            `4 x max_elements` bytes: at the default 2^28, 0.9 GB for HunyuanVideo 720p (two heads a
+            chunk), whatever the head count. The PyTorch fallback (other head dims, CPU without the
+            interpreter) holds the per-row scores, `rows_per_block` times more a query block, within
+            the same bound (plus their copy in q's dtype).
+
+    Returns:
+        `(columns, counts)`: int32 `[B, H, nQ, K]` ascending, and int32 `[B, H, nQ]`. Counts are K
+        except where padding leaves fewer than K keys to choose; entries past a count are 0.
+    """
+    validate_qkv(q, k, k)
+    if q.device != k.device:
+        raise ValueError(f"q and k must be on one device; got q {q.device}, k {k.device}")
+    if not q.is_floating_point():
+        raise ValueError(f"q and k must be floating point; got {q.dtype}")
+    _check_q_block(q_block)
+    b, h, s, d = q.shape
+    if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (b, h, s) or not lse.is_floating_point():
+        shape = (lse.dtype, tuple(lse.shape)) if isinstance(lse, torch.Tensor) else type(lse).__name__
+        raise ValueError(f"lse must be a float tensor [B, H, S] = [{b}, {h}, {s}]; got {shape}")
+    if lse.device != q.device:
+        raise ValueError(f"lse is on {lse.device}, q on {q.device}")
+    validate_key_padding(key_padding_mask, q)
+    text = _check_text(text, s)
+    if not isinstance(rows_per_block, int) or rows_per_block < 1:
+        raise ValueError(f"rows_per_block must be a positive int; got {rows_per_block!r}")
+    video_keys = s - (0 if text is None else text[1] - text[0])
+    if (fraction is None) == (count is None):
+        raise ValueError("give exactly one of fraction and count")
+    if count is None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        count = max(1, round(fraction * video_keys))
+    if not isinstance(count, int) or not 1 <= count <= video_keys:
+        raise ValueError(f"count must be an int in [1, {video_keys}] (the video keys); got {count!r}")
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+    n_q = triton_cdiv(s, q_block)
+    rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R]
+    # Keys never chosen get mass -1, below any real mass (>= 0).
+    banned = torch.zeros(b, s, dtype=torch.bool, device=q.device)
+    if key_padding_mask is not None:
+        banned |= key_padding_mask
+    if text is not None:
+        banned[:, text[0] : text[1]] = True
+    # Rows with lse = -inf (no live key) contribute exp(score - inf) = 0.
+    lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
+
+    use_kernel = _mass_kernel_runs(q, rows_per_block)
+    per_block = b * s * (1 if use_kernel else rows_per_block)  # elements held per (head, query block)
+    heads_per_chunk = max(1, min(h, max_elements // max(1, per_block * n_q)))
+    blocks_per_chunk = n_q if heads_per_chunk > 1 else max(1, min(n_q, max_elements // max(1, per_block)))
+    columns = torch.empty(b, h, n_q, count, dtype=_INDEX_DTYPE, device=q.device)
+    counts = torch.empty(b, h, n_q, dtype=_INDEX_DTYPE, device=q.device)
+    for h0 in range(0, h, heads_per_chunk):
+        h1 = min(h, h0 + heads_per_chunk)
+        for q0 in range(0, n_q, blocks_per_chunk):
+            q1 = min(n_q, q0 + blocks_per_chunk)
+            mass_of = _block_mass if use_kernel else _block_mass_reference
+            mass = mass_of(q[:, h0:h1], k[:, h0:h1], lse_safe[:, h0:h1], rows, q0, q1, scale)  # [B, hc, n, S]
+            mass.masked_fill_(banned[:, None, None, :], -1.0)
+            top, idx = torch.topk(mass, count, dim=-1, sorted=False)
+            del mass
+            live = top >= 0
+            # Ascending, with the unchosen slots (index S) sorted to the end, then zeroed.
+            idx = torch.sort(torch.where(live, idx, s), dim=-1).values
+            columns[:, h0:h1, q0:q1] = torch.where(idx == s, 0, idx).to(_INDEX_DTYPE)
+            counts[:, h0:h1, q0:q1] = live.sum(-1, dtype=_INDEX_DTYPE)
+    return columns, counts
+
+
+_MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
+_MASS_BLOCK_N = 64
+
+
+def _mass_kernel_runs(q: torch.Tensor, rows_per_block: int) -> bool:
+    """Whether the Triton mass kernel takes these inputs (else the PyTorch path runs)."""
+    if q.device.type != "cuda" and not _interpreting():
+        return False
+    return q.shape[-1] in (64, 128) and q.dtype in (torch.float16, torch.bfloat16, torch.float32) and (
+        rows_per_block <= _MAX_KERNEL_ROWS
+    )
+
+
+def _mass_key_splits(tiles: int, s: int, device: torch.device) -> int:
+    """Into how many key ranges the mass kernel splits S, so that there are a few waves of programs:
+    a chunk of two heads at HunyuanVideo sizes is only ~230 row tiles, under two a multiprocessor.
+    One range in the interpreter, where more programs only cost time."""
+    if device.type != "cuda":
+        return 1
+    want = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return max(1, min(triton_cdiv(s, 1024), triton_cdiv(want, tiles)))  # at least 1024 keys a program
+
+
+def _block_mass(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
+    """float32 `[B, hc, q1 - q0, S]`: the summed attention probability of every key over the
+    sampled rows of query blocks q0..q1, by the Triton kernel."""
+    from . import _column_mass as kern  # lazily: see _block_sparse_fwd's docstring
+
+    b, hc, s, d = q.shape
+    n, r = q1 - q0, rows.shape[1]
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    mass = torch.empty(b, hc, n, s, dtype=torch.float32, device=q.device)
+    r_pad = max(1, 1 << (r - 1).bit_length())
+    group = max(1, _MAX_KERNEL_ROWS // r_pad)
+    if q.device.type != "cuda":
+        group = max(1, 64 // r_pad)  # the interpreter: smaller tiles, fewer wasted rows
+    group = max(group, -(-16 // r_pad))  # tl.dot needs at least 16 rows
+    splits = _mass_key_splits(triton_cdiv(n, group) * b * hc, s, q.device)
+    keys_per_program = triton_cdiv(triton_cdiv(s, splits), _MASS_BLOCK_N) * _MASS_BLOCK_N
+    grid = (triton_cdiv(n, group), triton_cdiv(s, keys_per_program), b * hc)
+    kern._column_mass[grid](
+        q, k, lse_safe, rows, mass,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        lse_safe.stride(0), lse_safe.stride(1),
+        mass.stride(0), mass.stride(1), mass.stride(2),
+        hc, s, n, q0, keys_per_program, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        R=r, R_PAD=r_pad, GROUP=group, BLOCK_N=_MASS_BLOCK_N, HEAD_DIM=d,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=3 if q.device.type == "cuda" else 1,
+    )
+    return mass
+
+
+def _block_mass_reference(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
+    """`_block_mass` in PyTorch: the per-row scores `[B, hc, n * R, S]` are materialised (in q's
+    dtype, then float32), R times the memory of the kernel's result."""
+    b, hc, s, _ = q.shape
+    sel = rows[q0:q1].reshape(-1)  # [n * R]
+    scores = torch.matmul(q[:, :, sel], k.transpose(-1, -2)).float()
+    scores.mul_(scale).sub_(lse_safe[:, :, sel].unsqueeze(-1)).exp_()
+    return scores.view(b, hc, q1 - q0, rows.shape[1], s).sum(3)
