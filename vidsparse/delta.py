@@ -264,7 +264,8 @@ class _Work:
 
 def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, key_padding=None) -> torch.Tensor:
     """The executor's refresh and delta modes over q, k, v `[B, H, S, D]` in the group's (voxel) order."""
-    from .kernels import column_sparse_attention, merge_attention, subtract_attention, topk_columns
+    from .kernels import merge_attention, subtract_attention, topk_columns
+    from .pipelines.backends import column_attention
 
     work: _Work = group.state
     planner, o = work.planner, work.planner.config.options
@@ -274,8 +275,8 @@ def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, ke
         out, lse = runtime.sparse(q, k, v, full, key_padding, return_lse=True)
         columns, counts = topk_columns(q, k, lse, q_block=o.q_block, fraction=o.top_keys,
                                        rows_per_block=o.rows_per_block, text=text, key_padding_mask=key_padding)
-        o_k, lse_k = column_sparse_attention(q, k, v, columns, counts, q_block=o.q_block, text=text,
-                                             key_padding_mask=key_padding, return_lse=True)
+        o_k, lse_k = column_attention(runtime.config.backend, q, k, v, columns, counts, q_block=o.q_block,
+                                      text=text, key_padding_mask=key_padding, fall_back=runtime.fall_back)
         o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k)
         text_keys = 0 if text is None else text[1] - text[0]
         # realised density of this layer's delta steps: each query block's columns and the text keys (device tensor)
@@ -286,7 +287,7 @@ def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, ke
     branch, layer = work.key
     planner.cache.prefetch((branch, layer + 1))  # the next layer's cache, if offloaded, while this one runs
     o_rest, lse_rest, columns, counts = planner.cache.fetch(work.key, work.state["delta"])
-    o_k, lse_k = column_sparse_attention(q, k, v, columns, counts, q_block=o.q_block, text=text,
-                                         key_padding_mask=key_padding, return_lse=True)
+    o_k, lse_k = column_attention(runtime.config.backend, q, k, v, columns, counts, q_block=o.q_block, text=text,
+                                  key_padding_mask=key_padding, fall_back=runtime.fall_back)
     out, _ = merge_attention(o_rest, lse_rest, o_k, lse_k)
     return out

@@ -28,7 +28,7 @@ from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_
 from ..kernels.block_sparse import _interpreting
 from ..mask import SparseMask
 
-__all__ = ["Backend", "BACKENDS", "register_backend", "pick_backend"]
+__all__ = ["Backend", "BACKENDS", "column_attention", "register_backend", "pick_backend"]
 
 _TOKEN_MASK_ELEMENTS = 1 << 26  # booleans one token mask of the sdpa backend may have (64 MB)
 _TOKEN_MASK_CACHE_BYTES = 1 << 29  # all cached token masks together (512 MB), least recently used dropped first
@@ -144,3 +144,21 @@ def _reference(q, k, v, mask, key_padding_mask, return_lse):
 register_backend(Backend("triton", _triton, _triton_unavailable))
 register_backend(Backend("sdpa", _sdpa, _sdpa_unavailable))
 register_backend(Backend("reference", _reference, lambda q, mask: None))
+
+
+def column_attention(name: str, q, k, v, columns, counts, *, q_block: int, text, key_padding_mask,
+                     fall_back: Callable[[str], None]):
+    """Column-sparse attention with its log-sum-exp (the delta method's kernel): the Triton kernel where it runs
+    and `name` allows it ("auto" or "triton"), else its PyTorch reference (reporting why through `fall_back`)."""
+    from ..kernels import column_sparse_attention, column_sparse_attention_reference
+
+    reason = _triton_unavailable(q, None)
+    if name == "triton" and reason is not None:
+        raise ValueError(f"backend 'triton' cannot run here: {reason}; use backend='auto'")
+    run = column_sparse_attention
+    if name in ("sdpa", "reference") or reason is not None:
+        if name == "auto":
+            fall_back(reason)
+        run = column_sparse_attention_reference
+    return run(q, k, v, columns, counts, q_block=q_block, text=text, key_padding_mask=key_padding_mask,
+               return_lse=True)

@@ -348,9 +348,6 @@ def _rank_order_to_model_order(world: int, local: int, text_len: int, device) ->
 def permute_tokens(x: torch.Tensor, perms: torch.Tensor, order_index=None, *, inverse: bool = False) -> torch.Tensor:
     """x `[B, H, S, D]` with (b, h) in order `perms[order_index[b, h]]` (row 0 without an index): gathered into that
     order, or with `inverse=True` scattered back."""
-    b, h, s, d = x.shape
-    index = perms[0].expand(b, h, s) if order_index is None else perms[order_index.expand(b, h)]
-    index = index.unsqueeze(-1).expand(b, h, s, d)
-    if inverse:
-        return torch.empty_like(x).scatter_(2, index, x)
-    return torch.gather(x, 2, index)
+    from ..kernels import permute_tokens as kernel
+
+    return kernel(x, perms, order_index, inverse=inverse)

@@ -1,0 +1,337 @@
+"""Full-size step times of the `profile` and `delta` methods, their overheads, and mask and cache memory.
+
+Run on a CUDA GPU from the repository root (bf16, random weights built on the GPU, nothing downloaded):
+
+    python pipelines/bench_methods.py --models hunyuanvideo        # -> pipelines/BENCH_METHODS_hunyuanvideo.{md,json}
+    python pipelines/bench_methods.py --models cogvideox-5b
+    python pipelines/bench_methods.py --dry-run                     # CPU: tiny models, the whole flow, a temp folder
+
+Per model, in one process, one denoising step of the transformer (the pipeline's inputs at the model config's size):
+- `stock`: diffusers as shipped; `vidsparse dense`: vidsparse's own kernel at density 1 (the fastest dense here);
+- `profile`: Sparse VideoGen's online profiling. Random weights make every head diffuse, so the planner's choice is
+  replaced by a fixed per-head draw with the mix of choices the yardstick measured (`--profile-mix`, read from
+  yardstick/sweep.json when present); the real profiling still runs at every call, so its cost is in the time;
+- `delta refresh` and `delta`: the cached-delta method's refresh step (full attention, column selection, cache
+  store) and delta step (top_keys of the columns recomputed), with the whole cache on the GPU, and a delta step with
+  `--cache-budget` GiB on the GPU and the rest offloaded to host memory; peak GPU memory of each;
+- the implied 50-step totals: the measured dense, refresh and delta step times times each method's schedule,
+  warm-up steps included;
+- attention-level overheads at the model's shape: profiling (`ProfilePlanner.choose` and the plan) and the token
+  permutations against the attention that runs, and the static method's stored mask memory for every layer.
+
+Each variant checks its output against stock first (finite, relative error), warms up once, then takes the median
+of `--runs` timed steps (CUDA events around the forward, synchronised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+log = logging.getLogger("bench_methods")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, runs: int, device) -> list[float]:
+    times = []
+    for _ in range(runs):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _rel(a, b) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+
+
+def _mix(args) -> dict:
+    if args.profile_mix:
+        s, t, d = (float(x) for x in args.profile_mix.split(","))
+        return {"spatial": s, "temporal": t, "dense": d, "source": "--profile-mix"}
+    sweep = ROOT / "yardstick" / "sweep.json"
+    if sweep.exists():
+        data = json.loads(sweep.read_text())
+        mix = data.get("profile_mix")
+        if mix:
+            return {**{k: float(mix[k]) for k in ("spatial", "temporal", "dense")}, "source": "yardstick/sweep.json"}
+    return {"spatial": 0.4, "temporal": 0.3, "dense": 0.3, "source": "default (no yardstick sweep found)"}
+
+
+class _ForcedMix:
+    """Wraps a ProfilePlanner: runs its real choice (so the profiling cost is measured), then returns a fixed
+    seeded per-(layer, head) draw with the given mix of spatial / temporal / dense."""
+
+    def __init__(self, planner, mix: dict, seed: int = 0):
+        self.planner, self.mix, self.seed, self._draws = planner, mix, seed, {}
+        self.choose = planner.choose
+        planner.choose = self._choose
+
+    def _choose(self, ctx, probe):
+        real = self.choose(ctx, probe)
+        key = (ctx.layer, tuple(real.shape), str(real.device))
+        if key not in self._draws:
+            gen = torch.Generator().manual_seed(self.seed + ctx.layer)
+            p = torch.tensor([self.mix["spatial"], self.mix["temporal"], self.mix["dense"]])
+            self._draws[key] = torch.multinomial(p, real.numel(), replacement=True, generator=gen).view(
+                real.shape).to(real.device)
+        return self._draws[key]
+
+
+def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
+    import vidsparse
+    from vidsparse import SparseConfig
+    from vidsparse.bench.catalogue import MODELS, TINY_VIDEO, build_transformer
+
+    spec = MODELS[name]
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    tiny = args.dry_run
+    video = TINY_VIDEO if tiny else spec.video
+    text = spec.tiny_text if tiny else spec.text
+    started = time.perf_counter()
+    transformer = build_transformer(spec, tiny, device, dtype)
+    batch = 2 if name.startswith("cogvideox") else 1  # CogVideoX batches its CFG branches; HunyuanVideo is distilled
+    gen = torch.Generator(device=device).manual_seed(0)
+    inputs = spec.inputs(transformer, video, text, batch, device, dtype, gen)
+    entry = out.setdefault("models", {}).setdefault(name, {"video": str(video), "batch": batch, "variants": {}})
+    entry["build_s"] = round(time.perf_counter() - started, 1)
+    q_block = 32 if tiny else 128
+
+    def forward():
+        with torch.no_grad():
+            return transformer(**inputs)[0]
+
+    def record(label, times, output, reference, extra=None):
+        row = {"median_s": statistics.median(times), "times_s": [round(t, 4) for t in times],
+               "rel_err_vs_stock": None if reference is None else _rel(output, reference),
+               "finite": bool(torch.isfinite(output).all())}
+        row.update(extra or {})
+        entry["variants"][label] = row
+        log.info("%s %s: %.3f s (%s)", name, label, row["median_s"], {k: v for k, v in row.items() if k != "times_s"})
+        save()
+
+    runs = 1 if tiny else args.runs
+    # stock
+    stock = forward()
+    record("stock", _time(forward, runs, device), forward(), None)
+    # the rest, each through vidsparse
+    dense_cfg = SparseConfig.make("spatial", frames=10_000, q_block=q_block, k_block=q_block)
+    variants = [("vidsparse dense", dense_cfg, None)]
+    profile_cfg = SparseConfig.make("profile", fraction=0.25, q_block=q_block, k_block=q_block)
+    variants.append(("profile", profile_cfg, "forced"))
+    for label, config, special in variants:
+        if time.perf_counter() - started > args.budget_s:
+            entry["variants"][label] = {"skipped": "time budget"}
+            continue
+        handle = vidsparse.apply(transformer, config)
+        if special == "forced":
+            _ForcedMix(handle.runtimes[0].planner, mix)
+        first = forward()
+        handle.reset()
+        times = _time(lambda: (forward(), handle.reset()), runs, device)
+        report = handle.report()
+        record(label, times, first, stock, {"density": report["density"], "fallbacks": report["fallbacks"]})
+        handle.remove()
+    # delta: refresh steps and delta steps, the whole cache on the GPU, then with a budget
+    for label, budget in (("delta", None), ("delta, offloaded", int(args.cache_budget * 2**30))):
+        if time.perf_counter() - started > args.budget_s:
+            entry["variants"][label] = {"skipped": "time budget"}
+            continue
+        config = SparseConfig.make("delta", top_keys=args.top_keys, refresh_steps=[0], q_block=q_block,
+                                   voxel=[2, 4, 4] if tiny else [4, 4, 8], cache_budget=budget)
+        handle = vidsparse.apply(transformer, config)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        refresh_out = forward()  # step 0: refresh
+        delta_out = forward()    # step 1: delta
+        if label == "delta":
+            handle.reset()
+            times = _time(lambda: (forward(), handle.reset()), runs, device)  # each a step 0: refresh
+            record("delta refresh", times, refresh_out, stock,
+                   {"peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None})
+            forward()  # refresh again, so that the timed steps are delta steps
+        else:
+            forward()  # a delta step (step 2) before timing: the offloaded caches make their first round trip
+        handle.runtimes[0].layers.clear()  # the density of the delta steps alone
+        times = _time(forward, runs, device)
+        report = handle.report()
+        planner = report["transformers"][0]["planner"].get("delta_cache", {})
+        record(label + " step", times, delta_out, stock, {
+            "density": report["density"], "fallbacks": report["fallbacks"],
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+            "offloaded_layers": len(planner.get("offloaded", [])),
+            "refreshed_for_memory": len(planner.get("refreshed_for_memory", [])),
+            "cache_peak_device_gb": planner.get("peak_device_bytes", 0) / 2**30})
+        handle.remove()
+    entry["attention"] = attention_overheads(transformer, name, device, dtype, q_block, tiny, mix)
+    save()
+    entry["schedules_50_steps"] = schedules(entry["variants"])
+    save()
+    del transformer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def schedules(v: dict) -> dict:
+    """50-step totals implied by the measured step times and each method's schedule, warm-up included."""
+    get = lambda k: v.get(k, {}).get("median_s")  # noqa: E731
+    stock, dense, profile = get("stock"), get("vidsparse dense"), get("profile")
+    refresh, delta = get("delta refresh"), get("delta step")
+    out = {}
+    if stock:
+        out["stock"] = 50 * stock
+    if stock and profile:
+        out["profile (12 dense warm-up steps + 38 profiled)"] = 12 * stock + 38 * profile
+    if refresh and delta:
+        out["delta (refresh at 0, 1, 10, 40; 46 delta steps)"] = 4 * refresh + 46 * delta
+    if stock:
+        for key in list(out):
+            if key != "stock":
+                out[key + " speedup vs stock"] = out["stock"] / out[key]
+                if dense:
+                    out[key + " speedup vs vidsparse dense"] = 50 * dense / out[key]
+    return out
+
+
+def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) -> dict:
+    """At this model's attention shape: profiling and permutation costs against the attention itself, and the
+    stored mask memory of the static method over every layer (a transplanted yardstick pattern file)."""
+    from vidsparse import SparseConfig
+    from vidsparse.configs import resolve_patterns
+    from vidsparse.layout import TokenLayout
+    from vidsparse.pattern_file import PatternFile
+    from vidsparse.pipelines.runtime import SparseRuntime
+    from vidsparse.plan import PlanContext, Probe
+    from vidsparse.planner import planner_for
+    from vidsparse.static import StaticPlanner
+
+    cfg = transformer.config
+    heads, d = cfg.num_attention_heads, cfg.attention_head_dim
+    if name == "hunyuanvideo":
+        grid, text_len, position = ((5, 4, 8), 16, "end") if tiny else ((33, 45, 80), 256, "end")
+    else:
+        grid, text_len, position = ((5, 4, 8), 16, "start") if tiny else ((13, 30, 45), 226, "start")
+    layout = TokenLayout(*grid, text_len=text_len, text_position=position)
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(1, heads, layout.seq_len, d, generator=gen, device=device, dtype=dtype) for _ in range(3))
+    config = SparseConfig.make("profile", fraction=0.25, q_block=q_block, k_block=q_block)
+    planner = planner_for(config)
+    _ForcedMix(planner, mix)
+    runtime = SparseRuntime(config, planner, name, position)
+    runs = 1 if tiny else 5
+    state = {}
+    ctx = PlanContext(5, 20, None, layout, heads, device, state=state)
+    probe = Probe(q, k, v, layout)
+    plan = planner.plan(ctx, probe)  # builds the tables once
+    runtime.execute(plan, q, k, v, layout)
+    plan_s = statistics.median(_time(lambda: planner.plan(ctx, probe), runs, device))
+    exec_s = statistics.median(_time(lambda: runtime.execute(plan, q, k, v, layout), runs, device))
+    group = plan.groups[0]
+    perms = runtime.permutations(group.orders, layout, device)
+    from vidsparse.kernels import permute_tokens
+
+    perm_s = statistics.median(_time(lambda: [permute_tokens(x, perms, group.order_index) for x in (q, k, v)]
+                                     + [permute_tokens(q, perms, group.order_index, inverse=True)], runs, device))
+    result = {"layout": [*grid, text_len], "profile_plan_s": plan_s, "profile_execute_s": exec_s,
+              "permutations_s": perm_s, "profile_plus_permutations_share": (plan_s + perm_s) / (plan_s + exec_s),
+              "profile_density": float(group.density.float().mean())}
+    # static: every layer's masks at this layout, from the yardstick's searched patterns dealt out to this model
+    layers = sum(1 for key in transformer.attn_processors if not key.startswith("context_embedder.")
+                 and (".attn1." in key or not name.startswith("wan")))
+    source = PatternFile.load(resolve_patterns("yardstick"))
+    transplanted = source.transplant(transformer, layers, heads, layout, q_block, q_block, device=device)
+    path = Path(tempfile.mkdtemp()) / "transplanted.safetensors"
+    transplanted.save(path)
+    static = StaticPlanner(SparseConfig.make("static", patterns=str(path)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for layer in range(layers):
+        static.plan(PlanContext(layer, 20, None, layout, heads, device, state={}), None)
+    result.update({"static_layers": layers, "static_distinct_patterns": len(static._rows),
+                   "static_stored_mask_mb": static.stored_bytes() / 2**20,
+                   "full_width_one_layer_mask_mb": heads * (-(-layout.seq_len // q_block)) ** 2 * 4 / 2**20})
+    log.info("%s attention: %s", name, result)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="pipelines/bench_methods.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="hunyuanvideo")
+    parser.add_argument("--runs", type=int, default=2, help="timed steps per variant (median)")
+    parser.add_argument("--top-keys", type=float, default=0.05)
+    parser.add_argument("--cache-budget", type=float, default=8.0, help="GiB of delta cache on the GPU, offloaded run")
+    parser.add_argument("--profile-mix", default=None, help="spatial,temporal,dense shares (default: the yardstick's)")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="skip remaining variants past this")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from vidsparse.runinfo import environment
+
+    out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench_methods_")) if args.dry_run else HERE)
+    mix = _mix(args)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
+    command = ["python", "pipelines/bench_methods.py", *(sys.argv[1:] if argv is None else argv)]
+    for name in args.models.split(","):
+        result = {"meta": {**environment(command, device), "profile_mix": mix,
+                           "note": "random weights; profile's choices forced to profile_mix"}}
+        path = out_dir / f"BENCH_METHODS_{name}.json"
+
+        def save():
+            path.write_text(json.dumps(result, indent=1, default=str))
+            (out_dir / f"BENCH_METHODS_{name}.md").write_text(markdown(name, result))
+
+        bench_model(name, args, mix, result, save)
+        save()
+        print(f"wrote {path}")
+    return 0
+
+
+def markdown(name: str, result: dict) -> str:
+    meta = result["meta"]
+    lines = [f"# {name}: profile and delta at full size", "", f"Command: `{meta['command']}`", "",
+             f"Environment: {json.dumps({k: v for k, v in meta.items() if k not in ('command',)}, default=str)}", ""]
+    entry = result.get("models", {}).get(name, {})
+    stock = entry.get("variants", {}).get("stock", {}).get("median_s")
+    dense = entry.get("variants", {}).get("vidsparse dense", {}).get("median_s")
+    lines += [f"Input: {entry.get('video')}, batch {entry.get('batch')}", "",
+              "| variant | step (median) | vs stock | vs vidsparse dense | density | rel. err vs stock | peak GPU GB |",
+              "|---|---|---|---|---|---|---|"]
+    for label, row in entry.get("variants", {}).items():
+        if "median_s" not in row:
+            lines.append(f"| {label} | {row} | | | | | |")
+            continue
+        t = row["median_s"]
+        lines.append(
+            f"| {label} | {t:.3f} s | {stock / t:.2f}x | {dense / t if dense else float('nan'):.2f}x | "
+            f"{row.get('density', 1.0):.3f} | {row['rel_err_vs_stock'] if row['rel_err_vs_stock'] is None else round(row['rel_err_vs_stock'], 4)} | "
+            f"{row.get('peak_gb') if row.get('peak_gb') is None else round(row['peak_gb'], 1)} |")
+    if "schedules_50_steps" in entry:
+        lines += ["", "50-step totals implied by the measured steps:", ""]
+        lines += [f"- {k}: {v:.2f}" + ("x" if "speedup" in k else " s") for k, v in entry["schedules_50_steps"].items()]
+    if "attention" in entry:
+        lines += ["", "Attention-level overheads and mask memory:", "", "```", json.dumps(entry["attention"], indent=1),
+                  "```"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

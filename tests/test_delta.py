@@ -1,0 +1,159 @@
+"""The cached-delta method (Chipmunk): refresh and delta modes against full attention, per-branch state, resets,
+and the memory budgets."""
+
+import math
+
+import pytest
+import torch
+from tiny_models import hunyuan_pipeline, wan_inputs, wan_transformer
+
+import vidsparse
+from vidsparse import SparseConfig
+from vidsparse.layout import TokenLayout
+from vidsparse.pipelines.runtime import SparseRuntime
+from vidsparse.plan import PlanContext, Probe
+from vidsparse.planner import planner_for
+
+SMALL = dict(q_block=16, voxel=(2, 2, 4), rows_per_block=8)
+
+
+def _full(q, k, v, key_padding=None):
+    scores = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if key_padding is not None:
+        scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+    return scores.softmax(-1) @ v.double()
+
+
+def _step(runtime, planner, state, layout, step, q, k, v, key_padding=None):
+    ctx = PlanContext(0, step, None, layout, q.shape[1], q.device, state=state)
+    plan = planner.plan(ctx, Probe(q, k, v, layout, key_padding))
+    return plan.groups[0].mode, runtime.execute(plan, q, k, v, layout, key_padding)
+
+
+def _setup(layout, **options):
+    config = SparseConfig.make("delta", refresh_steps=[0], **{**SMALL, **options})
+    planner = planner_for(config)
+    return SparseRuntime(config, planner, "test", layout.text_position), planner
+
+
+LAYOUTS = [TokenLayout(3, 5, 7, text_len=9, text_position="end"), TokenLayout(4, 4, 6, text_len=12)]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_delta_with_every_key_a_column_equals_full_attention(layout):
+    gen = torch.Generator().manual_seed(0)
+    runtime, planner = _setup(layout, top_keys=1.0)
+    padding = None
+    if layout.text_position == "end":
+        padding = torch.zeros(2, layout.seq_len, dtype=torch.bool)
+        padding[1, -3:] = True
+    state = {}
+    q, k, v = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))
+    mode, out = _step(runtime, planner, state, layout, 0, q, k, v, padding)
+    assert mode == "refresh"
+    torch.testing.assert_close(out.double(), _full(q, k, v, padding), atol=2e-5, rtol=1e-4)
+    q2, k2, v2 = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))  # a later step's inputs
+    mode, out = _step(runtime, planner, state, layout, 1, q2, k2, v2, padding)
+    assert mode == "delta"
+    torch.testing.assert_close(out.double(), _full(q2, k2, v2, padding), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_delta_at_unchanged_inputs_returns_the_refresh_output(layout):
+    gen = torch.Generator().manual_seed(1)
+    runtime, planner = _setup(layout, top_keys=0.1)
+    state = {}
+    q, k, v = (torch.randn(1, 2, layout.seq_len, 64, generator=gen) for _ in range(3))
+    _, refreshed = _step(runtime, planner, state, layout, 0, q, k, v)
+    mode, delta = _step(runtime, planner, state, layout, 1, q, k, v)
+    assert mode == "delta"
+    torch.testing.assert_close(delta, refreshed, atol=2e-5, rtol=1e-4)
+    # and it is not full attention of other inputs: the cached rest is really used
+    q2 = q + 0.5 * torch.randn(q.shape, generator=gen)
+    _, moved = _step(runtime, planner, state, layout, 2, q2, k, v)
+    exact = _full(q2, k, v)
+    err = ((moved.double() - exact).norm() / exact.norm()).item()
+    assert 1e-4 < err < 0.5
+
+
+def test_budgets_offload_or_refresh_and_offloaded_equals_resident():
+    layout = LAYOUTS[1]
+    gen = torch.Generator().manual_seed(2)
+    steps = [tuple(torch.randn(1, 2, layout.seq_len, 64, generator=gen) for _ in range(3)) for _ in range(3)]
+    outs = {}
+    for name, budgets in {"resident": {}, "offloaded": dict(cache_budget=0),
+                          "refused": dict(cache_budget=0, host_budget=0)}.items():
+        runtime, planner = _setup(layout, top_keys=0.2, **budgets)
+        state = {}
+        outs[name] = [_step(runtime, planner, state, layout, i, *qkv) for i, qkv in enumerate(steps)]
+        outs[name + ":report"] = planner.report()["delta_cache"]
+    assert [m for m, _ in outs["resident"]] == ["refresh", "delta", "delta"]
+    for (_, a), (_, b) in zip(outs["resident"], outs["offloaded"]):
+        assert torch.equal(a, b)
+    assert outs["offloaded:report"]["offloaded"] == ["0"] and outs["resident:report"]["offloaded"] == []
+    assert [m for m, _ in outs["refused"]] == ["refresh"] * 3  # no cache: every step refreshes
+    assert outs["refused:report"]["refreshed_for_memory"] == ["0"]
+    for (_, out), (q, k, v) in zip(outs["refused"], steps):
+        torch.testing.assert_close(out.double(), _full(q, k, v), atol=2e-5, rtol=1e-4)
+
+
+def test_delta_caches_per_cfg_branch_and_resets_between_generations():
+    pipe = hunyuan_pipeline()
+    config = SparseConfig.make("delta", refresh_steps=[0], top_keys=0.3, **SMALL)
+    handle = vidsparse.apply(pipe, config)
+    kwargs = dict(num_inference_steps=3, height=80, width=112, num_frames=9, output_type="latent",
+                  prompt="a red circle", negative_prompt="blue", true_cfg_scale=5.0, max_sequence_length=16)
+    from tiny_models import HUNYUAN_PROMPT_TEMPLATE
+
+    kwargs["prompt_template"] = HUNYUAN_PROMPT_TEMPLATE
+    seen = {}
+    runtime = handle.runtimes[0]
+    record = runtime.record
+
+    def recording(layer, plan, heads, device):
+        if plan is not None and layer == 0:
+            entry = runtime.state.layers[0].get("delta")
+            seen.setdefault(runtime.branch, []).append((plan.groups[0].mode, None if entry is None else entry))
+        return record(layer, plan, heads, device)
+
+    runtime.record = recording
+    with torch.no_grad():
+        first = pipe(generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert set(seen) == {"cond", "uncond"}
+    for branch in seen:
+        assert [mode for mode, _ in seen[branch]] == ["refresh", "delta", "delta"]
+    cond_cache, uncond_cache = seen["cond"][1][1], seen["uncond"][1][1]
+    assert cond_cache is not uncond_cache and not torch.equal(cond_cache.tensors[0], uncond_cache.tensors[0])
+    hook_states = [m for m in vars(_step_hook(pipe.transformer)).values() if hasattr(m, "_state_cache")]
+    assert hook_states and all(not m._state_cache for m in hook_states)  # the pipeline reset them after the call
+    seen.clear()
+    with torch.no_grad():
+        second = pipe(generator=torch.Generator().manual_seed(0), **kwargs).frames
+    assert [mode for mode, _ in seen["cond"]] == ["refresh", "delta", "delta"]  # a fresh cache: refreshed again
+    assert torch.equal(first, second)
+    report = handle.report()
+    assert 0.0 < report["density"] < 1.0
+    handle.remove()
+
+
+def _step_hook(transformer):
+    from diffusers.hooks import HookRegistry
+
+    from vidsparse.pipelines.hooks import HOOK_NAME
+
+    return HookRegistry.check_if_exists_or_initialize(transformer).get_hook(HOOK_NAME)
+
+
+def test_delta_at_full_columns_in_a_model_equals_stock():
+    model = wan_transformer()
+    inputs = wan_inputs(model)
+    with torch.no_grad():
+        stock = model(**inputs, return_dict=False)[0]
+    with vidsparse.apply(model, SparseConfig.make("delta", top_keys=1.0, refresh_steps=[0], **SMALL)) as handle:
+        with torch.no_grad():
+            refresh = model(**inputs, return_dict=False)[0]
+            delta = model(**inputs, return_dict=False)[0]  # step 1: a delta step over every key
+        modes = handle.report()["heads"]["choices"]
+    rel = lambda a, b: ((a - b).double().norm() / b.double().norm()).item()  # noqa: E731
+    assert rel(refresh, stock) < 1e-5 and rel(delta, stock) < 1e-5
+    assert all(set(head) == {"refresh", "delta"} for layer in modes for head in layer)
