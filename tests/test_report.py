@@ -327,3 +327,13 @@ def test_pattern_letters_and_colours_are_the_same_in_every_figure():
     assert pattern_style("spatial+temporal")[0] == "S+T"
     assert pattern_style("temporal") == pattern_style("temporal")  # not reassigned per figure
     assert pattern_style("spatial")[1] != pattern_style("temporal")[1]
+
+
+def test_choices_table_shows_how_often_each_head_ran_each_choice():
+    from vidsparse.report import _choices_table
+
+    method = {"heads": {"choices": [[{"spatial": 3.0, "dense": 1.0}, {"temporal": 4.0}], [{"dense": 4.0}, {}]]}}
+    header, rows = _choices_table(method)
+    assert header == ["layer", "head 0", "head 1"]
+    assert rows[0] == ["0", "D 1 S 3", "T 4"] and rows[1] == ["1", "D 4", ""]
+    assert _choices_table({"heads": {"choices": [[{"spatial": 2.0}]]}}) is None  # one choice per head: no table

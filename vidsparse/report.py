@@ -606,10 +606,30 @@ def _markdown(raw: dict, media: _Media) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _choices_table(method: dict):
+    """(header, rows) of how often each head ran each choice, one row per layer, for a method whose heads chose
+    between several (profile: spatial / temporal / dense; delta: refresh / delta); None otherwise. A cell reads
+    "S 12 T 3 D 5": the letter of the one legend and the calls (fractional where batch elements differed)."""
+    choices = (method.get("heads") or {}).get("choices") or []
+    if not any(len(head) > 1 for layer in choices for head in layer):
+        return None
+    n_heads = max(len(layer) for layer in choices)
+    header = ["layer", *[f"head {h}" for h in range(n_heads)]]
+    rows = []
+    for layer, heads in enumerate(choices):
+        cells = [" ".join(f"{pattern_style(name)[0]} {count:g}" for name, count in sorted(head.items()))
+                 for head in heads]
+        rows.append([str(layer), *cells, *[""] * (n_heads - len(cells))])
+    return header, rows
+
+
 def _md_method(method: dict, cases: list[dict], media: _Media, ref: str) -> str:
     name = method["name"]
     lines = [f"## {name}", "", f"Config: {_md_code(json.dumps(_json_safe(method['config'])))}", ""]
     lines += [_md_table(*_case_table(method, cases)), ""]
+    table = _choices_table(method)
+    if table is not None:
+        lines += ["How often each head ran each choice (calls, every step counted):", "", _md_table(*table), ""]
     if method["notes"]:
         lines += ["Notes:", *[f"- {note}" for note in method["notes"]], ""]
     if method["fallbacks"]:
@@ -703,6 +723,9 @@ def _html_method(method: dict, cases: list[dict], media: _Media, out_dir: Path, 
     parts = [f"<h2>{esc(name)}</h2>",
              f"<p>Config: <code>{esc(json.dumps(_json_safe(method['config'])))}</code></p>",
              _html_table(*_case_table(method, cases), numeric_from=3)]
+    table = _choices_table(method)
+    if table is not None:
+        parts += ["<p>How often each head ran each choice (calls, every step counted):</p>", _html_table(*table)]
     if method["notes"]:
         parts.append('<p>Notes:</p><ul class="fallbacks">'
                      + "".join(f"<li>{esc(n)}</li>" for n in method["notes"]) + "</ul>")

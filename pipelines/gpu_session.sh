@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every GPU measurement of the plan-seam, profile and delta work, in two parts of under 10 minutes each on one H200.
+# Run from the repository root on the GPU machine, with the wheels of diffusers, omegaconf and antlr4 in .whl/
+# (the device has torch, triton and accelerate but not those):
+#
+#   bash pipelines/gpu_session.sh 1   # GPU tests, column-sparse kernel bench, yardstick quality sweep, CogVideoX-5b
+#   bash pipelines/gpu_session.sh 2   # HunyuanVideo 720p x 129 frames: stock, dense, profile, delta, memory
+#
+# Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
+set -u -o pipefail
+OUT=${OUT:-/tmp/vidsparse-gpu}
+mkdir -p "$OUT"
+STAGE=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+exec > >(tee "$OUT/log.txt") 2>&1
+nvidia-smi -L
+python3 -c "import torch, triton, diffusers; print(torch.__version__, triton.__version__, diffusers.__version__)"
+
+if [ "${1:-1}" = "1" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/pipelines"
+    timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
+    timeout 200 python3 kernels/bench.py --only columns --out "$STAGE/kernels" 2>&1 | tail -60
+    timeout 170 python3 yardstick/sweep.py --device cuda --out "$STAGE/yardstick" 2>&1 | tail -40
+    cp "$STAGE/yardstick/sweep.json" yardstick/sweep.json 2>/dev/null  # the profile mix for the full-size bench
+    timeout 120 python3 pipelines/bench_methods.py --models cogvideox-5b --runs 3 --out "$STAGE/pipelines" 2>&1 | tail -30
+else
+    mkdir -p "$STAGE/pipelines"
+    timeout 540 python3 pipelines/bench_methods.py --models hunyuanvideo --runs 1 --budget-s 400 \
+        --out "$STAGE/pipelines" 2>&1 | tail -40
+fi
+tar -czf "$OUT/results.tar.gz" -C "$STAGE" .
+ls -la "$OUT"

@@ -1,0 +1,67 @@
+"""GPU tier (H200): the plan executor, profile and delta at real shapes in bf16 against the float32 reference.
+Skipped without CUDA; results recorded in tests/GPU_RESULTS.txt."""
+
+import math
+
+import pytest
+import torch
+
+from vidsparse import SparseConfig
+from vidsparse.layout import TokenLayout
+from vidsparse.pipelines.runtime import SparseRuntime
+from vidsparse.plan import PlanContext, Probe
+from vidsparse.planner import planner_for
+
+pytestmark = pytest.mark.gpu
+
+# CogVideoX-5b at 480p x 49 frames: 13 x 30 x 45 video tokens after 226 text tokens; 4 of its 48 heads
+LAYOUT = TokenLayout(13, 30, 45, text_len=226)
+
+
+def _qkv(heads=4, d=64, seed=0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    return [torch.randn(1, heads, LAYOUT.seq_len, d, generator=gen, device="cuda", dtype=torch.bfloat16)
+            for _ in range(3)]
+
+
+def _rel(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.mark.parametrize("d", [64, 128])
+def test_profile_plan_on_the_gpu_equals_the_reference_backend(d):
+    q, k, v = _qkv(d=d)
+    config = SparseConfig.make("profile", fraction=0.25, eps=10.0)
+    planner = planner_for(config)
+    ctx = PlanContext(0, 0, None, LAYOUT, 4, q.device, state={})
+    runtime, rows = SparseRuntime(config, planner, "gpu", "start"), {}
+    runtime.execute(planner.plan(ctx, Probe(q, k, v, LAYOUT, rows_cache=rows)), q, k, v, LAYOUT)  # builds tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # from then on, planning and execution make no host sync
+    try:
+        plan = planner.plan(ctx, Probe(q, k, v, LAYOUT, rows_cache=rows))
+        out = runtime.execute(plan, q, k, v, LAYOUT)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    ref = SparseRuntime(config.replace(backend="reference"), planner, "gpu", "start").execute(plan, q, k, v, LAYOUT)
+    fp32 = SparseRuntime(config.replace(backend="reference"), planner, "gpu", "start").execute(
+        plan, *(t.float() for t in (q, k, v)), LAYOUT)
+    assert _rel(out, fp32) <= 2 * _rel(ref, fp32) + 1e-3
+
+
+def test_delta_on_the_gpu_refresh_then_delta_at_unchanged_inputs():
+    q, k, v = _qkv(d=128)
+    config = SparseConfig.make("delta", top_keys=0.07, refresh_steps=[0])
+    planner = planner_for(config)
+    runtime = SparseRuntime(config, planner, "gpu", "start")
+    state = {}
+    outs = []
+    for step in range(2):
+        ctx = PlanContext(0, step, None, LAYOUT, 4, q.device, state=state)
+        plan = planner.plan(ctx, Probe(q, k, v, LAYOUT))
+        outs.append((plan.groups[0].mode, runtime.execute(plan, q, k, v, LAYOUT)))
+    assert [m for m, _ in outs] == ["refresh", "delta"]
+    scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    exact = scores.softmax(-1) @ v.float()
+    assert _rel(outs[0][1], exact) < 2e-2
+    assert _rel(outs[1][1], outs[0][1]) < 2e-2
