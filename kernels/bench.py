@@ -459,13 +459,17 @@ def write_columns(env: dict, rows: list[dict], overheads: dict | None, out_dir: 
     (out_dir / "COLUMNS.md").write_text("\n".join(lines) + "\n")
 
 
-def column_tune_space() -> list[ColumnKernelConfig]:
-    """Column-kernel tiles to sweep; 64-row tiles with 8 warps lost every block-sparse sweep."""
-    return [
-        ColumnKernelConfig(bm, bn, w, st)
-        for bm in (128, 64) for bn in (64, 128) for w in (4, 8) for st in (2, 3, 4)
-        if not (bm == 64 and w == 8)
-    ]
+def column_tune_space(head_dim: int) -> list[ColumnKernelConfig]:
+    """Column-kernel tiles to sweep. Pruned with `python kernels/resources.py --sweep` (sm_90 builds,
+    triton 3.9): at D = 128 every 4-warp tile of 128 rows spills hundreds of bytes, 128 x 128 tiles
+    spill a little even with 8 warps, and 4 stages of 128 x 128 pass the 227 KB of shared memory."""
+    if head_dim == 128:
+        return [ColumnKernelConfig(128, 64, 8, st) for st in (2, 3, 4)] + [
+            ColumnKernelConfig(64, 64, 4, st) for st in (2, 3, 4)
+        ] + [ColumnKernelConfig(128, 128, 8, st) for st in (2, 3)]
+    return [ColumnKernelConfig(128, 64, w, st) for w in (4, 8) for st in (2, 3, 4)] + [
+        ColumnKernelConfig(128, 128, 8, st) for st in (2, 3)
+    ] + [ColumnKernelConfig(64, 64, 4, st) for st in (2, 3)] + [ColumnKernelConfig(64, 128, 4, 3)]
 
 
 def tune_columns(cases, *, device: str = "cuda") -> list[dict]:
@@ -478,7 +482,7 @@ def tune_columns(cases, *, device: str = "cuda") -> list[dict]:
         n_cols = max(1, round(fraction * layout.video_len))
         columns, counts = random_columns(heads, s, text, n_cols, COLUMN_Q_BLOCK, dev)
         n_q = columns.shape[2]
-        for cfg in column_tune_space():
+        for cfg in column_tune_space(dim):
             entry = {"shape": name, "fraction": fraction, "head_dim": dim, "config": asdict(cfg)}
             try:
                 run = lambda: column_sparse_attention(q, k, v, columns, counts, q_block=COLUMN_Q_BLOCK, text=text, config=cfg)  # noqa: E731

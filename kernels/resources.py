@@ -97,13 +97,13 @@ def other_builds():
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", action="store_true", help="also build the column kernel's tune space (slow)")
+    parser.add_argument("--sweep", action="store_true", help="build the column kernel's tune space instead (minutes)")
     args = parser.parse_args(argv)
     configs = {key: [cfg] for key, cfg in _TUNED_HOPPER.items()}
     if args.sweep:
         from bench import column_tune_space  # kernels/bench.py: run as a script, this folder is on sys.path
 
-        configs = {key: column_tune_space() for key in _TUNED_HOPPER}
+        configs = {key: column_tune_space(key[0]) for key in _TUNED_HOPPER}
     builds = list(column_builds(configs)) + ([] if args.sweep else list(other_builds()))
     print(f"triton {triton.__version__}, target sm_90")
     print(f"{'kernel':70s} {'regs':>5s} {'stack':>6s} {'shared':>8s} {'cp.async':>9s} {'wgmma':>6s}")

@@ -433,12 +433,17 @@ def test_topk_columns_feed_the_kernel():
         ({"count": 300}, re.escape("count must be an int in [1, 217] (the video keys); got 300")),
         ({"count": 3, "rows_per_block": 0}, "rows_per_block must be a positive int; got 0"),
         ({"count": 3, "q_block": 20}, "q_block must be a positive multiple of 16"),
+        ({"count": 3, "k": "half"}, re.escape("q and k must share shape, dtype and device; got q (1, 2, 217, 64) "
+                                              "torch.float32")),
+        ({"count": 3, "k": "rank"}, re.escape("k must be a 4-D tensor [B, H, S, D]; got (2, 217, 64)")),
     ],
 )
 def test_topk_bad_input(kwargs, message):
     q, k, v = qkv(1, 2, 217, 64)
+    kwargs = dict(kwargs)
+    bad_k = {"half": k.half(), "rank": k[0]}.get(kwargs.pop("k", None), k)
     lse = torch.zeros(1, 2, 217, device=DEVICE)
     with pytest.raises(ValueError, match=message):
-        topk_columns(q, k, lse, **{"q_block": 64, **kwargs})
+        topk_columns(q, bad_k, lse, **{"q_block": 64, **kwargs})
     with pytest.raises(ValueError, match=re.escape("lse must be a float tensor [B, H, S] = [1, 2, 217]")):
         topk_columns(q, k, lse[:, :, :5], q_block=64, count=3)

@@ -292,9 +292,15 @@ def topk_columns(
         `(columns, counts)`: int32 `[B, H, nQ, K]` ascending, and int32 `[B, H, nQ]`. Counts are K
         except where padding leaves fewer than K keys to choose; entries past a count are 0.
     """
-    validate_qkv(q, k, k)
-    if q.device != k.device:
-        raise ValueError(f"q and k must be on one device; got q {q.device}, k {k.device}")
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
+    if q.shape != k.shape or q.dtype != k.dtype or q.device != k.device:
+        raise ValueError(
+            f"q and k must share shape, dtype and device; got q {tuple(q.shape)} {q.dtype} {q.device}, "
+            f"k {tuple(k.shape)} {k.dtype} {k.device}"
+        )
     if not q.is_floating_point():
         raise ValueError(f"q and k must be floating point; got {q.dtype}")
     _check_q_block(q_block)
