@@ -3,8 +3,9 @@
 # Run from the repository root on the GPU machine, with the wheels of diffusers, omegaconf and antlr4 in .whl/
 # (the device has torch, triton and accelerate but not those):
 #
-#   bash pipelines/gpu_session.sh 1   # GPU tests, column-sparse kernel bench, yardstick quality sweep, CogVideoX-5b
-#   bash pipelines/gpu_session.sh 2   # HunyuanVideo 720p x 129 frames: stock, dense, profile, delta, memory
+#   bash pipelines/gpu_session.sh 1   # GPU tests, column-sparse kernel bench, yardstick quality sweep
+#   bash pipelines/gpu_session.sh 2   # CogVideoX-5b 480p and HunyuanVideo 720p x 129 frames: stock, dense, profile,
+#                                     # delta, memory (profile's forced mix from part 1's yardstick/sweep.json)
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
@@ -18,15 +19,15 @@ nvidia-smi -L
 python3 -c "import torch, triton, diffusers; print(torch.__version__, triton.__version__, diffusers.__version__)"
 
 if [ "${1:-1}" = "1" ]; then
-    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/pipelines"
-    timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick"
+    timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 200 python3 kernels/bench.py --only columns --out "$STAGE/kernels" 2>&1 | tail -60
-    timeout 170 python3 yardstick/sweep.py --device cuda --out "$STAGE/yardstick" 2>&1 | tail -40
-    cp "$STAGE/yardstick/sweep.json" yardstick/sweep.json 2>/dev/null  # the profile mix for the full-size bench
-    timeout 120 python3 pipelines/bench_methods.py --models cogvideox-5b --runs 3 --out "$STAGE/pipelines" 2>&1 | tail -30
+    timeout 240 python3 yardstick/sweep.py --device cuda --prompts 3 --out "$STAGE/yardstick" 2>&1 | tail -40
 else
     mkdir -p "$STAGE/pipelines"
-    timeout 540 python3 pipelines/bench_methods.py --models hunyuanvideo --runs 1 --budget-s 400 \
+    cp yardstick/sweep.json "$STAGE/pipelines/" 2>/dev/null || echo "no yardstick/sweep.json: the default profile mix"
+    timeout 120 python3 pipelines/bench_methods.py --models cogvideox-5b --runs 3 --out "$STAGE/pipelines" 2>&1 | tail -30
+    timeout 440 python3 pipelines/bench_methods.py --models hunyuanvideo --runs 1 --budget-s 330 \
         --out "$STAGE/pipelines" 2>&1 | tail -40
 fi
 tar -czf "$OUT/results.tar.gz" -C "$STAGE" .
