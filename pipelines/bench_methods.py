@@ -26,6 +26,7 @@ of `--runs` timed steps (CUDA events around the forward, synchronised).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
@@ -128,18 +129,31 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
         save()
 
     runs = 1 if tiny else args.runs
+    wanted = set(args.variants.split(","))
+
+    def fresh():  # drop the previous variant's caches before the next one measures memory
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            entry["baseline_gb"] = torch.cuda.memory_allocated(device) / 2**30
+
     # stock: the warm-up step's output is the reference of every variant
-    stock = forward()
-    record("stock", _time(forward, runs, device), stock, None)
+    stock = None
+    if "stock" in wanted:
+        stock = forward()
+        record("stock", _time(forward, runs, device), stock, None)
     # the rest, each through vidsparse
     dense_cfg = SparseConfig.make("spatial", frames=10_000, q_block=q_block, k_block=q_block)
-    variants = [("vidsparse dense", dense_cfg, None)]
+    variants = [("vidsparse dense", dense_cfg, None)] if "dense" in wanted else []
     profile_cfg = SparseConfig.make("profile", fraction=0.25, q_block=q_block, k_block=q_block)
-    variants.append(("profile", profile_cfg, "forced"))
+    if "profile" in wanted:
+        variants.append(("profile", profile_cfg, "forced"))
     for label, config, special in variants:
         if time.perf_counter() - started > args.budget_s:
             entry["variants"][label] = {"skipped": "time budget"}
             continue
+        fresh()
         handle = vidsparse.apply(transformer, config)
         if special == "forced":
             _ForcedMix(handle.runtimes[0].planner, mix)
@@ -149,16 +163,18 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
         report = handle.report()
         record(label, times, first, stock, {"density": report["density"], "fallbacks": report["fallbacks"]})
         handle.remove()
+        del handle
     # delta: refresh steps and delta steps, the whole cache on the GPU, then with a budget
     for label, budget in (("delta", None), ("delta, offloaded", int(args.cache_budget * 2**30))):
+        if ("delta" if budget is None else "offload") not in wanted:
+            continue
         if time.perf_counter() - started > args.budget_s:
             entry["variants"][label] = {"skipped": "time budget"}
             continue
         config = SparseConfig.make("delta", top_keys=args.top_keys, refresh_steps=[0], q_block=q_block,
                                    voxel=[2, 4, 4] if tiny else [4, 4, 8], cache_budget=budget)
+        fresh()
         handle = vidsparse.apply(transformer, config)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         refresh_out = forward()  # step 0: refresh
         delta_out = forward()    # step 1: delta
         if label == "delta":
@@ -178,9 +194,13 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
             "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "offloaded_layers": len(planner.get("offloaded", [])),
             "refreshed_for_memory": len(planner.get("refreshed_for_memory", [])),
-            "cache_peak_device_gb": planner.get("peak_device_bytes", 0) / 2**30})
+            "cache_peak_device_gb": planner.get("peak_device_bytes", 0) / 2**30,
+            "baseline_gb": entry.get("baseline_gb")})
         handle.remove()
-    entry["attention"] = attention_overheads(transformer, name, device, dtype, q_block, tiny, mix)
+        del handle, refresh_out, delta_out
+    if "attention" in wanted:
+        fresh()
+        entry["attention"] = attention_overheads(transformer, name, device, dtype, q_block, tiny, mix)
     save()
     entry["schedules_50_steps"] = schedules(entry["variants"])
     save()
@@ -249,8 +269,10 @@ def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) ->
 
     perm_s = statistics.median(_time(lambda: [permute_tokens(x, perms, group.order_index) for x in (q, k, v)]
                                      + [permute_tokens(q, perms, group.order_index, inverse=True)], runs, device))
-    result = {"layout": [*grid, text_len], "profile_plan_s": plan_s, "profile_execute_s": exec_s,
-              "permutations_s": perm_s, "profile_plus_permutations_share": (plan_s + perm_s) / (plan_s + exec_s),
+    result = {"layout": [*grid, text_len], "rows_per_frame": config.options.rows_per_frame,
+              "profile_plan_s": plan_s, "profile_execute_s": exec_s, "permutations_s": perm_s,
+              "profile_plus_permutations_share": (plan_s + perm_s) / (plan_s + exec_s),
+              "profile_every_2_plus_permutations_share": (plan_s / 2 + perm_s) / (plan_s / 2 + exec_s),
               "profile_density": float(group.density.float().mean())}
     # static: every layer's masks at this layout, from the yardstick's searched patterns dealt out to this model
     layers = sum(1 for key in transformer.attn_processors if not key.startswith("context_embedder.")
@@ -280,6 +302,8 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-budget", type=float, default=8.0, help="GiB of delta cache on the GPU, offloaded run")
     parser.add_argument("--profile-mix", default=None, help="spatial,temporal,dense shares (default: the yardstick's)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip remaining variants past this")
+    parser.add_argument("--variants", default="stock,dense,profile,delta,offload,attention",
+                        help="which to run (default: all): stock, dense, profile, delta, offload, attention")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -320,8 +344,9 @@ def markdown(name: str, result: dict) -> str:
             lines.append(f"| {label} | {row} | | | | | |")
             continue
         t = row["median_s"]
+        ratio = lambda base: f"{base / t:.2f}x" if base else "-"  # noqa: E731
         lines.append(
-            f"| {label} | {t:.3f} s | {stock / t:.2f}x | {dense / t if dense else float('nan'):.2f}x | "
+            f"| {label} | {t:.3f} s | {ratio(stock)} | {ratio(dense)} | "
             f"{row.get('density', 1.0):.3f} | {row['rel_err_vs_stock'] if row['rel_err_vs_stock'] is None else round(row['rel_err_vs_stock'], 4)} | "
             f"{row.get('peak_gb') if row.get('peak_gb') is None else round(row['peak_gb'], 1)} |")
     if "schedules_50_steps" in entry:

@@ -6,6 +6,8 @@
 #   bash pipelines/gpu_session.sh 1   # GPU tests, column-sparse kernel bench, yardstick quality sweep
 #   bash pipelines/gpu_session.sh 2   # CogVideoX-5b 480p and HunyuanVideo 720p x 129 frames: stock, dense, profile,
 #                                     # delta, memory (profile's forced mix from part 1's yardstick/sweep.json)
+#   bash pipelines/gpu_session.sh 3   # after changes: the column kernel without Flex, profiling overheads, the delta
+#                                     # cache offloaded at 720p, the yardstick sweep and the GPU tests again
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
@@ -23,6 +25,15 @@ if [ "${1:-1}" = "1" ]; then
     timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 200 python3 kernels/bench.py --only columns --out "$STAGE/kernels" 2>&1 | tail -60
     timeout 240 python3 yardstick/sweep.py --device cuda --prompts 3 --out "$STAGE/yardstick" 2>&1 | tail -40
+elif [ "$1" = "3" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/pipelines"
+    timeout 100 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
+    timeout 100 python3 yardstick/sweep.py --device cuda --out "$STAGE/yardstick" 2>&1 | grep -v "it/s" | tail -30
+    timeout 60 python3 pipelines/bench_methods.py --models cogvideox-5b --variants attention \
+        --out "$STAGE/pipelines" 2>&1 | tail -5
+    timeout 150 python3 pipelines/bench_methods.py --models hunyuanvideo --variants offload,attention --runs 2 \
+        --out "$STAGE/pipelines" 2>&1 | tail -8
+    timeout 160 python3 kernels/bench.py --only columns --no-flex-columns --out "$STAGE/kernels" 2>&1 | tail -60
 else
     mkdir -p "$STAGE/pipelines"
     cp yardstick/sweep.json "$STAGE/pipelines/" 2>/dev/null || echo "no yardstick/sweep.json: the default profile mix"

@@ -164,9 +164,10 @@ def plan_method(cfg, name: str, steps: int | None, overrides=()) -> MethodPlan:
                           f"(set methods.{name}.warmup_steps lower, or run more --steps)")
         if steps != config_steps:  # with the config's own steps, vidsparse.configs has warned already
             logger.warning("method %s: %s", name, plan.notes[-1])
-    if config.patterns and not Path(config.patterns).is_file():
-        raise CLIError(f"method {name}: pattern file {config.patterns} does not exist; write it with "
-                       f"`vidsparse search --out {config.patterns}`, or name a shipped one (methods.{name}.patterns="
+    patterns = getattr(config.options, "patterns", None)  # the static method's pattern file
+    if patterns and not Path(patterns).is_file():
+        raise CLIError(f"method {name}: pattern file {patterns} does not exist; write it with "
+                       f"`vidsparse search --out {patterns}`, or name a shipped one (methods.{name}.patterns="
                        "yardstick)")
     return plan
 

@@ -50,7 +50,7 @@ class ProfileOptions:
         frames: spatial candidate: own frame +- this many frames (None: from `fraction`).
         radius: temporal candidate: own position +- this many rows and columns in every frame (None: from `fraction`).
         eps: error budget: a candidate qualifies when its relative L2 error on the sampled rows is at most this;
-            a head with no qualifying candidate runs dense.
+            a head with no qualifying candidate runs dense (eps 0: every head).
         rows_per_frame: sampled query rows per latent frame.
         every: profile every this many sparse steps; the steps between reuse each layer's last choice.
         q_block, k_block: mask block sizes in tokens (powers of two >= 16).
@@ -61,7 +61,7 @@ class ProfileOptions:
     frames: int | None = None
     radius: int | None = None
     eps: float = 0.3
-    rows_per_frame: int = 8
+    rows_per_frame: int = 4
     every: int = 1
     q_block: int = 128
     k_block: int = 128
@@ -135,19 +135,38 @@ class ProfilePlanner(Planner):
         return t["sampled"][key]
 
     def choose(self, ctx: PlanContext, probe: Probe) -> torch.Tensor:
-        """int64 `[B, H]`: 0 spatial, 1 temporal, 2 dense, from the sampled rows of this call."""
+        """int64 `[B, H]`: 0 spatial, 1 temporal, 2 dense, from the sampled rows of this call.
+
+        Per chunk of heads: the sampled rows' scores against every key in the input dtype (tensor cores), their
+        exponentials once in float32, then for the full key set and each candidate's kept keys the output
+        `sum_j e_j v_j / sum_j e_j`; the products with V run in the input dtype with float32 accumulation.
+        """
         o = self.config.options
+        if o.eps == 0:  # no error allowed: every head dense (a candidate can score 0 only through rounding)
+            return torch.full(probe.q.shape[:2], 2, dtype=torch.long, device=probe.q.device)
         t = self.table(ctx.layout, ctx.device)
         rows = probe.sample_rows(o.rows_per_frame)
-        kept = self._kept(t, ctx.layout, rows).float()  # [2, R, S]
+        kept = self._kept(t, ctx.layout, rows)  # bool [2, R, S]
+        q, k, v = probe.q, probe.k, probe.v
+        low = q.dtype if q.dtype in (torch.bfloat16, torch.float16) else torch.float32
+        keep = kept.to(low)
+        scale = 1.0 / math.sqrt(q.shape[-1])
         errors = []
-        for heads, p, exact in probe.attention_rows(rows, o.head_chunk):  # p [B, Hc, R, S], exact [B, Hc, R, D]
-            v = probe.v[:, heads.start : heads.stop].float()
+        for h0 in range(0, q.shape[1], o.head_chunk):
+            hs = slice(h0, min(q.shape[1], h0 + o.head_chunk))
+            scores = (q[:, hs, rows] @ k[:, hs].transpose(-1, -2)).float()  # [B, Hc, R, S]
+            if probe.key_padding is not None:
+                scores.masked_fill_(probe.key_padding[:, None, None, :], float("-inf"))
+            scores -= scores.amax(-1, keepdim=True)
+            e = scores.mul_(scale).exp_().to(low)  # unnormalised probabilities
+            del scores
+            vs = v[:, hs].to(low)
+            exact = (e @ vs).float() / e.float().sum(-1, keepdim=True)  # [B, Hc, R, D]
             norm = exact.flatten(-2).norm(dim=-1).clamp_min(1e-30)
             err = []
-            for c in range(kept.shape[0]):
-                pc = p * kept[c]
-                out = (pc @ v) / pc.sum(-1, keepdim=True).clamp_min(1e-30)
+            for c in range(keep.shape[0]):
+                ec = e * keep[c]
+                out = (ec @ vs).float() / ec.float().sum(-1, keepdim=True).clamp_min(1e-30)
                 err.append((out - exact).flatten(-2).norm(dim=-1) / norm)
             errors.append(torch.stack(err, -1))  # [B, Hc, 2]
         errors = torch.cat(errors, 1)
