@@ -24,6 +24,7 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
+from attention_checks import qkv, rel_err, truncate_to_bf16
 
 from vidsparse import KernelConfig, SparseMask, block_sparse_attention, block_sparse_attention_reference
 
@@ -47,27 +48,8 @@ def _skip_tma_without_hopper(config):
 
 
 def _qkv(h, s, d, *, dtype=torch.float32, layout="bhsd", seed=0, batch=B):
-    """Fresh random q, k, v `[B, H, S, D]`.
-
-    layout: "bhsd" contiguous; "bshd" transposed views of `[B, S, H, D]` tensors (diffusers' layout);
-    "qkv" slices of one fused `[B, S, 3, H, D]` projection; "dstride" views whose last dim is not
-    contiguous (`[B, H, D, S]` transposed).
-    """
-    g = torch.Generator(device=DEVICE).manual_seed(seed)
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=g, device=DEVICE, dtype=torch.float32).to(dtype)
-
-    if layout == "bhsd":
-        return tuple(randn(batch, h, s, d) for _ in range(3))
-    if layout == "bshd":
-        return tuple(randn(batch, s, h, d).transpose(1, 2) for _ in range(3))
-    if layout == "qkv":
-        fused = randn(batch, s, 3, h, d)
-        return tuple(fused[:, :, i].transpose(1, 2) for i in range(3))
-    if layout == "dstride":
-        return tuple(randn(batch, h, d, s).transpose(2, 3) for _ in range(3))
-    raise AssertionError(layout)
+    """Fresh random q, k, v `[B, H, S, D]` in one of `attention_checks.qkv`'s layouts."""
+    return qkv(batch, h, s, d, dtype=dtype, layout=layout, seed=seed)
 
 
 def _random_mask(density, h, s, q_block=64, k_block=64, *, batch=None, text=None, seed=0):
@@ -96,13 +78,7 @@ def _run_kernel(*args, **kwargs):
     return result
 
 
-def _truncate_to_bf16(x):
-    """float32 -> bfloat16 by dropping the low 16 bits, as Triton's interpreter casts."""
-    return (x.float().view(torch.int32) & -65536).view(torch.float32).to(torch.bfloat16)
-
-
-def _rel_err(x, golden):
-    return ((x.double() - golden.double()).norm() / golden.double().norm()).item()
+_truncate_to_bf16, _rel_err = truncate_to_bf16, rel_err
 
 
 def _check(q, k, v, mask, *, config=None, key_padding_mask=None, scale=None):

@@ -92,3 +92,21 @@ def test_model_help_names_the_default_builtin(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert f"(default: {DEFAULT_BUILTIN}," in " ".join(capsys.readouterr().out.split())
+
+
+def test_generate_spreads_its_prompts_over_processes(tmp_path):
+    """Launched by torchrun, each process generates its share of the prompts (accelerate's PartialState) and
+    writes them under their global index."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "vidsparse.cli", "generate", "--model", "tiny-wan", "--prompt", "a red ball", "--prompt", "a blue cube",
+           "--steps", "1", "--method", "dense", "--out", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    wrote = [line for line in result.stdout.splitlines() if line.startswith("wrote")]
+    assert len(wrote) == 2, result.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["dense_00_seed0.mp4", "dense_01_seed0.mp4"]

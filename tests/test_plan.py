@@ -268,3 +268,19 @@ def test_profile_at_budget_zero_runs_every_head_dense():
     out = _runtime().execute(plan, q, k, v, layout)
     dense = _masked_attention(q, k, v, torch.ones(1, layout.seq_len, layout.seq_len, dtype=torch.bool))
     torch.testing.assert_close(out.double(), dense, atol=2e-5, rtol=1e-4)
+
+
+def test_sdpa_backend_keeps_many_token_masks_and_drops_the_least_recently_used():
+    """The CPU fallback's token masks are cached by use within a byte budget (not 8 masks cleared all at once), so
+    that every layer of a per-layer pattern keeps its mask between steps."""
+    from vidsparse.pipelines.backends import TokenMasks
+
+    layout = TokenLayout(3, 5, 7, text_len=10)
+    masks = [Pattern.parse(f"window:frames=0,radius={r}").mask(layout, 2, 16, 16) for r in range(12)]
+    cache = TokenMasks(budget=10 * 2 * layout.seq_len**2)  # room for 10 of the 12
+    dense = [cache.get(m) for m in masks[:10]]
+    assert all(cache.get(m) is d for m, d in zip(masks[:10], dense))  # hits, no rebuild
+    cache.get(masks[0])  # masks[0] is now the most recent
+    cache.get(masks[10])  # evicts masks[1], the least recently used
+    assert cache.get(masks[0]) is dense[0]
+    assert id(masks[1]) not in cache.entries and len(cache.entries) == 10

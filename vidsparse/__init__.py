@@ -8,7 +8,7 @@ The diffusers integration (`apply`, `remove`, `sparse_attn_processors`) imports 
 first use, so the kernels and masks load without it.
 """
 
-from . import plan, planner
+from . import plan, planner  # noqa: F401  (the plan seam, for `vidsparse.plan.AttentionPlan` and planners)
 from .config import METHODS, PRESETS, SparseConfig, register_method
 from .kernels import KernelConfig, block_sparse_attention, block_sparse_attention_reference
 from .layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder

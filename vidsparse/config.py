@@ -209,6 +209,9 @@ class _Presets(dict):
     def __contains__(self, name):
         return name in self._ITEMS
 
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
     def __iter__(self):
         return iter(self._ITEMS)
 

@@ -190,7 +190,6 @@ class DeltaCache:
         offloaded layer costs device memory only while it runs."""
         if not entry.offloaded:
             return entry.tensors
-        self.entries[key] = entry
         self.prefetch(key)
         staged, entry.staged = entry.staged, None
         if entry.staged_ready is not None:
@@ -285,7 +284,9 @@ def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, ke
             runtime.fall_back("the delta cache is over its memory budgets: some layers refresh at every step")
         return out
     branch, layer = work.key
-    planner.cache.prefetch((branch, layer + 1))  # the next layer's cache, if offloaded, while this one runs
+    later = [other for b, other in planner.cache.entries if b == branch and other > layer]
+    if later:  # the next delta layer's cache, if offloaded, comes back while this one runs
+        planner.cache.prefetch((branch, min(later)))
     o_rest, lse_rest, columns, counts = planner.cache.fetch(work.key, work.state["delta"])
     o_k, lse_k = column_attention(runtime.config.backend, q, k, v, columns, counts, q_block=o.q_block, text=text,
                                   key_padding_mask=key_padding, fall_back=runtime.fall_back)

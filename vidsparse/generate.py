@@ -331,6 +331,17 @@ def cmd_generate(args, argv) -> int:
     prompts = _prompts(args)
     cases = [{"prompt": p, "seed": args.seed} for p in prompts]
     paths = _outputs(Path(args.out), cases, args.method)
+    # Data parallel: launched by `torchrun` or `accelerate launch`, each process takes its share of the prompts,
+    # on its own GPU (accelerate's PartialState; a plain run is one process with every prompt).
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: torchrun on CPUs is multi-process too
+    if state.num_processes > 1:
+        args.device = args.device or str(state.device)
+        with state.split_between_processes(list(zip(cases, paths))) as mine:
+            cases, paths = [c for c, _ in mine], [p for _, p in mine]
+        if not cases:
+            return 0
     pipe, cfg, model = _load(args)
     kwargs = _call_kwargs(pipe, cfg, args)
     plan = plan_method(cfg, args.method, kwargs.get("num_inference_steps"), args.overrides)

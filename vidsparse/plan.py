@@ -3,14 +3,15 @@
 A planner answers `plan(ctx, probe) -> AttentionPlan` for every replaced attention call:
 
 - `PlanContext` says where the call sits (layer, denoising step, CFG branch, token layout, heads, device).
-- `Probe` hands out this call's q, k and v and, on request only, sampled query rows and their exact attention.
+- `Probe` hands out this call's q, k and v and, on request only, sampled query rows.
   Nothing is computed for a planner that does not ask.
 - `AttentionPlan` is a tuple of `HeadGroup`s that together cover every head once. A group says, for its heads:
   - `mode`: "dense" (all keys), "sparse" (the blocks of `mask`), or Chipmunk's cached-delta modes "refresh"
     (all keys, and the rest outside `columns` is cached) and "delta" (the `columns` now, plus the cached rest);
   - the token order(s) its mask is stated in: `orders[order_index[b, h]]` for each (batch, head), so a planner
     can choose an order per head on the device without a host sync (`order_index` None: `orders[0]` for all);
-  - `mask`, the `SparseMask` in that order, or `columns` (key token indices per query block, model order);
+  - `mask`, the `SparseMask` in that order ("sparse"), or for "refresh" and "delta" the planner's `state`, which
+    holds the key columns of each query block (in the group's order) and the cache;
   - per head, for reports: `labels` (the names of what a head may run, e.g. ("spatial", "temporal", "dense"))
     with `label_index` (which one each (b, h) ran, a device tensor) and `density` (realised, a device tensor).
 
@@ -27,7 +28,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -74,7 +74,6 @@ class HeadGroup:
     mask: SparseMask | None = None
     orders: tuple[TokenOrder, ...] = (FRAME_MAJOR,)
     order_index: torch.Tensor | None = None  # int64 [B' or 1, Hg]: which of `orders` each (b, h) runs in
-    columns: object | None = None  # "refresh" / "delta": the planner's key columns (see vidsparse.delta)
     state: object | None = None  # "refresh" / "delta": the per-layer cache the executor reads and writes
     labels: tuple[str, ...] = ("dense",)
     label_index: torch.Tensor | None = None  # int64 [B' or 1, Hg] into `labels`; None: labels[0] everywhere
@@ -102,6 +101,8 @@ class AttentionPlan:
     groups: tuple[HeadGroup, ...]
 
     def __post_init__(self):
+        if not self.groups:
+            raise ValueError("a plan needs at least one head group")
         covered = [h for g in self.groups for h in g.heads]
         if covered != list(range(len(covered))):
             raise ValueError(f"the groups must cover heads 0..H-1 in order, once each; got {[g.heads for g in self.groups]}")
@@ -117,7 +118,7 @@ class AttentionPlan:
         """One sparse group of every head of `mask`, in one order."""
         labels = (labels,) if isinstance(labels, str) else tuple(labels)
         return cls((HeadGroup(range(mask.num_heads), "sparse", mask, (order,), labels=labels, label_index=label_index,
-                              density=mask_density(mask) if density is None else density),))
+                              density=mask.density_per_head() if density is None else density),))
 
     @property
     def num_heads(self) -> int:
@@ -133,17 +134,10 @@ class AttentionPlan:
         return any(g.mode != "dense" for g in self.groups)
 
 
-def mask_density(mask: SparseMask) -> torch.Tensor:
-    """Realised density per (batch or shared, head), on the mask's device, without a host sync."""
-    return mask.density_per_head()
-
-
 class Probe:
     """What a planner may look at in one attention call: q, k, v `[B, H, S, D]` (model order) and the key padding
-    (bool `[B, S]`, True = ignore) as given, and on request sampled query rows and their exact attention.
-
-    `sample_rows` and `attention_rows` compute only when called, chunked over heads so that memory stays at
-    B x head_chunk x rows x S floats.
+    (bool `[B, S]`, True = ignore) as given, and on request sampled query rows (`sample_rows`, computed only when
+    called, once per layout). Nothing is computed for a planner that does not ask.
     """
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: TokenLayout,
@@ -158,21 +152,6 @@ class Probe:
         if key not in self._rows_cache:
             self._rows_cache[key] = sample_rows(self.layout, rows_per_frame, seed).to(self.q.device)
         return self._rows_cache[key]
-
-    def attention_rows(self, rows: torch.Tensor, head_chunk: int = 4):
-        """Yield `(heads, p, out)` per chunk of heads: the exact softmax probabilities `p` float32 `[B, Hc, R, S]` of
-        the sampled query rows over every key (padding excluded), and their exact output `out` `[B, Hc, R, D]`."""
-        b, h, s, d = self.q.shape
-        scale = 1.0 / math.sqrt(d)
-        for h0 in range(0, h, head_chunk):
-            heads = range(h0, min(h, h0 + head_chunk))
-            hs = slice(heads.start, heads.stop)
-            scores = (self.q[:, hs, rows].float() @ self.k[:, hs].float().transpose(-1, -2)) * scale
-            if self.key_padding is not None:
-                scores = scores.masked_fill(self.key_padding[:, None, None, :], float("-inf"))
-            p = scores.softmax(-1)
-            del scores
-            yield heads, p, p @ self.v[:, hs].float()
 
 
 def sample_rows(layout: TokenLayout, rows_per_frame: int, seed: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The "profile" method: Sparse VideoGen's online profiling of spatial and temporal heads.
 
-At a profiling step, for every head of a layer, a few sampled query rows per frame (`Probe.attention_rows`) score
+At a profiling step, for every head of a layer, a few sampled query rows per frame (`Probe.sample_rows`) score
 two candidates against exact attention on those rows:
 
 - spatial: own frame +- `frames` frames, in the model's frame-major order;
@@ -178,12 +178,13 @@ class ProfilePlanner(Planner):
         o = self.config.options
         state = ctx.state if ctx.state is not None else {}
         sparse_steps = state.get("sparse_steps", 0)
-        if "choice" not in state or sparse_steps % o.every == 0:
-            state["choice"] = self.choose(ctx, probe)
-        state["sparse_steps"] = sparse_steps + 1
-        choice = state["choice"]  # [B, H]
         t = self.table(ctx.layout, ctx.device)
-        mask = t["mask"].gather_heads(choice)
-        group = HeadGroup(range(ctx.heads), "sparse", mask, t["orders"], order_index=(choice == 1).long(),
-                          labels=LABELS, label_index=choice, density=t["density"][choice])
-        return AttentionPlan((group,))
+        if "choice" not in state or sparse_steps % o.every == 0:
+            choice = self.choose(ctx, probe)  # [B, H]
+            # the plan's group is rebuilt only with the choice: between profiling steps the same mask object runs
+            state["choice"] = choice
+            state["group"] = HeadGroup(range(ctx.heads), "sparse", t["mask"].gather_heads(choice), t["orders"],
+                                       order_index=(choice == 1).long(), labels=LABELS, label_index=choice,
+                                       density=t["density"][choice])
+        state["sparse_steps"] = sparse_steps + 1
+        return AttentionPlan((state["group"],))

@@ -24,6 +24,8 @@ from .planner import Planner
 
 __all__ = ["StaticOptions", "StaticPlanner"]
 
+_KEEP_LAYER_MASK_BYTES = 4 << 20  # layer masks up to this size are kept whole (the yardstick's: ~0.1 MB)
+
 
 @dataclass(frozen=True)
 class StaticOptions:
@@ -84,18 +86,27 @@ class StaticPlanner(Planner):
 
     def stored_bytes(self) -> int:
         """Bytes of every compiled mask row held (the planner's mask memory)."""
-        return sum(mask.nbytes for mask, _ in self._rows.values())
+        kept = sum(info[3].nbytes for info in self._info.values() if info[3] is not None)
+        return sum(mask.nbytes for mask, _ in self._rows.values()) + kept
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         patterns = self.patterns(ctx.layer)
-        if patterns is None:
+        if patterns is not None:  # this call's heads: all of them, or a rank's under Ulysses
+            patterns = patterns[ctx.head_offset : ctx.head_offset + ctx.heads]
+        if patterns is None or all(p.kind == "full" for p in patterns):
             return AttentionPlan.dense(ctx.heads, "full")
-        rows = [self.row(ctx.layout, p, ctx.device) for p in patterns]
-        key = (ctx.layer, ctx.layout, str(ctx.device))
-        if key not in self._info:  # per-head labels and densities, built once: no host-to-device copy per call
+        key = (ctx.layer, ctx.head_offset, ctx.heads, ctx.layout, str(ctx.device))
+        if key not in self._info:  # built once per layer: labels, densities and, when small, the stacked mask
+            rows = [self.row(ctx.layout, p, ctx.device) for p in patterns]
             labels = tuple(dict.fromkeys(p.family for p in patterns))
             label_index = torch.tensor([[labels.index(p.family) for p in patterns]], device=ctx.device)
-            self._info[key] = (labels, label_index, torch.stack([d for _, d in rows]).view(1, -1))
-        labels, label_index, density = self._info[key]
-        mask = SparseMask.stack_heads([m for m, _ in rows])
+            density = torch.stack([d for _, d in rows]).view(1, -1)
+            stacked = SparseMask.stack_heads([m for m, _ in rows])
+            # A small layer mask is kept (the same object every call, so the sdpa backend's token mask is reused);
+            # a large one is stacked again per call from the shared rows, so that stored memory stays per pattern.
+            keep = stacked if stacked.nbytes <= _KEEP_LAYER_MASK_BYTES else None
+            self._info[key] = (labels, label_index, density, keep, patterns)
+        labels, label_index, density, mask, patterns = self._info[key]
+        if mask is None:
+            mask = SparseMask.stack_heads([self.row(ctx.layout, p, ctx.device)[0] for p in patterns])
         return AttentionPlan.sparse(mask, labels, label_index=label_index, density=density)

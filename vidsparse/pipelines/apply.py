@@ -83,7 +83,9 @@ def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None) -
             processors[key] = current
     if layer == 0:
         raise ValueError(f"found no attention layer to replace in {type(transformer).__name__}")
-    runtime.planner.bind(transformer, layer, getattr(transformer.config, "num_attention_heads", None))
+    bind = getattr(runtime.planner, "bind", None)  # optional for a planner given to apply()
+    if bind is not None:
+        bind(transformer, layer, getattr(transformer.config, "num_attention_heads", None))
     hook = StepHook(runtime, adapter)
     hook.original_processors = original  # what remove() puts back, however vidsparse was installed
     registry.register_hook(hook, HOOK_NAME)
@@ -170,7 +172,10 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
             (`SparseConfig.from_dict`).
         planner: optional: your own planner, any object with `plan(ctx, probe) -> AttentionPlan`
             (`vidsparse.plan`), asked at every call after the config's warm-up, the dense method included
-            (the pattern search's calibrator plugs in here). Default: the planner of `config.method`.
+            (the pattern search's calibrator plugs in here); `bind`, `reset` and `report` are optional. One
+            object serves every transformer of the pipeline (Wan 2.2's two), so it must not keep per-layer state
+            of its own (`PlanContext.state` is per transformer). Default: the planner of `config.method`, one
+            per transformer.
 
     Returns:
         A `SparseHandle`; `handle.remove()` restores the stock processors exactly.

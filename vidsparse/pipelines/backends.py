@@ -3,7 +3,7 @@
 | name | runs | where |
 |---|---|---|
 | `triton` | `block_sparse_attention`, the Triton kernel | CUDA, or the CPU under `TRITON_INTERPRET=1`; head dims 64 and 128 |
-| `sdpa` | torch SDPA with the mask expanded to a boolean token mask (kept in a small cache) | small sequences anywhere |
+| `sdpa` | torch SDPA with the mask expanded to a boolean token mask (cached per runtime) | small sequences anywhere |
 | `reference` | `block_sparse_attention_reference`, chunked over query rows | anywhere, any size (slow) |
 
 `SparseConfig(backend="auto")` takes the first that can run, in that order, and the runtime reports every reason a
@@ -40,7 +40,8 @@ class Backend:
 
     Attributes:
         name: the registry key (`SparseConfig.backend`).
-        run: `(q, k, v, mask, key_padding_mask, return_lse) -> o or (o, lse)` over `[B, H, S, D]`.
+        run: `(q, k, v, mask, key_padding_mask, return_lse, token_masks) -> o or (o, lse)` over `[B, H, S, D]`;
+            `token_masks` is the calling runtime's `TokenMasks` cache (reset between generations).
         unavailable: `(q, mask) -> None` where it can run, else the reason (one line, for the report).
     """
 
@@ -90,13 +91,14 @@ def _triton_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
     return None
 
 
-def _triton(q, k, v, mask, key_padding_mask, return_lse):
+def _triton(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
     return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse)
 
 
 # ---------------------------------------------------------------------------------------------- sdpa
-class _TokenMasks:
-    """Token masks of recently used `SparseMask`s, least recently used dropped first, within a byte budget."""
+class TokenMasks:
+    """Token masks of recently used `SparseMask`s, least recently used dropped first, within a byte budget. Planners
+    hand out the same mask object while a pattern holds, so a layer's mask is built once, not at every call."""
 
     def __init__(self, budget: int = _TOKEN_MASK_CACHE_BYTES):
         self.budget = budget
@@ -113,8 +115,8 @@ class _TokenMasks:
             self.entries.popitem(last=False)
         return dense
 
-
-_token_masks = _TokenMasks()
+    def clear(self) -> None:
+        self.entries.clear()
 
 
 def _sdpa_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
@@ -126,10 +128,10 @@ def _sdpa_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
     return None
 
 
-def _sdpa(q, k, v, mask, key_padding_mask, return_lse):
+def _sdpa(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
     if return_lse:
         return _reference(q, k, v, mask, key_padding_mask, True)
-    allowed = _token_masks.get(mask)
+    allowed = (token_masks if token_masks is not None else TokenMasks()).get(mask)
     if key_padding_mask is not None:
         allowed = allowed & ~key_padding_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
@@ -137,7 +139,7 @@ def _sdpa(q, k, v, mask, key_padding_mask, return_lse):
 
 
 # ---------------------------------------------------------------------------------------------- reference
-def _reference(q, k, v, mask, key_padding_mask, return_lse):
+def _reference(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
     return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse)
 
 

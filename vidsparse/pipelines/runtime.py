@@ -141,6 +141,7 @@ class SparseRuntime:
     layers: dict[int, LayerStats] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> calls
     sparse_steps: dict[tuple, int] = field(default_factory=dict)  # (branch, step) -> sparse calls
+    token_masks: "_backends.TokenMasks" = field(default_factory=lambda: _backends.TokenMasks(), repr=False)
     _perms: dict = field(default_factory=dict, repr=False)
     _rows: dict = field(default_factory=dict, repr=False)
 
@@ -239,7 +240,7 @@ class SparseRuntime:
     def sparse(self, q, k, v, mask, key_padding=None, return_lse: bool = False):
         """Block-sparse attention on the configured backend (see `backends`)."""
         backend = _backends.pick_backend(self.config.backend, q, mask, self.fall_back, need_lse=return_lse)
-        return backend.run(q, k, v, mask, key_padding, return_lse)
+        return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks)
 
     def permutations(self, orders, layout: TokenLayout, device) -> torch.Tensor:
         """int64 `[P, S]`: each order's permutation at this layout, built once per (orders, layout, device)."""
@@ -306,7 +307,10 @@ class SparseRuntime:
     def new_generation(self) -> None:
         self.step, self.branch, self.grid, self.num_steps = 0, None, None, None
         self.state = BranchState()
-        self.planner.reset()
+        self.token_masks.clear()
+        reset = getattr(self.planner, "reset", None)
+        if reset is not None:
+            reset()
 
     def report(self) -> dict:
         calls = sum(s.calls for s in self.layers.values())
