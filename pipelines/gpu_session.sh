@@ -8,6 +8,7 @@
 #                                     # delta, memory (profile's forced mix from part 1's yardstick/sweep.json)
 #   bash pipelines/gpu_session.sh 3   # after changes: the column kernel without Flex, profiling overheads, the delta
 #                                     # cache offloaded at 720p, the yardstick sweep and the GPU tests again
+#   bash pipelines/gpu_session.sh 4   # profile's full-size steps again, with the cheaper profiling of part 3
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
@@ -34,6 +35,12 @@ elif [ "$1" = "3" ]; then
     timeout 150 python3 pipelines/bench_methods.py --models hunyuanvideo --variants offload,attention --runs 2 \
         --out "$STAGE/pipelines" 2>&1 | tail -8
     timeout 160 python3 kernels/bench.py --only columns --no-flex-columns --out "$STAGE/kernels" 2>&1 | tail -60
+elif [ "$1" = "4" ]; then
+    mkdir -p "$STAGE/pipelines"
+    timeout 120 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,profile --runs 3 \
+        --out "$STAGE/pipelines" 2>&1 | tail -5
+    timeout 300 python3 pipelines/bench_methods.py --models hunyuanvideo --variants stock,profile --runs 1 \
+        --out "$STAGE/pipelines" 2>&1 | tail -5
 else
     mkdir -p "$STAGE/pipelines"
     cp yardstick/sweep.json "$STAGE/pipelines/" 2>/dev/null || echo "no yardstick/sweep.json: the default profile mix"
