@@ -19,12 +19,11 @@ reference truncated to bf16 the same way.
 """
 
 import re
-from unittest import mock
 
 import pytest
 import torch
 import torch.nn.functional as F
-from attention_checks import qkv, rel_err, truncate_to_bf16
+from attention_checks import poisoned_outputs, qkv, rel_err, truncate_to_bf16
 
 from vidsparse import KernelConfig, SparseMask, block_sparse_attention, block_sparse_attention_reference
 
@@ -58,21 +57,9 @@ def _random_mask(density, h, s, q_block=64, k_block=64, *, batch=None, text=None
     return mask.to(DEVICE)
 
 
-_torch_empty = torch.empty
-
-
 def _run_kernel(*args, **kwargs):
     """The kernel, with every floating-point tensor it allocates (o, lse) pre-filled with NaN."""
-    poisoned = []
-
-    def empty_with_nan(*a, **kw):
-        t = _torch_empty(*a, **kw)
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-            poisoned.append(t)
-        return t
-
-    with mock.patch.object(torch, "empty", empty_with_nan):
+    with poisoned_outputs() as poisoned:
         result = block_sparse_attention(*args, **kwargs)
     assert poisoned, "the launcher no longer allocates through torch.empty: update the poisoning here"
     return result
