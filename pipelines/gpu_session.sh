@@ -20,15 +20,17 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/log.txt") 2>&1
 nvidia-smi -L
 python3 -c "import torch, triton, diffusers; print(torch.__version__, triton.__version__, diffusers.__version__)"
+# the stamp the GPU test record starts with: date, GPU, versions and the command
+STAMP="# python3 -m pytest -q -m gpu tests -p no:cacheprovider  ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), $(python3 -c 'import torch, triton, diffusers; print(f"torch {torch.__version__}, triton {triton.__version__}, diffusers {diffusers.__version__}")'))"
 
 if [ "${1:-1}" = "1" ]; then
     mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick"
-    timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
+    { echo "$STAMP"; timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 200 python3 kernels/bench.py --only columns --out "$STAGE/kernels" 2>&1 | tail -60
     timeout 240 python3 yardstick/sweep.py --device cuda --prompts 3 --out "$STAGE/yardstick" 2>&1 | tail -40
 elif [ "$1" = "3" ]; then
     mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/pipelines"
-    timeout 100 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1 | tee "$STAGE/tests/GPU_RESULTS.txt"
+    { echo "$STAMP"; timeout 100 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 100 python3 yardstick/sweep.py --device cuda --out "$STAGE/yardstick" 2>&1 | grep -v "it/s" | tail -30
     timeout 60 python3 pipelines/bench_methods.py --models cogvideox-5b --variants attention \
         --out "$STAGE/pipelines" 2>&1 | tail -5
