@@ -181,6 +181,31 @@ def test_two_groups_in_different_orders_equal_masked_attention_in_model_order(la
     torch.testing.assert_close(out.double(), expect, atol=2e-5, rtol=1e-4)
 
 
+def test_groups_of_heads_that_are_not_neighbours_equal_masked_attention_and_are_recorded():
+    layout = LAYOUTS[0]
+    gen = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(2, 5, layout.seq_len, 64, generator=gen) for _ in range(3))
+    spatial, temporal = Pattern.parse("window:frames=0,radius=-1"), Pattern.parse("temporal:every=1,radius=0")
+    plan = AttentionPlan((
+        HeadGroup((3, 0), "sparse", spatial.mask(layout, 2, 16, 16), (FRAME_MAJOR,), labels=("spatial",)),
+        HeadGroup((4, 1), "sparse", temporal.mask(layout, 2, 16, 16, order=SPATIAL_MAJOR), (SPATIAL_MAJOR,),
+                  labels=("temporal",)),
+        HeadGroup((2,), "dense"),
+    ))
+    assert plan.num_heads == 5 and plan.groups[2].contiguous == slice(2, 3) and plan.groups[0].contiguous is None
+    runtime = _runtime()
+    out = runtime.execute(plan, q, k, v, layout)
+    kinds = [_token_mask(layout, spatial, FRAME_MAJOR, 16, 16), _token_mask(layout, temporal, SPATIAL_MAJOR, 16, 16)]
+    full = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool)
+    allowed = torch.stack([kinds[0], kinds[1], full, kinds[0], kinds[1]])
+    torch.testing.assert_close(out.double(), _masked_attention(q, k, v, allowed), atol=2e-5, rtol=1e-4)
+    runtime.record(0, plan, 5, q.device)
+    _, patterns, _ = runtime.layers[0].heads()
+    assert patterns == ["spatial", "temporal", "dense", "spatial", "temporal"]
+    with pytest.raises(ValueError, match="distinct"):
+        HeadGroup((1, 1))
+
+
 def test_per_head_orders_chosen_on_the_device_equal_masked_attention():
     layout = TokenLayout(4, 3, 6, text_len=13, text_position="start")
     gen = torch.Generator().manual_seed(2)
@@ -199,7 +224,7 @@ def test_per_head_orders_chosen_on_the_device_equal_masked_attention():
 
 
 def test_plan_groups_must_cover_every_head_once():
-    with pytest.raises(ValueError, match="cover heads 0..H-1"):
+    with pytest.raises(ValueError, match="cover heads 0..H-1 once"):
         AttentionPlan((HeadGroup(range(0, 2)), HeadGroup(range(1, 3))))
     with pytest.raises(ValueError, match="a sparse group needs a mask"):
         HeadGroup(range(2), "sparse")

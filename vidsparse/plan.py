@@ -5,7 +5,9 @@ A planner answers `plan(ctx, probe) -> AttentionPlan` for every replaced attenti
 - `PlanContext` says where the call sits (layer, denoising step, CFG branch, token layout, heads, device).
 - `Probe` hands out this call's q, k and v and, on request only, sampled query rows.
   Nothing is computed for a planner that does not ask.
-- `AttentionPlan` is a tuple of `HeadGroup`s that together cover every head once. A group says, for its heads:
+- `AttentionPlan` is a tuple of `HeadGroup`s that together cover every head once. A group's heads are a range or
+  any set of head indices (a per-head hybrid puts heads that are not neighbours in one group). A group says, for
+  its heads:
   - `mode`: "dense" (all keys), "sparse" (the blocks of `mask`), or Chipmunk's cached-delta modes "refresh"
     (all keys, and the rest outside `columns` is cached) and "delta" (the `columns` now, plus the cached rest);
   - the token order(s) its mask is stated in: `orders[order_index[b, h]]` for each (batch, head), so a planner
@@ -67,9 +69,12 @@ class PlanContext:
 
 @dataclass(frozen=True)
 class HeadGroup:
-    """Heads `heads.start:heads.stop` of one call and what they compute; see the module docstring."""
+    """Some heads of one call and what they compute; see the module docstring.
 
-    heads: range
+    `heads`: a range, or a tuple of distinct head indices in any order (the group's head i is model head heads[i];
+    its mask, indices and densities are in that order)."""
+
+    heads: range | tuple[int, ...]
     mode: str = "dense"
     mask: SparseMask | None = None
     orders: tuple[TokenOrder, ...] = (FRAME_MAJOR,)
@@ -82,12 +87,24 @@ class HeadGroup:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}; got {self.mode!r}")
-        if not isinstance(self.heads, range) or self.heads.step != 1 or len(self.heads) == 0:
-            raise ValueError(f"heads must be a non-empty range with step 1; got {self.heads!r}")
+        if isinstance(self.heads, (list, tuple)):
+            object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
+        ok = (isinstance(self.heads, range) and self.heads.step == 1) or (
+            isinstance(self.heads, tuple) and len(set(self.heads)) == len(self.heads) and min(self.heads, default=0) >= 0)
+        if not ok or len(self.heads) == 0:
+            raise ValueError(f"heads must be a non-empty range with step 1 or a tuple of distinct indices; got {self.heads!r}")
         if self.mode == "sparse" and self.mask is None:
             raise ValueError("a sparse group needs a mask")
         if self.mask is not None and self.mask.num_heads != len(self.heads):
             raise ValueError(f"the group's mask has {self.mask.num_heads} heads for {len(self.heads)} heads")
+
+    @property
+    def contiguous(self) -> slice | None:
+        """The group's heads as a slice when they are consecutive and ascending, else None."""
+        h = self.heads
+        if isinstance(h, range) or list(h) == list(range(h[0], h[0] + len(h))):
+            return slice(h[0], h[0] + len(h))
+        return None
 
     @property
     def in_model_order(self) -> bool:
@@ -96,16 +113,16 @@ class HeadGroup:
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """The head groups of one attention call, in head order, covering every head exactly once."""
+    """The head groups of one attention call, covering every head exactly once."""
 
     groups: tuple[HeadGroup, ...]
 
     def __post_init__(self):
         if not self.groups:
             raise ValueError("a plan needs at least one head group")
-        covered = [h for g in self.groups for h in g.heads]
+        covered = sorted(h for g in self.groups for h in g.heads)
         if covered != list(range(len(covered))):
-            raise ValueError(f"the groups must cover heads 0..H-1 in order, once each; got {[g.heads for g in self.groups]}")
+            raise ValueError(f"the groups must cover heads 0..H-1 once each; got {[g.heads for g in self.groups]}")
 
     @classmethod
     def dense(cls, heads: int, label: str = "dense") -> "AttentionPlan":
@@ -122,7 +139,7 @@ class AttentionPlan:
 
     @property
     def num_heads(self) -> int:
-        return self.groups[-1].heads.stop
+        return sum(len(g.heads) for g in self.groups)
 
     @property
     def is_stock(self) -> bool:

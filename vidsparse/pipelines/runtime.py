@@ -82,7 +82,7 @@ class LayerStats:
         self.head_density = self._grown(torch.zeros(h, device=device) if self.head_density is None
                                         else self.head_density, h)
         for g in plan.groups:
-            hs = slice(g.heads.start, g.heads.stop)
+            hs = g.contiguous or list(g.heads)
             density = g.density
             if isinstance(density, torch.Tensor):
                 self.head_density[hs] += density.float().mean(0).to(self.head_density.device)
@@ -211,12 +211,17 @@ class SparseRuntime:
 
         Orders leave text in place and only text keys are ever padded (HunyuanVideo), so `key_padding` applies
         unchanged in every order."""
-        if len(plan.groups) == 1:
+        if len(plan.groups) == 1 and plan.groups[0].contiguous is not None:
             return self._group(plan.groups[0], q, k, v, layout, key_padding)
         out = torch.empty_like(q)
         for g in plan.groups:
-            hs = slice(g.heads.start, g.heads.stop)
-            out[:, hs] = self._group(g, q[:, hs], k[:, hs], v[:, hs], layout, key_padding)
+            hs = g.contiguous
+            if hs is not None:
+                out[:, hs] = self._group(g, q[:, hs], k[:, hs], v[:, hs], layout, key_padding)
+            else:  # heads that are not neighbours: gathered, run, scattered back
+                index = self.head_index(g.heads, q.device)
+                sub = [x.index_select(1, index) for x in (q, k, v)]
+                out.index_copy_(1, index, self._group(g, *sub, layout, key_padding))
         return out
 
     def _group(self, g: HeadGroup, q, k, v, layout, key_padding) -> torch.Tensor:
@@ -241,6 +246,13 @@ class SparseRuntime:
         """Block-sparse attention on the configured backend (see `backends`)."""
         backend = _backends.pick_backend(self.config.backend, q, mask, self.fall_back, need_lse=return_lse)
         return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks)
+
+    def head_index(self, heads: tuple[int, ...], device) -> torch.Tensor:
+        """int64 `[len(heads)]` on the device, built once per head set."""
+        key = ("heads", heads, str(device))
+        if key not in self._perms:
+            self._perms[key] = torch.tensor(heads, dtype=torch.long, device=device)
+        return self._perms[key]
 
     def permutations(self, orders, layout: TokenLayout, device) -> torch.Tensor:
         """int64 `[P, S]`: each order's permutation at this layout, built once per (orders, layout, device)."""
