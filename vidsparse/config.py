@@ -60,7 +60,7 @@ def register_method(name: str, options: type):
 
 def _builtin() -> dict[str, _Method]:
     """The registry, with the built-in planners imported (they register themselves on import)."""
-    from . import delta, planner, profile, static  # noqa: F401
+    from . import delta, hybrid, planner, profile, static  # noqa: F401
 
     return _METHODS
 

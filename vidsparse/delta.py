@@ -259,6 +259,7 @@ class _Work:
     layout: TokenLayout
     key: tuple
     state: dict
+    heads: torch.Tensor | None = None  # a delta step of some of the cached heads (int64 index); None: all
 
 
 def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, key_padding=None) -> torch.Tensor:
@@ -288,6 +289,8 @@ def run_cached_delta(runtime, group: HeadGroup, q, k, v, layout: TokenLayout, ke
     if later:  # the next delta layer's cache, if offloaded, comes back while this one runs
         planner.cache.prefetch((branch, min(later)))
     o_rest, lse_rest, columns, counts = planner.cache.fetch(work.key, work.state["delta"])
+    if work.heads is not None:  # the group's heads of a cache of every head (the hybrid planner)
+        o_rest, lse_rest, columns, counts = (t.index_select(1, work.heads) for t in (o_rest, lse_rest, columns, counts))
     o_k, lse_k = column_attention(runtime.config.backend, q, k, v, columns, counts, q_block=o.q_block, text=text,
                                   key_padding_mask=key_padding, fall_back=runtime.fall_back)
     out, _ = merge_attention(o_rest, lse_rest, o_k, lse_k)

@@ -36,7 +36,7 @@ from .plan import AttentionPlan, HeadGroup, PlanContext, Probe
 from .planner import Planner, check_blocks
 from .select import select
 
-__all__ = ["ProfileOptions", "ProfilePlanner", "candidate_sizes"]
+__all__ = ["ProfileOptions", "ProfilePlanner", "candidate_sizes", "sampled_keys"]
 
 LABELS = ("spatial", "temporal", "dense")
 
@@ -95,6 +95,14 @@ def candidate_sizes(layout: TokenLayout, options: ProfileOptions) -> tuple[int, 
     return frames, radius
 
 
+def sampled_keys(blocks: torch.Tensor, order, layout: TokenLayout, rows: torch.Tensor, q_block: int,
+                 k_block: int) -> torch.Tensor:
+    """bool `[R, S]`: the keys (model order) that a mask row's blocks (bool `[nQ, nK]`, stated in `order`) keep for
+    the sampled query rows `rows` (model order)."""
+    position = order.inverse(layout, rows.device)  # model index -> position in this order
+    return blocks[position[rows] // q_block][:, position // k_block]
+
+
 @register_method("profile", ProfileOptions)
 class ProfilePlanner(Planner):
     """Online spatial/temporal profiling per head (see the module docstring)."""
@@ -125,13 +133,8 @@ class ProfilePlanner(Planner):
         key = tuple(rows.shape)
         if key not in t["sampled"]:
             blocks = t["mask"].to_blocks()[0]  # [3, nQ, nK]
-            kept = []
-            for c, order in enumerate(t["orders"]):
-                position = order.inverse(layout, rows.device)  # model index -> position in this order
-                q_blocks = position[rows] // t["mask"].q_block
-                k_blocks = position // t["mask"].k_block
-                kept.append(blocks[c][q_blocks][:, k_blocks])
-            t["sampled"][key] = torch.stack(kept)
+            t["sampled"][key] = torch.stack([sampled_keys(blocks[c], order, layout, rows, t["mask"].q_block,
+                                                          t["mask"].k_block) for c, order in enumerate(t["orders"])])
         return t["sampled"][key]
 
     def choose(self, ctx: PlanContext, probe: Probe) -> torch.Tensor:

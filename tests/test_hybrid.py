@@ -1,0 +1,244 @@
+"""The hybrid planner: forced to one candidate it equals that method; its choices meet the budget; a mixed plan runs
+each head as its candidate does; the delta candidate's measured error is what a delta step computes; it composes
+with diffusers' step caches and torch.compile."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_plan import _planted
+from tiny_models import wan_inputs, wan_pipeline, wan_transformer
+
+import vidsparse
+from vidsparse import SparseConfig
+from vidsparse.hybrid import LABELS, UNIT_COST
+from vidsparse.layout import TokenLayout
+from vidsparse.pattern_file import PatternFile, fingerprint
+from vidsparse.patterns import Pattern
+from vidsparse.pipelines.processors import SparseAttnProcessor
+from vidsparse.pipelines.runtime import SparseRuntime
+from vidsparse.plan import PlanContext, Probe
+from vidsparse.planner import planner_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(q_block=16, k_block=16)
+DELTA = dict(q_block=16, voxel=(1, 2, 8), rows_per_block=8, top_keys=0.3, refresh_steps=[0])
+
+
+def _rel(a, b) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def _pattern_file(model, path, heads_patterns=("window:frames=0,radius=-1", "temporal:every=1,radius=0")):
+    """A pattern file whose head h of every layer runs heads_patterns[h % len] (block size 16)."""
+    with vidsparse.apply(model, "dense"):
+        layers = sum(isinstance(p, SparseAttnProcessor) for p in model.attn_processors.values())
+    heads = model.config.num_attention_heads
+    candidates = [Pattern.parse(p) for p in heads_patterns]
+    choice = torch.tensor([h % len(candidates) for h in range(heads)]).expand(layers, heads).contiguous()
+    PatternFile(
+        model=fingerprint(model), candidates=candidates, errors=torch.zeros(layers, heads, len(candidates)),
+        stats=torch.zeros(layers, heads, 4), density=torch.full((len(candidates),), 0.3), choice=choice,
+        params={"eps": 0.1, "lam": 1.0, "aggregate": "max", "q_block": 16, "k_block": 16},
+    ).save(path)
+    return str(path)
+
+
+def _steps(model, config, n=3):
+    """n forwards (n denoising steps) on inputs that change a little each step; their outputs."""
+    outs = []
+    with vidsparse.apply(model, config) as handle, torch.no_grad():
+        for step in range(n):
+            inputs = wan_inputs(model, seed=0)
+            inputs["hidden_states"] = inputs["hidden_states"] + 0.05 * step * wan_inputs(model, seed=step + 1)[
+                "hidden_states"]
+            outs.append(model(**inputs, return_dict=False)[0])
+        report = handle.report()
+    return outs, report
+
+
+@pytest.mark.parametrize("method", ["spatial", "temporal", "delta", "static", "dense"])
+def test_hybrid_forced_to_one_method_equals_that_method(method, tmp_path):
+    model = wan_transformer()
+    fields = {"spatial": dict(frames=1, **SMALL), "temporal": dict(radius=1, **SMALL), "delta": DELTA,
+              "static": dict(patterns=_pattern_file(model, tmp_path / "p.safetensors")), "dense": {}}[method]
+    alone, _ = _steps(model, SparseConfig.make(method, **fields))
+    hybrid, report = _steps(model, SparseConfig.make("hybrid", force=method, **fields))
+    for a, h in zip(alone, hybrid):
+        assert _rel(h, a) < 1e-6
+    if method != "dense":
+        assert report["sparse_calls"] > 0
+    stock, _ = _steps(model, SparseConfig())
+    if method == "dense":
+        assert all(torch.equal(h, s) for h, s in zip(hybrid, stock))
+    else:
+        assert _rel(hybrid[-1], stock[-1]) > 1e-4  # it did run sparse
+
+
+# ------------------------------------------------------------------------------------------ the planner alone
+LAYOUT = TokenLayout(4, 4, 8, text_len=16, text_position="start")
+KINDS = ["spatial", "temporal", "diffuse", "spatial", "temporal", "diffuse"]
+
+
+def _planner(**options):
+    config = SparseConfig.make("hybrid", **{**SMALL, "q_block": 16, "rows_per_frame": 8, "voxel": (1, 2, 8),
+                                            "rows_per_block": 8, "refresh_steps": [0], "every": 1, **options})
+    planner = planner_for(config)
+    return SparseRuntime(config, planner, "test", "start"), planner
+
+
+def _call(runtime, planner, state, step, q, k, v):
+    ctx = PlanContext(0, step, None, LAYOUT, q.shape[1], q.device, state=state)
+    plan = planner.plan(ctx, Probe(q, k, v, LAYOUT))
+    runtime.record(0, plan, q.shape[1], q.device)
+    return plan, runtime.execute(plan, q, k, v, LAYOUT)
+
+
+def _exact(q, k, v):
+    scores = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return scores.softmax(-1) @ v.double()
+
+
+def test_hybrid_picks_each_planted_heads_pattern_and_runs_it_as_that_pattern_does():
+    q, k, v = _planted(LAYOUT, KINDS)
+    runtime, planner = _planner(candidates=["spatial", "temporal"], eps=0.2, fraction=0.3)
+    plan, out = _call(runtime, planner, {}, 0, q, k, v)
+    choice = {h: g.labels[int(g.label_index[0, i])] if g.label_index is not None else g.labels[0]
+              for g in plan.groups for i, h in enumerate(g.heads)}
+    assert [choice[h] for h in range(len(KINDS))] == ["spatial", "temporal", "dense"] * 2
+    # each head's output is what the method of its choice computes for it
+    for name, method in (("spatial", "spatial"), ("temporal", "temporal"), ("dense", "dense")):
+        t = planner.table(LAYOUT, "cpu")
+        fields = {"spatial": dict(frames=t["frames"]), "temporal": dict(radius=t["radius"]), "dense": {}}[name]
+        alone = SparseRuntime(SparseConfig.make(method, **fields, **({} if name == "dense" else SMALL)),
+                              planner_for(SparseConfig.make(method, **fields, **({} if name == "dense" else SMALL))),
+                              "test", "start")
+        heads = [h for h in range(len(KINDS)) if choice[h] == name]
+        ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state={})
+        ref_plan = alone.planner.plan(ctx, Probe(q, k, v, LAYOUT))
+        ref = _exact(q, k, v).float() if ref_plan.is_stock else alone.execute(ref_plan, q, k, v, LAYOUT)
+        torch.testing.assert_close(out[:, heads], ref[:, heads], atol=1e-5, rtol=1e-4)
+
+
+def test_delta_candidate_error_is_what_a_delta_step_computes_and_fresh_caches_win():
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = _planted(LAYOUT, KINDS)
+    runtime, planner = _planner(eps=0.05)
+    state = {}
+    plan, _ = _call(runtime, planner, state, 0, q, k, v)
+    assert plan.groups[0].mode == "refresh"
+    # unchanged inputs: every head's cached delta is exact to rounding, and the cheapest candidate
+    plan, out = _call(runtime, planner, state, 1, q, k, v)
+    assert [g.mode for g in plan.groups] == ["delta"]
+    torch.testing.assert_close(out.double(), _exact(q, k, v), atol=2e-5, rtol=1e-4)
+    # new inputs: the measured delta error on the sampled rows equals the delta step's actual error there
+    q2, k2, v2 = (x + 0.5 * torch.randn(x.shape, generator=gen) for x in (q, k, v))
+    ctx = PlanContext(0, 2, None, LAYOUT, q.shape[1], q.device, state=state)
+    probe = Probe(q2, k2, v2, LAYOUT)
+    errors, _, _ = planner.measure(ctx, probe, planner.table(LAYOUT, "cpu"))
+    delta_plan = planner.build(ctx, torch.full((q.shape[1],), LABELS.index("delta")))
+    out = runtime.execute(delta_plan, q2, k2, v2, LAYOUT)
+    rows = probe.sample_rows(8)
+    exact = _exact(q2, k2, v2)[:, :, rows]
+    actual = (out.double()[:, :, rows] - exact).flatten(-2).norm(dim=-1) / exact.flatten(-2).norm(dim=-1)
+    torch.testing.assert_close(errors[..., LABELS.index("delta")].double(), actual, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("target", [0.2, 0.45, 0.6, 0.8])
+def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(target):
+    q, k, v = _planted(LAYOUT, KINDS)
+    runtime, planner = _planner(density=target, candidates=["spatial", "temporal"])
+    ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state={})
+    choice = planner.choose(ctx, Probe(q, k, v, LAYOUT))
+    _, _, density = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
+    density = torch.cat([density[0], torch.ones(len(KINDS), 1)], -1)  # the dense column, LABELS order
+    realised = density.gather(-1, choice[:, None])[:, 0]
+    cheapest = density[:, 1:3].min(-1).values
+    if cheapest.mean() > target:  # out of reach: the cheapest choice of every head
+        assert torch.equal(realised, cheapest)
+    else:
+        assert realised.mean() <= target + 1e-6 and (choice != LABELS.index("dense")).any()
+    for eps in (0.0, 0.1, 0.3, 10.0):
+        runtime, planner = _planner(eps=eps, candidates=["spatial", "temporal"])
+        choice = planner.choose(ctx, Probe(q, k, v, LAYOUT))
+        errors, _, _ = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
+        chosen = choice != LABELS.index("dense")
+        assert (errors[0][chosen].gather(-1, choice[chosen][:, None]) <= eps).all()
+        if eps == 0:
+            assert not chosen.any()
+        if eps == 10.0:
+            assert chosen.all()
+
+
+def test_hybrid_chooses_on_its_schedule_and_again_after_each_refresh():
+    q, k, v = _planted(LAYOUT, KINDS)
+    runtime, planner = _planner(eps=0.2, every=2, refresh_steps=[0, 4])
+    state = {}
+    modes = []
+    for step in range(7):
+        before = planner.choices
+        plan, _ = _call(runtime, planner, state, step, q, k, v)
+        modes.append(("choose " if planner.choices > before else "") + "+".join(g.mode for g in plan.groups))
+    assert [m.startswith("choose") for m in modes] == [False, True, False, True, False, True, False]
+    assert modes[0] == "refresh" and modes[4] == "refresh"
+
+
+def test_unit_costs_match_the_kernel_measurements():
+    results = json.loads((ROOT / "kernels" / "results.json").read_text())
+    sparse = [c["ours_ms"] / (c["density"] * s["cudnn_ms"]) for s in results["shapes"] for c in s["cases"]
+              if c["pattern"].startswith("random 0.") and c["density"] < 0.3]
+    columns = [c["ours_ms"] / (c["density"] * c["cudnn_ms"])
+               for c in json.loads((ROOT / "kernels" / "columns.json").read_text())["cases"]]
+    for name, measured in (("sparse", sparse), ("columns", columns)):
+        assert measured and all(0.8 <= m / UNIT_COST[name] <= 1.2 for m in measured), (name, measured)
+
+
+# ------------------------------------------------------------------------------------------ composition
+def _generate(pipe, **kwargs):
+    return pipe(prompt="a red circle", negative_prompt="blue", height=32, width=48, num_frames=5,
+                num_inference_steps=4, guidance_scale=5.0, max_sequence_length=16, output_type="latent",
+                generator=torch.Generator().manual_seed(0), **kwargs).frames
+
+
+@pytest.mark.parametrize("cache", ["FirstBlockCacheConfig", "TaylorSeerCacheConfig", "MagCacheConfig"])
+def test_hybrid_composes_with_diffusers_step_caches_and_resets_between_generations(cache):
+    from diffusers import hooks
+
+    pipe = wan_pipeline()
+    config = {"FirstBlockCacheConfig": dict(threshold=0.2),
+              "TaylorSeerCacheConfig": dict(cache_interval=2, disable_cache_before_step=1),
+              "MagCacheConfig": dict(threshold=0.02, retention_ratio=0.25, num_inference_steps=4,
+                                     mag_ratios=[1.0, 0.99, 0.9, 0.8])}[cache]
+    pipe.transformer.enable_cache(getattr(hooks, cache)(**config))
+    handle = vidsparse.apply(pipe, SparseConfig.make("hybrid", eps=0.5, warmup_steps=1, **{**DELTA, **SMALL, "refresh_steps": [1]}))
+    first = _generate(pipe)
+    second = _generate(pipe)
+    report = handle.report()
+    handle.remove()
+    pipe.transformer.disable_cache()
+    assert torch.isfinite(first).all() and torch.equal(first, second)
+    assert report["sparse_calls"] > 0
+
+
+def test_hybrid_under_torch_compile_matches_eager():
+    model = wan_transformer()
+    inputs = wan_inputs(model)
+    config = SparseConfig.make("hybrid", eps=0.5, candidates=["spatial", "temporal"], **SMALL)
+    handle = vidsparse.apply(model, config)
+    with torch.no_grad():
+        eager = model(**inputs, return_dict=False)[0]
+        handle.reset()
+        compiled = torch.compile(model)(**inputs, return_dict=False)[0]
+    handle.remove()
+    assert _rel(compiled, eager) < 1e-5
+
+
+def test_bad_hybrid_options_name_the_fix():
+    with pytest.raises(ValueError, match="needs a pattern file"):
+        SparseConfig.make("hybrid", candidates=["static"])
+    with pytest.raises(ValueError, match="force must be one of"):
+        SparseConfig.make("hybrid", force="window")
+    with pytest.raises(ValueError, match="density must be in"):
+        SparseConfig.make("hybrid", density=1.5)
