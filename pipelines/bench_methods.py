@@ -14,8 +14,12 @@ Per model, in one process, one denoising step of the transformer (the pipeline's
 - `delta refresh` and `delta`: the cached-delta method's refresh step (full attention, column selection, cache
   store) and delta step (top_keys of the columns recomputed), with the whole cache on the GPU, and a delta step with
   `--cache-budget` GiB on the GPU and the rest offloaded to host memory; peak GPU memory of each;
-- the implied 50-step totals: the measured dense, refresh and delta step times times each method's schedule,
-  warm-up steps included;
+- `hybrid refresh`, `hybrid choosing step` and `hybrid step`: the hybrid method's three kinds of step (every head
+  refreshed; sampled rows measured, choices made and the plan built; the plan reused), its choices forced to the
+  mix the yardstick measured (`--hybrid-mix`, from yardstick/sweep.json's `hybrid_mix`), its static candidate the
+  yardstick's searched patterns dealt out to the model;
+- the implied 50-step totals: the measured dense, refresh, delta and hybrid step times times each method's schedule,
+  warm-up steps included, and the share of the hybrid's time spent choosing;
 - attention-level overheads at the model's shape: profiling (`ProfilePlanner.choose` and the plan) and the token
   permutations against the attention that runs, and the static method's stored mask memory for every layer.
 
@@ -93,6 +97,56 @@ class _ForcedMix:
             self._draws[key] = torch.multinomial(p, real.numel(), replacement=True, generator=gen).view(
                 real.shape).to(real.device)
         return self._draws[key]
+
+
+class _ForcedHybrid:
+    """Wraps a HybridPlanner: runs its real measurement and choice (so their cost is in the time), then returns a
+    fixed seeded per-(layer, head) draw with the given mix of its candidates (random weights make every head
+    diffuse, so the real choice would say nothing about trained heads)."""
+
+    def __init__(self, planner, mix: dict, seed: int = 0):
+        from vidsparse.hybrid import LABELS
+
+        self.planner, self.seed, self._draws = planner, seed, {}
+        self.p = torch.tensor([float(mix.get(label, 0.0)) for label in LABELS])
+        self.choose = planner.choose
+        planner.choose = self._choose
+
+    def _choose(self, ctx, probe):
+        real = self.choose(ctx, probe)
+        key = (ctx.layer, real.numel(), str(real.device))
+        if key not in self._draws:
+            gen = torch.Generator().manual_seed(self.seed + ctx.layer)
+            self._draws[key] = torch.multinomial(self.p, real.numel(), replacement=True, generator=gen).to(real.device)
+        return self._draws[key]
+
+
+def _hybrid_mix(args) -> dict:
+    if args.hybrid_mix:
+        values = [float(x) for x in args.hybrid_mix.split(",")]
+        return {**dict(zip(("static", "spatial", "temporal", "delta", "dense"), values)), "source": "--hybrid-mix"}
+    sweep = ROOT / "yardstick" / "sweep.json"
+    if sweep.exists():
+        mix = json.loads(sweep.read_text()).get("hybrid_mix")
+        if mix:
+            return {**{k: float(v) for k, v in mix.items()}, "source": "yardstick/sweep.json"}
+    return {"static": 0.2, "spatial": 0.2, "temporal": 0.1, "delta": 0.4, "dense": 0.1,
+            "source": "default (no yardstick sweep found)"}
+
+
+def hybrid_schedule(steps: int, refresh_steps, every: int) -> dict:
+    """How many of `steps` steps a hybrid run refreshes, chooses and reuses its choice (refresh steps, and any
+    step before the first cache, refresh; the first step after a refresh and every `every`-th after it choose)."""
+    counts = {"refresh": 0, "choose": 0, "reuse": 0}
+    since = None
+    for step in range(steps):
+        if step in refresh_steps or since is None and step == 0:
+            counts["refresh"] += 1
+            since = 0
+            continue
+        counts["choose" if since % every == 0 else "reuse"] += 1
+        since += 1
+    return counts
 
 
 def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
@@ -198,6 +252,8 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
             "baseline_gb": entry.get("baseline_gb")})
         handle.remove()
         del handle, refresh_out, delta_out
+    if "hybrid" in wanted:
+        hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh, started, device, q_block, tiny)
     if "attention" in wanted:
         fresh()
         entry["attention"] = attention_overheads(transformer, name, device, dtype, q_block, tiny, mix)
@@ -207,6 +263,80 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     del transformer
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh, started, device, q_block, tiny):
+    """The hybrid method's refresh, choosing and reusing steps, its heads' choices forced to the yardstick's mix
+    (`--hybrid-mix`); the static candidate's patterns are the yardstick's searched ones dealt out to this model."""
+    import vidsparse
+    from vidsparse import SparseConfig
+
+    if time.perf_counter() - started > args.budget_s:
+        entry["variants"]["hybrid step"] = {"skipped": "time budget"}
+        return
+    mix = _hybrid_mix(args)
+    entry["hybrid_mix"] = mix
+    patterns = transplanted_patterns(transformer, name, q_block, tiny, device)
+    config = SparseConfig.make("hybrid", patterns=patterns, top_keys=args.top_keys, refresh_steps=[0],
+                               every=args.hybrid_every, q_block=q_block, k_block=q_block,
+                               voxel=[2, 4, 4] if tiny else [4, 4, 8])
+    fresh()
+    handle = vidsparse.apply(transformer, config)
+    _ForcedHybrid(handle.runtimes[0].planner, mix)
+    refresh_out = forward()  # step 0: refresh, every head
+    choose_out = forward()   # step 1: measures, chooses, builds the plan
+    forward()                # step 2: reuses it (warm)
+    handle.reset()
+    sync = lambda: torch.cuda.synchronize(device) if device.type == "cuda" else None  # noqa: E731
+    times = {"refresh": [], "choose": [], "reuse": []}
+    runs = 1 if tiny else args.runs
+    for _ in range(runs):  # each round: a fresh generation of refresh, choose, reuse
+        handle.reset()
+        for label in ("refresh", "choose", "reuse"):
+            sync()
+            t0 = time.perf_counter()
+            forward()
+            sync()
+            times[label].append(time.perf_counter() - t0)
+    handle.runtimes[0].layers.clear()
+    reuse_out = forward()  # step 3 of the last round: a reusing step, its density alone
+    report = handle.report()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    record("hybrid refresh", times["refresh"], refresh_out, stock, {"peak_gb": peak})
+    record("hybrid choosing step", times["choose"], choose_out, stock)
+    record("hybrid step", times["reuse"], reuse_out, stock, {
+        "density": report["density"], "fallbacks": report["fallbacks"], "peak_gb": peak,
+        "choices": _label_shares(report)})
+    handle.remove()
+    del handle, refresh_out, choose_out, reuse_out
+
+
+def _label_shares(report: dict) -> dict:
+    counts = {}
+    for layer in report["heads"]["choices"]:
+        for head in layer:
+            for label, n in head.items():
+                counts[label] = counts.get(label, 0.0) + n
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()} if total else {}
+
+
+def transplanted_patterns(transformer, name, q_block, tiny, device) -> str:
+    """A pattern file for this model: the yardstick's searched patterns dealt out to its layers and heads."""
+    from vidsparse.configs import resolve_patterns
+    from vidsparse.layout import TokenLayout
+    from vidsparse.pattern_file import PatternFile
+
+    cfg = transformer.config
+    heads = cfg.num_attention_heads
+    layers = sum(1 for key in transformer.attn_processors if not key.startswith("context_embedder.")
+                 and (".attn1." in key or not name.startswith("wan")))
+    grid = (5, 4, 8) if tiny else ((33, 45, 80) if name == "hunyuanvideo" else (13, 30, 45))
+    layout = TokenLayout(*grid, text_len=16)
+    source = PatternFile.load(resolve_patterns("yardstick"))
+    path = Path(tempfile.mkdtemp()) / "transplanted.safetensors"
+    source.transplant(transformer, layers, heads, layout, q_block, q_block, device=device).save(path)
+    return str(path)
 
 
 def schedules(v: dict) -> dict:
@@ -221,12 +351,22 @@ def schedules(v: dict) -> dict:
         out["profile (12 dense warm-up steps + 38 profiled)"] = 12 * stock + 38 * profile
     if refresh and delta:
         out["delta (refresh at 0, 1, 10, 40; 46 delta steps)"] = 4 * refresh + 46 * delta
+    h_refresh, h_choose, h_reuse = get("hybrid refresh"), get("hybrid choosing step"), get("hybrid step")
+    planning = {}
+    if h_refresh and h_choose and h_reuse:
+        for every in (4, 8):  # the measured steps under two choosing intervals
+            n = hybrid_schedule(50, (0, 1, 10, 40), every)
+            key = (f"hybrid, every {every} (refresh at 0, 1, 10, 40; {n['choose']} choosing, {n['reuse']} reusing "
+                   "steps)")
+            out[key] = n["refresh"] * h_refresh + n["choose"] * h_choose + n["reuse"] * h_reuse
+            planning[f"hybrid, every {every}: share of time choosing (choosing minus reusing steps)"] = (
+                n["choose"] * max(0.0, h_choose - h_reuse) / out[key])
     if stock:
-        for key in list(out):
-            if key != "stock":
-                out[key + " speedup vs stock"] = out["stock"] / out[key]
-                if dense:
-                    out[key + " speedup vs vidsparse dense"] = 50 * dense / out[key]
+        for key in [k for k in out if k != "stock"]:
+            out[key + " speedup vs stock"] = out["stock"] / out[key]
+            if dense:
+                out[key + " speedup vs vidsparse dense"] = 50 * dense / out[key]
+    out.update(planning)
     return out
 
 
@@ -302,8 +442,11 @@ def main(argv=None) -> int:
     parser.add_argument("--cache-budget", type=float, default=8.0, help="GiB of delta cache on the GPU, offloaded run")
     parser.add_argument("--profile-mix", default=None, help="spatial,temporal,dense shares (default: the yardstick's)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip remaining variants past this")
-    parser.add_argument("--variants", default="stock,dense,profile,delta,offload,attention",
-                        help="which to run (default: all): stock, dense, profile, delta, offload, attention")
+    parser.add_argument("--variants", default="stock,dense,profile,delta,offload,hybrid,attention",
+                        help="which to run (default: all): stock, dense, profile, delta, offload, hybrid, attention")
+    parser.add_argument("--hybrid-mix", default=None,
+                        help="static,spatial,temporal,delta,dense shares forced on the hybrid (default: the yardstick's)")
+    parser.add_argument("--hybrid-every", type=int, default=4, help="the hybrid's steps between choices")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -331,7 +474,7 @@ def main(argv=None) -> int:
 
 def markdown(name: str, result: dict) -> str:
     meta = result["meta"]
-    lines = [f"# {name}: profile and delta at full size", "", f"Command: `{meta['command']}`", "",
+    lines = [f"# {name}: profile, delta and hybrid at full size", "", f"Command: `{meta['command']}`", "",
              f"Environment: {json.dumps({k: v for k, v in meta.items() if k not in ('command',)}, default=str)}", ""]
     entry = result.get("models", {}).get(name, {})
     stock = entry.get("variants", {}).get("stock", {}).get("median_s")
@@ -351,7 +494,8 @@ def markdown(name: str, result: dict) -> str:
             f"{row.get('peak_gb') if row.get('peak_gb') is None else round(row['peak_gb'], 1)} |")
     if "schedules_50_steps" in entry:
         lines += ["", "50-step totals implied by the measured steps:", ""]
-        lines += [f"- {k}: {v:.2f}" + ("x" if "speedup" in k else " s") for k, v in entry["schedules_50_steps"].items()]
+        lines += [f"- {k}: " + (f"{v:.2f}x" if "speedup" in k else f"{100 * v:.1f}%" if "share" in k else f"{v:.2f} s")
+                  for k, v in entry["schedules_50_steps"].items()]
     if "attention" in entry:
         lines += ["", "Attention-level overheads and mask memory:", "", "```", json.dumps(entry["attention"], indent=1),
                   "```"]

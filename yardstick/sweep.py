@@ -55,6 +55,7 @@ SWEEPS: dict[str, tuple[str, list[dict]]] = {
     "static": ("static", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.4)]),
     "profile": ("profile", [{"fraction": f, "eps": e} for f in (0.1, 0.2, 0.3, 0.45) for e in (0.2, 0.5)]),
     "delta": ("delta", [{"top_keys": t} for t in (0.05, 0.1, 0.2, 0.3)]),
+    "hybrid": ("hybrid", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.5)] + [{"density": d} for d in (0.15, 0.3)]),
 }
 # --quick: two settings per method, spread over its range (profile's includes the mix setting)
 QUICK_SETTINGS = {
@@ -63,10 +64,13 @@ QUICK_SETTINGS = {
     "static": [{"eps": 0.1}, {"eps": 0.3}],
     "profile": [{"fraction": 0.1, "eps": 0.2}, {"fraction": 0.3, "eps": 0.5}],
     "delta": [{"top_keys": 0.05}, {"top_keys": 0.2}],
+    "hybrid": [{"eps": 0.1}, {"density": 0.3}],
 }
 QUICK_STEPS, QUICK_PROMPTS = 8, 1
 MIX_SETTING = {"fraction": 0.3, "eps": 0.5}  # the profile setting whose mix is the top-level `profile_mix`
 PROFILE_LABELS = ("spatial", "temporal", "dense")
+HYBRID_MIX_SETTING = {"eps": 0.2}  # the hybrid setting whose choices are the top-level `hybrid_mix`
+HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")
 BUDGETS = (0.4, 0.6)
 FIXED = ("spatial", "temporal")  # the fixed patterns profile chooses between, per head
 
@@ -232,7 +236,26 @@ def run_one(pipe, plan, cases: list[dict], kwargs: dict, dense: list[np.ndarray]
         row.update(quality(dense, result.videos))
     if plan.config.method == "profile":
         row["profile"] = profile_mix(report, plan.config.warmup_layers)
+    if plan.config.method == "hybrid":
+        row["hybrid"] = hybrid_mix(report)
     return row, result.videos
+
+
+def hybrid_mix(report: dict) -> dict:
+    """A hybrid run's head choices at its choosing (non-refresh, non-warm-up) calls: the share of each candidate,
+    summed over every layer, head and prompt; and the share of calls that were refreshes."""
+    counts = {}
+    for layer in report["heads"]["choices"]:
+        for head in layer:
+            for label, n in head.items():
+                counts[label] = counts.get(label, 0.0) + n
+    chosen = {k: counts.get(k, 0.0) for k in HYBRID_LABELS}
+    # "dense" counts also hold the warm-up's dense calls, which never reached the planner
+    heads = sum(len(layer) for layer in report["heads"]["choices"]) / max(1, len(report["heads"]["choices"]))
+    chosen["dense"] -= (report["calls"] - report["sparse_calls"]) * heads
+    total = sum(chosen.values())
+    return {"counts": counts, "planner": {k: v / total for k, v in chosen.items()} if total > 0 else None,
+            "refresh_share": counts.get("refresh", 0.0) / max(1e-9, total + counts.get("refresh", 0.0))}
 
 
 # ---------------------------------------------------------------------------------------- the sweep
@@ -268,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
                  "prompts_requested": args.prompts, "quick": args.quick,
                  "density": "realised: every step and replaced layer of every prompt, the dense warm-up included "
                             "(a dense call counts 1; a delta refresh step counts 1)"},
-        "cases": cases, "dense": None, "rows": [], "profile_mix": None,
+        "cases": cases, "dense": None, "rows": [], "profile_mix": None, "hybrid_mix": None,
     }
 
     def save():
@@ -294,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         results["rows"].append(row)
         if method == "profile" and setting == MIX_SETTING and "profile" in row:
             results["profile_mix"] = row["profile"]["planner"]
+        if method == "hybrid" and setting == HYBRID_MIX_SETTING and "hybrid" in row:
+            results["hybrid_mix"] = row["hybrid"]["planner"]
         _progress(i, total, plan.name, row, time.perf_counter() - started)
         save()
     if results["profile_mix"] is None and "profile" in methods:
@@ -394,7 +419,46 @@ def markdown(results: dict) -> str:
     if "profile" in methods:
         lines += _equal_density_section(results)
         lines += _mix_section(results)
+    if "hybrid" in methods:
+        lines += _pareto_section(results, [m for m in methods if m != "hybrid"])
     return "\n".join(lines) + "\n"
+
+
+def _pareto_section(results: dict, others: list[str]) -> list[str]:
+    """Hybrid against the best single method at each hybrid point's density, and what its heads chose."""
+    curves = {m: _rows(results, m) for m in others}
+    lines = ["", "## hybrid against the best single method at equal density (the Pareto front)", "",
+             "Every other method's PSNR curve is interpolated linearly at each hybrid point's density (no "
+             "extrapolation). Choices: the share of head choices at the hybrid's planned calls (refresh steps "
+             "and the dense warm-up left out).", "",
+             "| hybrid setting | density | PSNR | SSIM | best other at it | difference | verdict | static / spatial / "
+             "temporal / delta / dense |", "|---|---|---|---|---|---|---|---|"]
+    wins = losses = outside = 0
+    for r in _rows(results, "hybrid"):
+        d, own = r["density"], _num(r["psnr_mean"])
+        known = {m: v for m in others if (v := interpolate(curves[m], d)) is not None}
+        if not known:
+            cell, diff, verdict = "none reaches it", "", "no claim"
+            outside += 1
+        else:
+            best = max(known, key=known.get)
+            delta = own - known[best]
+            cell, diff = f"{best} {known[best]:.2f}", f"{delta:+.2f} dB"
+            verdict = "hybrid on the front" if delta >= 0 else "**hybrid below**"
+            wins, losses = wins + (delta >= 0), losses + (delta < 0)
+        mix = (r.get("hybrid") or {}).get("planner") or {}
+        shares = " / ".join(f"{mix.get(k, math.nan):.2f}" for k in HYBRID_LABELS)
+        lines.append(f"| {_setting_text(r['setting'])} | {d:.3f} | {_db(r['psnr_mean'])} | {r['ssim_mean']:.3f} | "
+                     f"{cell} | {diff} | {verdict} | {shares} |")
+    lines += ["", f"Hybrid is at least as good as the best other method at {wins} of {wins + losses} comparable "
+              f"point(s)" + (f"; {outside} lie outside every other curve's range." if outside else ".")]
+    goal = [r for r in _rows(results, "hybrid") if r["density"] <= 0.4]
+    met = [r for r in goal if _num(r["psnr_mean"]) >= 30 and r["ssim_mean"] >= 0.95]
+    lines += ["", "Goal PSNR >= 30 dB and SSIM >= 0.95 at density <= 0.4: "
+              + (f"met by {', '.join(_setting_text(r['setting']) for r in met)}." if met else
+                 f"not met ({len(goal)} hybrid setting(s) at density <= 0.4; best PSNR there "
+                 f"{max((_num(r['psnr_mean']) for r in goal), default=math.nan):.2f} dB).")]
+    return lines
 
 
 def _budget_section(results: dict, methods: list[str]) -> list[str]:
