@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of the plan-seam, profile and delta work, in two parts of under 10 minutes each on one H200.
+# Every GPU measurement of the plan-seam, profile, delta and hybrid work, in parts of under 10 minutes each on one H200.
 # Run from the repository root on the GPU machine, with the wheels of diffusers, omegaconf and antlr4 in .whl/
 # (the device has torch, triton and accelerate but not those):
 #
@@ -9,6 +9,10 @@
 #   bash pipelines/gpu_session.sh 3   # after changes: the column kernel without Flex, profiling overheads, the delta
 #                                     # cache offloaded at 720p, the yardstick sweep and the GPU tests again
 #   bash pipelines/gpu_session.sh 4   # profile's full-size steps again, with the cheaper profiling of part 3
+#   bash pipelines/gpu_session.sh 5   # hybrid: GPU tests, the yardstick sweep of every method (hybrid, hybrid with
+#                                     # FirstBlockCache), CogVideoX-5b steps (stock, dense, delta, hybrid)
+#   bash pipelines/gpu_session.sh 6   # hybrid: HunyuanVideo 720p x 129 steps (stock, dense, delta, hybrid), the
+#                                     # hybrid's choices forced to the mix of part 5's yardstick/sweep.json
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
@@ -43,6 +47,17 @@ elif [ "$1" = "4" ]; then
         --out "$STAGE/pipelines" 2>&1 | tail -5
     timeout 300 python3 pipelines/bench_methods.py --models hunyuanvideo --variants stock,profile --runs 1 \
         --out "$STAGE/pipelines" 2>&1 | tail -5
+elif [ "$1" = "5" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/yardstick" "$STAGE/pipelines"
+    { echo "$STAMP"; timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
+    timeout 260 python3 yardstick/sweep.py --device cuda --out "$STAGE/yardstick" 2>&1 | grep -v "it/s" | tail -45
+    cp "$STAGE/yardstick/sweep.json" yardstick/sweep.json  # the hybrid mix the CogVideoX bench forces
+    timeout 150 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,dense,delta,hybrid --runs 3 \
+        --out "$STAGE/pipelines" 2>&1 | tail -12
+elif [ "$1" = "6" ]; then
+    mkdir -p "$STAGE/pipelines"
+    timeout 560 python3 pipelines/bench_methods.py --models hunyuanvideo --variants stock,dense,delta,hybrid --runs 1 \
+        --budget-s 420 --out "$STAGE/pipelines" 2>&1 | tail -14
 else
     mkdir -p "$STAGE/pipelines"
     cp yardstick/sweep.json "$STAGE/pipelines/" 2>/dev/null || echo "no yardstick/sweep.json: the default profile mix"

@@ -65,3 +65,32 @@ def test_delta_on_the_gpu_refresh_then_delta_at_unchanged_inputs():
     exact = scores.softmax(-1) @ v.float()
     assert _rel(outs[0][1], exact) < 2e-2
     assert _rel(outs[1][1], outs[0][1]) < 2e-2
+
+
+def test_hybrid_mixed_plan_on_the_gpu_equals_the_reference_and_reuses_it_without_a_sync():
+    """A hybrid plan of pattern, delta and dense heads (forced per head) in bf16 against the float32 reference; the
+    steps between choices plan and run with no host sync."""
+    from vidsparse.hybrid import LABELS
+
+    q, k, v = _qkv(heads=6)
+    config = SparseConfig.make("hybrid", refresh_steps=[0], every=100, top_keys=0.1)
+    planner = planner_for(config)
+    runtime, state, rows = SparseRuntime(config, planner, "gpu", "start"), {}, {}
+    ctx = lambda step: PlanContext(0, step, None, LAYOUT, 6, q.device, state=state)  # noqa: E731
+    runtime.execute(planner.plan(ctx(0), Probe(q, k, v, LAYOUT, rows_cache=rows)), q, k, v, LAYOUT)  # refresh
+    names = ["spatial", "temporal", "delta", "dense", "delta", "spatial"]
+    forced = torch.tensor([LABELS.index(n) for n in names], device="cuda")
+    planner.choose = lambda c, p: forced
+    q2, k2, v2 = (x + 0.1 * torch.randn_like(x) for x in (q, k, v))
+    plan = planner.plan(ctx(1), Probe(q2, k2, v2, LAYOUT, rows_cache=rows))
+    assert sorted(g.mode for g in plan.groups) == ["delta", "dense", "sparse"]
+    out = runtime.execute(plan, q2, k2, v2, LAYOUT)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        again = runtime.execute(planner.plan(ctx(2), Probe(q2, k2, v2, LAYOUT, rows_cache=rows)), q2, k2, v2, LAYOUT)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.equal(again, out)
+    ref = SparseRuntime(config.replace(backend="reference"), planner, "gpu", "start").execute(plan, q2, k2, v2, LAYOUT)
+    assert _rel(out, ref) < 1e-2
