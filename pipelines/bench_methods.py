@@ -331,8 +331,11 @@ def transplanted_patterns(transformer, name, q_block, tiny, device) -> str:
     heads = cfg.num_attention_heads
     layers = sum(1 for key in transformer.attn_processors if not key.startswith("context_embedder.")
                  and (".attn1." in key or not name.startswith("wan")))
-    grid = (5, 4, 8) if tiny else ((33, 45, 80) if name == "hunyuanvideo" else (13, 30, 45))
-    layout = TokenLayout(*grid, text_len=16)
+    if name == "hunyuanvideo":
+        grid, text_len, position = ((5, 4, 8), 16, "end") if tiny else ((33, 45, 80), 256, "end")
+    else:
+        grid, text_len, position = ((5, 4, 8), 16, "start") if tiny else ((13, 30, 45), 226, "start")
+    layout = TokenLayout(*grid, text_len=text_len, text_position=position)
     source = PatternFile.load(resolve_patterns("yardstick"))
     path = Path(tempfile.mkdtemp()) / "transplanted.safetensors"
     source.transplant(transformer, layers, heads, layout, q_block, q_block, device=device).save(path)
