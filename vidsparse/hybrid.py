@@ -83,7 +83,8 @@ class HybridOptions:
         fraction, frames, radius: the spatial and temporal candidates, as in "profile".
         top_keys, refresh_steps, refresh_every, voxel, rows_per_block, cache_budget, host_budget: the delta
             candidate, as in "delta".
-        rows_per_frame: sampled query rows per latent frame; head_chunk: heads scored at a time.
+        rows_per_frame: sampled query rows per latent frame; head_chunk: heads scored at a time (None: as many as
+            keep one chunk's scores within 2**27 floats, so small models score every head in a few launches).
         q_block, k_block: mask block sizes (q_block is also the delta candidate's query block).
     """
 
@@ -104,7 +105,7 @@ class HybridOptions:
     cache_budget: int | None = None
     host_budget: int | None = None
     rows_per_frame: int = 4
-    head_chunk: int = 8
+    head_chunk: int | None = None
     q_block: int = 128
     k_block: int = 128
 
@@ -126,7 +127,7 @@ class HybridOptions:
             raise ValueError("force='static' needs a pattern file: add patterns=path.safetensors")
         for name in ("every", "rows_per_frame", "head_chunk"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if (value is not None or name != "head_chunk") and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}")
         check_blocks(self.q_block, self.k_block)
         # the delta and profile options check their own fields
@@ -147,7 +148,7 @@ class HybridOptions:
 
     def profile_options(self) -> ProfileOptions:
         return ProfileOptions(fraction=self.fraction, frames=self.frames, radius=self.radius,
-                              rows_per_frame=self.rows_per_frame, head_chunk=self.head_chunk,
+                              rows_per_frame=self.rows_per_frame, head_chunk=self.head_chunk or 8,
                               q_block=self.q_block, k_block=self.k_block)
 
 
@@ -238,8 +239,10 @@ class HybridPlanner(Planner):
         scale = 1.0 / math.sqrt(d)
         cached = self._cached_rows(ctx, rows, q.device) if "delta" in active else None
         errors = torch.full((b, h, len(CANDIDATES)), float("inf"), device=q.device)
-        for h0 in range(0, h, o.head_chunk):
-            hs = slice(h0, min(h, h0 + o.head_chunk))
+        chunk = o.head_chunk or max(1, (1 << 27) // (b * len(rows) * s))
+        static_index = None if static_rows is None else torch.tensor(static_rows, device=q.device)
+        for h0 in range(0, h, chunk):
+            hs = slice(h0, min(h, h0 + chunk))
             scores = (q[:, hs, rows] @ k[:, hs].transpose(-1, -2)).float()  # [B, Hc, R, S]
             if probe.key_padding is not None:
                 scores.masked_fill_(probe.key_padding[:, None, None, :], float("-inf"))
@@ -263,7 +266,7 @@ class HybridPlanner(Planner):
                 if name not in active:
                     continue
                 if name == "static":
-                    mask = keep[torch.tensor(static_rows[hs], device=q.device)]  # [Hc, R, S]
+                    mask = keep[static_index[hs]]  # [Hc, R, S]
                 elif name in ("spatial", "temporal"):
                     mask = keep[c - 1]
                 else:
@@ -277,14 +280,16 @@ class HybridPlanner(Planner):
                     errors[:, hs, c] = error(out)
                     continue
                 errors[:, hs, c] = error(partial(mask)[0])
-        density = self._densities(ctx, t, static_rows, b, h, q.device)
-        cost = density * torch.tensor([UNIT_COST["sparse"]] * 3 + [UNIT_COST["columns"]], device=q.device)
+        density = self._densities(ctx, t, static_index, b, h, q.device)
+        unit = torch.full((len(CANDIDATES),), UNIT_COST["sparse"], device=q.device)
+        unit[CANDIDATES.index("delta")] = UNIT_COST["columns"]
+        cost = density * unit
         return errors, cost, density
 
-    def _densities(self, ctx, t, static_rows, b, h, device) -> torch.Tensor:
+    def _densities(self, ctx, t, static_index, b, h, device) -> torch.Tensor:
         density = torch.ones(b, h, len(CANDIDATES), device=device)
-        if static_rows is not None:
-            density[..., 0] = t["density"][torch.tensor(static_rows, device=device)]
+        if static_index is not None:
+            density[..., 0] = t["density"][static_index]
         density[..., 1], density[..., 2] = t["density"][0], t["density"][1]
         if ctx.state is not None and "delta_density" in ctx.state:
             density[..., 3] = ctx.state["delta_density"].float()
@@ -297,9 +302,13 @@ class HybridPlanner(Planner):
         entry = (ctx.state or {}).get("delta")
         if entry is None:
             return None
-        order, qb = self.delta.order, self.config.options.q_block
-        position = order.inverse(ctx.layout, device)[rows]  # the rows' places in voxel order
-        model = order.permutation(ctx.layout, device)  # voxel position -> model index
+        qb = self.config.options.q_block
+        key = ("voxel", ctx.layout, str(device))
+        if key not in self._tables:
+            order = self.delta.order
+            self._tables[key] = (order.inverse(ctx.layout, device), order.permutation(ctx.layout, device))
+        inverse, model = self._tables[key]  # model index -> voxel position, and back
+        position = inverse[rows]  # the rows' places in voxel order
         if entry.copied is not None:  # an offloaded cache: its copy to the host must be done
             entry.copied.synchronize()
         o_rest, lse_rest, columns, counts = entry.tensors

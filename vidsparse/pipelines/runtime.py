@@ -56,6 +56,7 @@ class LayerStats:
     head_dense: list[int] = field(default_factory=list)
     head_density: torch.Tensor | None = None  # [H], summed over sparse calls
     label_counts: dict[str, torch.Tensor] = field(default_factory=dict)  # label -> [H], summed over sparse calls
+    _indices: dict = field(default_factory=dict, repr=False)  # a group's heads -> their device index tensor
 
     def _grow(self, heads: int) -> None:
         for name in ("head_calls", "head_dense"):
@@ -82,21 +83,28 @@ class LayerStats:
         self.head_density = self._grown(torch.zeros(h, device=device) if self.head_density is None
                                         else self.head_density, h)
         for g in plan.groups:
-            hs = g.contiguous or list(g.heads)
+            index = self._index(g.heads, self.head_density.device)  # device indices: no host-to-device copy
             density = g.density
             if isinstance(density, torch.Tensor):
-                self.head_density[hs] += density.float().mean(0).to(self.head_density.device)
+                self.head_density.index_add_(0, index, density.float().mean(0).to(self.head_density.device))
             else:
-                self.head_density[hs] += float(density)
+                self.head_density.index_add_(0, index, torch.full((len(g.heads),), float(density),
+                                                                  device=self.head_density.device))
             for i, label in enumerate(g.labels):
                 counts = self.label_counts.get(label)
                 counts = self._grown(torch.zeros(h, device=self.head_density.device) if counts is None else counts, h)
                 self.label_counts[label] = counts
                 if g.label_index is None:
                     if i == 0:
-                        counts[hs] += 1.0
+                        counts.index_add_(0, index, torch.ones(len(g.heads), device=counts.device))
                 else:
-                    counts[hs] += (g.label_index == i).float().mean(0).to(counts.device)
+                    counts.index_add_(0, index, (g.label_index == i).float().mean(0).to(counts.device))
+
+    def _index(self, heads, device) -> torch.Tensor:
+        key = (heads if isinstance(heads, tuple) else (heads.start, heads.stop, "range"), str(device))
+        if key not in self._indices:
+            self._indices[key] = torch.tensor(list(heads), dtype=torch.long, device=device)
+        return self._indices[key]
 
     @property
     def density(self) -> float:
