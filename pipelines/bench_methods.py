@@ -300,6 +300,14 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
             times[label].append(time.perf_counter() - t0)
     handle.runtimes[0].layers.clear()
     reuse_out = forward()  # step 3 of the last round: a reusing step, its density alone
+    if args.trace_hybrid and device.type == "cuda":  # where a reusing step's time goes: the top GPU and CPU ops
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            forward()
+            sync()
+        entry["hybrid_trace"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20)
+        log.info("%s", entry["hybrid_trace"])
     report = handle.report()
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     record("hybrid refresh", times["refresh"], refresh_out, stock, {"peak_gb": peak})
@@ -450,6 +458,7 @@ def main(argv=None) -> int:
     parser.add_argument("--hybrid-mix", default=None,
                         help="static,spatial,temporal,delta,dense shares forced on the hybrid (default: the yardstick's)")
     parser.add_argument("--hybrid-every", type=int, default=4, help="the hybrid's steps between choices")
+    parser.add_argument("--trace-hybrid", action="store_true", help="profile one reusing hybrid step (CUDA)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -499,6 +508,9 @@ def markdown(name: str, result: dict) -> str:
         lines += ["", "50-step totals implied by the measured steps:", ""]
         lines += [f"- {k}: " + (f"{v:.2f}x" if "speedup" in k else f"{100 * v:.1f}%" if "share" in k else f"{v:.2f} s")
                   for k, v in entry["schedules_50_steps"].items()]
+    if "hybrid_trace" in entry:
+        lines += ["", "A reusing hybrid step under torch.profiler (`--trace-hybrid`):", "", "```", entry["hybrid_trace"],
+                  "```"]
     if "attention" in entry:
         lines += ["", "Attention-level overheads and mask memory:", "", "```", json.dumps(entry["attention"], indent=1),
                   "```"]

@@ -11,6 +11,8 @@
 #   bash pipelines/gpu_session.sh 4   # profile's full-size steps again, with the cheaper profiling of part 3
 #   bash pipelines/gpu_session.sh 5   # hybrid: GPU tests, the yardstick sweep of every method (hybrid, hybrid with
 #                                     # FirstBlockCache), CogVideoX-5b steps (stock, dense, delta, hybrid)
+#   bash pipelines/gpu_session.sh 7   # after part 5's fixes: GPU tests, CogVideoX-5b steps again, a reusing hybrid
+#                                     # step's profile
 #   bash pipelines/gpu_session.sh 6   # hybrid: HunyuanVideo 720p x 129 steps (stock, dense, delta, hybrid), the
 #                                     # hybrid's choices forced to the mix of part 5's yardstick/sweep.json
 #
@@ -54,6 +56,11 @@ elif [ "$1" = "5" ]; then
     cp "$STAGE/yardstick/sweep.json" yardstick/sweep.json  # the hybrid mix the CogVideoX bench forces
     timeout 150 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,dense,delta,hybrid --runs 3 \
         --out "$STAGE/pipelines" 2>&1 | tail -12
+elif [ "$1" = "7" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/pipelines"
+    { echo "$STAMP"; timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
+    timeout 200 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,dense,delta,hybrid --runs 3 \
+        --trace-hybrid --out "$STAGE/pipelines" 2>&1 | tail -40
 elif [ "$1" = "6" ]; then
     mkdir -p "$STAGE/pipelines"
     timeout 560 python3 pipelines/bench_methods.py --models hunyuanvideo --variants stock,dense,delta,hybrid --runs 1 \
