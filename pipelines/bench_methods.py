@@ -279,6 +279,8 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
     patterns = transplanted_patterns(transformer, name, q_block, tiny, device)
     config = SparseConfig.make("hybrid", patterns=patterns, top_keys=args.top_keys, refresh_steps=[0],
                                every=args.hybrid_every, q_block=q_block, k_block=q_block,
+                               cache_budget=None if args.hybrid_cache_budget is None else int(
+                                   args.hybrid_cache_budget * 2**30),
                                voxel=[2, 4, 4] if tiny else [4, 4, 8])
     fresh()
     handle = vidsparse.apply(transformer, config)
@@ -458,6 +460,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hybrid-mix", default=None,
                         help="static,spatial,temporal,delta,dense shares forced on the hybrid (default: the yardstick's)")
     parser.add_argument("--hybrid-every", type=int, default=4, help="the hybrid's steps between choices")
+    parser.add_argument("--hybrid-cache-budget", type=float, default=None,
+                        help="GiB of the hybrid's delta cache on the GPU (default: no limit); the rest goes to host memory")
     parser.add_argument("--trace-hybrid", action="store_true", help="profile one reusing hybrid step (CUDA)")
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
