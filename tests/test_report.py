@@ -337,3 +337,11 @@ def test_choices_table_shows_how_often_each_head_ran_each_choice():
     assert header == ["layer", "head 0", "head 1"]
     assert rows[0] == ["0", "D 1 S 3", "T 4"] and rows[1] == ["1", "D 4", ""]
     assert _choices_table({"heads": {"choices": [[{"spatial": 2.0}]]}}) is None  # one choice per head: no table
+
+
+def test_pareto_front_keeps_the_points_nothing_beats_on_cost_and_quality():
+    from vidsparse.report import pareto_front
+
+    points = [(0.5, 30.0), (0.3, 25.0), (0.4, 24.0), (0.7, 29.0), (0.3, 26.0), (0.9, 40.0)]
+    assert pareto_front(points) == [(0.3, 26.0), (0.5, 30.0), (0.9, 40.0)]
+    assert pareto_front([]) == []

@@ -7,7 +7,8 @@ same (prompt, seed) cases and writes into one folder:
     report.html                        the same report, self-contained: inline CSS, every image and
                                        animation inlined as a base64 data: URI (opens offline)
     results.json                       every number of the report (the dict the function returns)
-    density_vs_psnr.png                realised density against mean PSNR, one point per method
+    density_vs_psnr.png                the Pareto plot: mean PSNR against realised density and, where a GPU
+                                       ran, against seconds per step; one point per method, the front dashed
     psnr_per_frame.png                 PSNR against dense per frame, one line per method and case
     ssim_per_frame.png                 the same for SSIM
     density_<method>.png               realised density per layer x head, with each head's pattern
@@ -283,6 +284,7 @@ PATTERNS = {
     "stripe": ("V", "#2ca02c", "stripe: a few key columns (sink frames or measured top blocks) for every query"),
     "skip": ("0", "#ffffff", "skip: the head's video-to-video attention is left out (text keys only)"),
     "sparse": ("X", "#8c564b", "sparse: a mask the method chose (no family recorded)"),
+    "static": ("P", "#17becf", "static: the head's searched pattern, chosen at run time (hybrid method)"),
     "refresh": ("R", "#9467bd", "refresh: full attention that refreshes the head's cached delta (delta method)"),
     "delta": ("C", "#e377c2", "delta: the head's top key columns recomputed, the rest from its cache (delta method)"),
 }
@@ -348,23 +350,53 @@ def _metric_plot(path: Path, scores: list[dict], cases: list[dict], colours: dic
 
 
 def _tradeoff_plot(path: Path, scores: list[dict], colours: dict) -> None:
-    """One point per method: realised attention density (x) against mean PSNR (y); identical videos not drawn."""
-    fig = _figure(7.6, 4.4)
-    ax = fig.add_subplot()
+    """The Pareto plot: one point per method, mean PSNR against realised attention density (left) and against
+    seconds per step where a GPU kernel ran (right), the front (no other method both cheaper and better) joined by
+    a dashed line. Identical videos (PSNR inf) are not drawn."""
+    fig = _figure(11.5, 4.4)
+    ax_density, ax_time = fig.subplots(1, 2)
+    finite = [s for s in scores if math.isfinite(float(s["psnr_mean"]))]
     for s in scores:
         density, psnr = float(s["density"]), float(s["psnr_mean"])
         label = f"{_clip(s['name'], 18)}: {density:.2f}, " + (f"{psnr:.1f} dB" if math.isfinite(psnr) else "identical")
-        ax.plot([density] if math.isfinite(psnr) else [], [psnr] if math.isfinite(psnr) else [], "o", ms=9,
-                color=colours[s["name"]], label=label)
-    if not any(math.isfinite(float(s["psnr_mean"])) for s in scores):
-        ax.text(0.5, 0.5, "nothing to draw", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax_density.plot([density] if math.isfinite(psnr) else [], [psnr] if math.isfinite(psnr) else [], "o", ms=9,
+                        color=colours[s["name"]], label=label)
+    _front(ax_density, [(float(s["density"]), float(s["psnr_mean"])) for s in finite])
+    timed = [s for s in finite if s.get("speedup_vs_dense") is not None]
+    for s in timed:
+        ax_time.plot([s["seconds_per_step"]], [float(s["psnr_mean"])], "o", ms=9, color=colours[s["name"]])
+    _front(ax_time, [(s["seconds_per_step"], float(s["psnr_mean"])) for s in timed])
+    if not timed:
+        ax_time.text(0.5, 0.5, "no GPU run: times on a CPU measure the PyTorch fallback, not the kernel",
+                     transform=ax_time.transAxes, ha="center", va="center", color="0.4", wrap=True)
+    if not finite:
+        ax_density.text(0.5, 0.5, "nothing to draw", transform=ax_density.transAxes, ha="center", va="center",
+                        color="0.4")
     if scores:
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="method", title_fontsize=8,
-                  frameon=False)
-    ax.set(title="Attention density against PSNR (mean over frames and cases)", xlabel="realised attention density",
-           ylabel="PSNR (dB)", xlim=(0, 1.02))
-    ax.grid(alpha=0.3)
+        fig.legend(*ax_density.get_legend_handles_labels(), loc="outside right center", fontsize=8, title="method",
+                   title_fontsize=8, frameon=False)
+    ax_density.set(title="PSNR against realised density", xlabel="realised attention density", ylabel="PSNR (dB)",
+                   xlim=(0, 1.02))
+    ax_time.set(title="PSNR against time per step (GPU runs)", xlabel="seconds per denoising step",
+                ylabel="PSNR (dB)")
+    for ax in (ax_density, ax_time):
+        ax.grid(alpha=0.3)
     _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both cost (x, lower is better) and quality (y, higher), by cost."""
+    front = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front
+
+
+def _front(ax, points: list[tuple[float, float]]) -> None:
+    front = pareto_front(points)
+    if len(front) > 1:
+        ax.plot(*zip(*front), "--", color="0.35", linewidth=1, zorder=0, label=None)
 
 
 def _head_grid(heads: dict) -> tuple[np.ndarray, np.ndarray]:
