@@ -36,21 +36,10 @@ FORWARDS = {"delta": 2}  # the second forward is a delta step: each rank's cache
 
 
 def _enable_cp(model, rank: int, plan) -> None:
-    from diffusers import ContextParallelConfig
-    from diffusers.hooks.context_parallel import apply_context_parallel
-    from diffusers.models._modeling_parallel import ParallelConfig
-    from torch.distributed.device_mesh import init_device_mesh
+    from vidsparse.pipelines.context_parallel import enable_context_parallel
 
-    cp = ContextParallelConfig(ulysses_degree=WORLD)
-    config = ParallelConfig(context_parallel_config=cp)
-    mesh = init_device_mesh("cpu", mesh_shape=cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
-    config.setup(rank, WORLD, torch.device("cpu"), mesh=mesh)
-    model._parallel_config = config
-    for module in model.modules():
-        processor = getattr(module, "processor", None)
-        if processor is not None and hasattr(processor, "_parallel_config"):
-            processor._parallel_config = config
-    apply_context_parallel(model, cp, plan)
+    assert plan is not None
+    enable_context_parallel(model, WORLD)
 
 
 def _worker(rank: int, store: str, results) -> None:

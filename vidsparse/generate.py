@@ -325,8 +325,6 @@ def _outputs(out: Path, cases: list[dict], method: str) -> list[Path]:
 def cmd_generate(args, argv) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .media import write_video
-
     _check_flags(args)
     prompts = _prompts(args)
     cases = [{"prompt": p, "seed": args.seed} for p in prompts]
@@ -336,18 +334,61 @@ def cmd_generate(args, argv) -> int:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: torchrun on CPUs is multi-process too
+    cp = args.cp or 1
+    if cp > 1 and state.num_processes != cp:
+        raise CLIError(f"--cp {cp} needs {cp} processes, one a GPU; this run has {state.num_processes}: launch with "
+                       f"`torchrun --nproc-per-node {cp} -m vidsparse generate ... --cp {cp}`")
     if state.num_processes > 1:
         args.device = args.device or str(state.device)
-        with state.split_between_processes(list(zip(cases, paths))) as mine:
-            cases, paths = [c for c, _ in mine], [p for _, p in mine]
-        if not cases:
-            return 0
+        if cp == 1:  # data parallel: each process its share of the prompts
+            with state.split_between_processes(list(zip(cases, paths))) as mine:
+                cases, paths = [c for c, _ in mine], [p for _, p in mine]
+            if not cases:
+                return 0
     pipe, cfg, model = _load(args)
     kwargs = _call_kwargs(pipe, cfg, args)
     plan = plan_method(cfg, args.method, kwargs.get("num_inference_steps"), args.overrides)
-    fps = int(cfg.generate.get("fps", 8))
+    if cp > 1:  # context parallel: every process every prompt, each rank heads/cp of every attention
+        result = _run_context_parallel(pipe, plan, cases, kwargs, cp)
+        if not state.is_main_process:
+            return 0
+        return _write_results(args, cfg, plan, pipe, cases, paths, result)
     with logging_redirect_tqdm(loggers=[logging.getLogger("vidsparse")]):
         result = run_method(pipe, plan, cases, kwargs)
+    return _write_results(args, cfg, plan, pipe, cases, paths, result)
+
+
+def _run_context_parallel(pipe, plan, cases, kwargs, cp: int) -> "MethodResult":
+    """`run_method` with every transformer of the pipeline under Ulysses context parallelism of `cp` ranks."""
+    import vidsparse
+
+    from .pipelines import enable_context_parallel
+
+    handle = vidsparse.apply(pipe, plan.config)
+    try:
+        for name in ("transformer", "transformer_2"):
+            module = getattr(pipe, name, None)
+            if module is not None:
+                try:
+                    enable_context_parallel(module, cp)
+                except ValueError as exc:
+                    raise CLIError(str(exc)) from None
+        videos, steps, start = [], [], time.perf_counter()
+        for i, case in enumerate(cases):
+            marks: list[float] = []
+            videos.append(_generate(pipe, case["prompt"], case["seed"], kwargs,
+                                    f"{plan.name} {i + 1}/{len(cases)}", marks))
+            steps += [b - a for a, b in zip(marks, marks[1:])]
+        _sync()
+        return MethodResult(videos, time.perf_counter() - start, steps, handle.report())
+    finally:
+        handle.remove()
+
+
+def _write_results(args, cfg, plan, pipe, cases, paths, result) -> int:
+    from .media import write_video
+
+    fps = int(cfg.generate.get("fps", 8))
     for case, video, path in zip(cases, result.videos, paths):
         written = [path]
         write_video(path, video, fps)
@@ -498,6 +539,10 @@ def add_parsers(sub, common) -> None:
     _common_generation_args(p)
     p.add_argument("--method", default="spatial", help="a method preset of the config (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    p.add_argument("--cp", type=int, default=None, metavar="N",
+                   help="context parallelism: each attention's heads split over N processes (Ulysses), launched by "
+                        "`torchrun --nproc-per-node N -m vidsparse generate ... --cp N`; without it, several "
+                        "processes split the prompts")
     p.add_argument("--out", default="vidsparse-videos", metavar="DIR|FILE",
                    help="output folder (default: %(default)s), or with one prompt the video file itself (a path "
                         "ending in .mp4 or .gif)")

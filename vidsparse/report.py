@@ -367,8 +367,9 @@ def _tradeoff_plot(path: Path, scores: list[dict], colours: dict) -> None:
         ax_time.plot([s["seconds_per_step"]], [float(s["psnr_mean"])], "o", ms=9, color=colours[s["name"]])
     _front(ax_time, [(s["seconds_per_step"], float(s["psnr_mean"])) for s in timed])
     if not timed:
-        ax_time.text(0.5, 0.5, "no GPU run: times on a CPU measure the PyTorch fallback, not the kernel",
-                     transform=ax_time.transAxes, ha="center", va="center", color="0.4", wrap=True)
+        ax_time.text(0.5, 0.5, "no GPU run:\ntimes on a CPU measure\nthe PyTorch fallback, not the kernel",
+                     transform=ax_time.transAxes, ha="center", va="center", color="0.4")
+        ax_time.set(xticks=[], yticks=[])
     if not finite:
         ax_density.text(0.5, 0.5, "nothing to draw", transform=ax_density.transAxes, ha="center", va="center",
                         color="0.4")

@@ -13,13 +13,19 @@ processors would apply the whole mask to keys in rank order, which is wrong with
 vidsparse's processors permute keys into model order first, dense or sparse, so HunyuanVideo's
 context parallelism needs vidsparse installed (any config, "dense" included). The video and text
 token counts must both divide by the degree.
+
+`enable_context_parallel(transformer, degree)` does it in one call, on GPUs (NCCL) or CPUs (gloo), in a process
+group that `torchrun` or `accelerate launch` started (`vidsparse generate --cp N` calls it):
+
+    >>> vidsparse.apply(pipe, "hybrid")
+    >>> enable_context_parallel(pipe.transformer, 2)   # every rank: the same prompts and seeds, H/2 heads each
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["HUNYUANVIDEO_CP_PLAN", "cp_plan_for"]
+__all__ = ["HUNYUANVIDEO_CP_PLAN", "cp_plan_for", "enable_context_parallel"]
 
 
 def _hunyuan_plan() -> dict:
@@ -49,3 +55,43 @@ def cp_plan_for(transformer: torch.nn.Module) -> dict:
 
 
 HUNYUANVIDEO_CP_PLAN = _hunyuan_plan  # a function: diffusers is imported when it is called
+
+
+def enable_context_parallel(transformer: torch.nn.Module, degree: int) -> None:
+    """Put `transformer` under Ulysses context parallelism of `degree` ranks (the whole process group), with its
+    plan from `cp_plan_for`: each rank computes every token of heads/degree heads, and vidsparse plans each rank's
+    heads itself.
+
+    Done by hand rather than through `transformer.enable_parallelism`, whose device choice
+    (`rank % torch.accelerator.device_count()`) divides by zero on a CPU-only machine: the config is resolved on a
+    device mesh of this process's device, handed to every processor, and the plan's hooks applied.
+    """
+    import torch.distributed as dist
+    from diffusers import ContextParallelConfig
+    from diffusers.hooks.context_parallel import apply_context_parallel
+    from diffusers.models._modeling_parallel import ParallelConfig
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if not dist.is_available() or not dist.is_initialized():
+        raise ValueError("context parallelism needs a process group: launch with `torchrun --nproc-per-node N` or "
+                         "`accelerate launch --num-processes N`")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    if degree != world:
+        raise ValueError(f"--cp {degree} needs {degree} processes; this run has {world}: launch with "
+                         f"`torchrun --nproc-per-node {degree}`")
+    heads = getattr(transformer.config, "num_attention_heads", None)
+    if heads is not None and heads % degree:
+        raise ValueError(f"the model has {heads} heads, which {degree} ranks cannot split evenly: choose a --cp "
+                         "that divides it")
+    plan = cp_plan_for(transformer)
+    device = next(transformer.parameters()).device
+    cp = ContextParallelConfig(ulysses_degree=degree)
+    config = ParallelConfig(context_parallel_config=cp)
+    mesh = init_device_mesh(device.type, mesh_shape=cp.mesh_shape, mesh_dim_names=cp.mesh_dim_names)
+    config.setup(rank, world, device, mesh=mesh)
+    transformer._parallel_config = config
+    for module in transformer.modules():
+        processor = getattr(module, "processor", None)
+        if processor is not None and hasattr(processor, "_parallel_config"):
+            processor._parallel_config = config
+    apply_context_parallel(transformer, cp, plan)
