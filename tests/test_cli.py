@@ -77,9 +77,9 @@ def test_unwritable_output_folder(tmp_path, capsys):
 
 def test_generate_defaults_to_the_yardstick_at_its_own_size(tmp_path, capsys):
     # No --model, --prompt or size: the yardstick's config (9 frames of 64 x 64) and the default prompt. A warm-up
-    # of 2 steps (stated, so not scaled with --steps) keeps the default method (spatial) dense: about 1 s a step.
-    assert main(["generate", "--out", str(tmp_path), "--steps", "2", "methods.spatial.warmup_steps=2"]) == 0
-    mp4 = tmp_path / "spatial_00_seed0.mp4"
+    # of 2 steps (stated, so not scaled with --steps) keeps the default method (hybrid) dense: about 1 s a step.
+    assert main(["generate", "--out", str(tmp_path), "--steps", "2", "methods.hybrid.warmup_steps=2"]) == 0
+    mp4 = tmp_path / "hybrid_00_seed0.mp4"
     frames = iio.imread(mp4, plugin="pyav") if _has_pyav() else iio.imread(mp4)
     assert frames.shape == (9, 64, 64, 3)
     assert "(9 frames, 64x64)" in capsys.readouterr().out

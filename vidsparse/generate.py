@@ -530,14 +530,16 @@ def add_parsers(sub, common) -> None:
         epilog=(
             presets + "\n\n"
             "examples:\n"
-            "  vidsparse generate --prompt 'a red circle bouncing over a gray plain background' --method spatial\n"
+            "  vidsparse generate --prompt 'a red circle bouncing over a gray plain background'   # hybrid\n"
             "  vidsparse generate --model tiny-wan --prompt 'a red ball rolling' --method temporal\n"
             "  vidsparse generate --model /models/CogVideoX-5b --config cogvideox-5b --method spatial \\\n"
             "      --prompt 'a cat surfing' --seed 3 methods.spatial.warmup_steps=15"
         ),
     )
     _common_generation_args(p)
-    p.add_argument("--method", default="spatial", help="a method preset of the config (default: %(default)s)")
+    p.add_argument("--method", default="hybrid",
+                   help="a method preset of the config (default: %(default)s, on the yardstick's Pareto front at every "
+                        "error budget measured: yardstick/SWEEP.md)")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     p.add_argument("--cp", type=int, default=None, metavar="N",
                    help="context parallelism: each attention's heads split over N processes (Ulysses), launched by "
