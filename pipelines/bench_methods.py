@@ -270,6 +270,7 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
     (`--hybrid-mix`); the static candidate's patterns are the yardstick's searched ones dealt out to this model."""
     import vidsparse
     from vidsparse import SparseConfig
+    from vidsparse.report import choice_shares
 
     if time.perf_counter() - started > args.budget_s:
         entry["variants"]["hybrid step"] = {"skipped": "time budget"}
@@ -316,19 +317,9 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
     record("hybrid choosing step", times["choose"], choose_out, stock)
     record("hybrid step", times["reuse"], reuse_out, stock, {
         "density": report["density"], "fallbacks": report["fallbacks"], "peak_gb": peak,
-        "choices": _label_shares(report)})
+        "choices": choice_shares(report)})
     handle.remove()
     del handle, refresh_out, choose_out, reuse_out
-
-
-def _label_shares(report: dict) -> dict:
-    counts = {}
-    for layer in report["heads"]["choices"]:
-        for head in layer:
-            for label, n in head.items():
-                counts[label] = counts.get(label, 0.0) + n
-    total = sum(counts.values())
-    return {k: v / total for k, v in counts.items()} if total else {}
 
 
 def transplanted_patterns(transformer, name, q_block, tiny, device) -> str:

@@ -63,6 +63,7 @@ def test_dry_run_errors_densities_and_removal(dry_run):
         assert fast["error_vs_stock"]["rel_l2"] < 1e-5
         assert 0.0 < sparse["report"]["density"] < 1.0
         assert sparse["report"]["sparse_calls"] == sparse["report"]["calls"] > 0  # no warm-up step: all sparse
+        assert sparse["report"]["choices"] == {"spatial": 1.0}  # the per-head method map, summed
         assert 0.0 < sparse["error_vs_stock"]["rel_l2"] < 0.2
         for check in model["restore_checks"]:
             assert check["state_restored"] and check["stock_rerun"]["bitwise_equal"], (model["model"], check)
@@ -86,6 +87,8 @@ def test_parse_methods():
                                                                      "spatial:frames=2,q_block=64")
     assert (temporal.preset, temporal.fields, temporal.density) == ("temporal", (), None)
     assert bench.parse_methods("spatial:density=0.2")[0].density == 0.2
+    hybrid = bench.parse_methods("hybrid:density=0.3,every=2")[0]  # hybrid's own density option
+    assert (hybrid.density, dict(hybrid.fields)) == (None, {"density": 0.3, "every": 2})
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -195,6 +195,8 @@ class _Presets(dict):
         "profile": {"method": "profile", "fraction": 0.25, "warmup_steps": 12, "warmup_layers": 2},
         # Chipmunk: refresh at steps 0, 1, 10 and 40 of 50, 5% of the keys recomputed between.
         "delta": {"method": "delta", "top_keys": 0.05},
+        # per head the cheapest of spatial, temporal, a cached delta and dense within eps 0.2; delta's schedule
+        "hybrid": {"method": "hybrid", "eps": 0.2},
     }
 
     def _fill(self):

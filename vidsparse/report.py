@@ -385,6 +385,18 @@ def _tradeoff_plot(path: Path, scores: list[dict], colours: dict) -> None:
     _save(fig, path)
 
 
+def choice_shares(report: dict) -> dict[str, float]:
+    """The share of (layer, head, call) counts that ran each label, from a handle's report (`report["heads"]
+    ["choices"]`): the per-head method map summed into one line (the dense warm-up counts as "dense")."""
+    counts: dict[str, float] = {}
+    for layer in report["heads"]["choices"]:
+        for head in layer:
+            for label, n in head.items():
+                counts[label] = counts.get(label, 0.0) + n
+    total = sum(counts.values())
+    return {k: v / total for k, v in sorted(counts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points no other point beats on both cost (x, lower is better) and quality (y, higher), by cost."""
     front = []

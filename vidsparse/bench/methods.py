@@ -67,7 +67,7 @@ def _method_spec(group: list[str]) -> MethodSpec:
             number = float(value) if key == "density" else _value(value)
         except ValueError:
             raise BenchError(f"--methods {label!r}: bad value for {key}: {value!r}") from None
-        if key != "density":
+        if key != "density" or name not in _WINDOW:  # hybrid's own density= option passes through
             fields[key] = number
         elif 0.0 < number <= 1.0:
             density = number

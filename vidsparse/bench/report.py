@@ -78,15 +78,16 @@ def _model_section(r: dict) -> list[str]:
         f"- build {r['build_s']:.1f} s" + (f", weights {r['weights_gib']:.1f} GiB" if r["weights_gib"] else ""),
         "",
         ("| variant | window | ms / step | all runs ms | warm-up s | peak GiB | vs stock | max abs err | "
-         "rel L2 err | density | sparse calls / calls | fallbacks |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+         "rel L2 err | density | sparse calls / calls | fallbacks | heads ran |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in r["variants"]:
         err, rep = v.get("error_vs_stock"), v.get("report")
         errs = f"{_num(err['max_abs'], '.2e')} | {_num(err['rel_l2'], '.2e')}" if err else "- | -"
+        ran = ", ".join(f"{k} {v:.2f}" for k, v in rep.get("choices", {}).items()) if rep else ""
         dens = (f"{rep['density']:.3f} | {rep['sparse_calls']} / {rep['calls']} | "
-                f"{', '.join(rep['fallbacks']) or 'none'}"
-                if rep else "1.000 | - | -")
+                f"{', '.join(rep['fallbacks']) or 'none'} | {ran or '-'}"
+                if rep else "1.000 | - | - | stock")
         flag = "" if v["finite"] else " (non-finite output)"
         lines.append(
             f"| {v['name']}{flag} | {v['window']} | {v['ms']:.1f} | {', '.join(f'{t:.1f}' for t in v['times_ms'])} | "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import SparseConfig
+from ..report import choice_shares
 from ..layout import TokenLayout
 from .catalogue import MODELS, ModelSpec, Video, TINY_VIDEO, build_transformer
 from .methods import MethodSpec, method_config, _window
@@ -202,6 +203,7 @@ def _run_variant(transformer, inputs: dict, variant: Variant, runs: int, opts: O
     if handle is not None:
         report = handle.report()
         entry["report"] = {key: report[key] for key in ("density", "layers", "calls", "sparse_calls", "fallbacks")}
+        entry["report"]["choices"] = choice_shares(report)  # the per-head method map, summed
         handle.remove()
     return entry, out
 
