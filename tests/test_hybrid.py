@@ -202,7 +202,8 @@ def _generate(pipe, **kwargs):
                 generator=torch.Generator().manual_seed(0), **kwargs).frames
 
 
-@pytest.mark.parametrize("cache", ["FirstBlockCacheConfig", "TaylorSeerCacheConfig", "MagCacheConfig"])
+@pytest.mark.parametrize("cache", ["FirstBlockCacheConfig", "TaylorSeerCacheConfig", "MagCacheConfig",
+                                   "PyramidAttentionBroadcastConfig"])
 def test_hybrid_composes_with_diffusers_step_caches_and_resets_between_generations(cache):
     from diffusers import hooks
 
@@ -210,7 +211,9 @@ def test_hybrid_composes_with_diffusers_step_caches_and_resets_between_generatio
     config = {"FirstBlockCacheConfig": dict(threshold=0.2),
               "TaylorSeerCacheConfig": dict(cache_interval=2, disable_cache_before_step=1),
               "MagCacheConfig": dict(threshold=0.02, retention_ratio=0.25, num_inference_steps=4,
-                                     mag_ratios=[1.0, 0.99, 0.9, 0.8])}[cache]
+                                     mag_ratios=[1.0, 0.99, 0.9, 0.8]),
+              "PyramidAttentionBroadcastConfig": dict(spatial_attention_block_skip_range=2,
+                                                      current_timestep_callback=lambda: 500)}[cache]
     pipe.transformer.enable_cache(getattr(hooks, cache)(**config))
     handle = vidsparse.apply(pipe, SparseConfig.make("hybrid", eps=0.5, warmup_steps=1, **{**DELTA, **SMALL, "refresh_steps": [1]}))
     first = _generate(pipe)
