@@ -77,6 +77,15 @@ def test_hybrid_forced_to_one_method_equals_that_method(method, tmp_path):
         assert _rel(hybrid[-1], stock[-1]) > 1e-4  # it did run sparse
 
 
+def test_hybrids_own_static_candidate_equals_the_static_method(tmp_path):
+    model = wan_transformer()
+    patterns = _pattern_file(model, tmp_path / "p.safetensors")
+    alone, _ = _steps(model, SparseConfig.make("static", patterns=patterns))
+    hybrid, report = _steps(model, SparseConfig.make("hybrid", patterns=patterns, candidates=["static"], eps=100.0))
+    assert all(_rel(h, a) < 1e-6 for h, a in zip(hybrid, alone))
+    assert {label for layer in report["heads"]["choices"] for head in layer for label in head} == {"static"}
+
+
 # ------------------------------------------------------------------------------------------ the planner alone
 LAYOUT = TokenLayout(4, 4, 8, text_len=16, text_position="start")
 KINDS = ["spatial", "temporal", "diffuse", "spatial", "temporal", "diffuse"]
@@ -146,6 +155,34 @@ def test_delta_candidate_error_is_what_a_delta_step_computes_and_fresh_caches_wi
     torch.testing.assert_close(errors[..., LABELS.index("delta")].double(), actual, atol=1e-4, rtol=1e-3)
 
 
+def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = _planted(LAYOUT, KINDS, b=2)
+    runtime, planner = _planner(eps=0.05)
+    state = {}
+    _call(runtime, planner, state, 0, q, k, v)  # refresh: every head's cache
+    q2, k2, v2 = (x + 0.3 * torch.randn(x.shape, generator=gen) for x in (q, k, v))
+    ctx = PlanContext(0, 1, None, LAYOUT, q.shape[1], q.device, state=state)
+    codes = [LABELS.index(n) for n in ("delta", "spatial", "dense", "delta", "temporal", "delta")]
+    plan = planner.build(ctx, torch.tensor(codes))
+    assert sorted(g.mode for g in plan.groups) == ["delta", "dense", "sparse"]
+    out = runtime.execute(plan, q2, k2, v2, LAYOUT)
+    every_delta = runtime.execute(planner.build(ctx, torch.full((6,), LABELS.index("delta"))), q2, k2, v2, LAYOUT)
+    t = planner.table(LAYOUT, "cpu")
+    for h, name in enumerate(("delta", "spatial", "dense", "delta", "temporal", "delta")):
+        if name == "delta":
+            ref = every_delta[:, h]
+        elif name == "dense":
+            ref = _exact(q2, k2, v2)[:, h].float()
+        else:
+            fields = dict(frames=t["frames"]) if name == "spatial" else dict(radius=t["radius"])
+            config = SparseConfig.make(name, **fields, **SMALL)
+            alone = SparseRuntime(config, planner_for(config), "test", "start")
+            ref_plan = alone.planner.plan(PlanContext(0, 1, None, LAYOUT, 6, "cpu", state={}), None)
+            ref = alone.execute(ref_plan, q2, k2, v2, LAYOUT)[:, h]
+        torch.testing.assert_close(out[:, h], ref, atol=1e-5, rtol=1e-4, msg=f"head {h} ({name})")
+
+
 @pytest.mark.parametrize("target", [0.2, 0.45, 0.6, 0.8])
 def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(target):
     q, k, v = _planted(LAYOUT, KINDS)
@@ -160,6 +197,11 @@ def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(tar
         assert torch.equal(realised, cheapest)
     else:
         assert realised.mean() <= target + 1e-6 and (choice != LABELS.index("dense")).any()
+    if target == 0.8:  # room to spare: less total error than every head on its cheapest candidate
+        errors, _, _ = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
+        errors = torch.cat([errors[0], torch.zeros(len(KINDS), 1)], -1).clamp(max=1e3)
+        cheapest_error = errors[:, 1:3].gather(-1, density[:, 1:3].argmin(-1, keepdim=True)).sum()
+        assert errors.gather(-1, choice[:, None]).sum() < cheapest_error
     for eps in (0.0, 0.1, 0.3, 10.0):
         runtime, planner = _planner(eps=eps, candidates=["spatial", "temporal"])
         choice = planner.choose(ctx, Probe(q, k, v, LAYOUT))
@@ -222,7 +264,8 @@ def test_hybrid_composes_with_diffusers_step_caches_and_resets_between_generatio
     handle.remove()
     pipe.transformer.disable_cache()
     assert torch.isfinite(first).all() and torch.equal(first, second)
-    assert report["sparse_calls"] > 0
+    ran = {label for layer in report["heads"]["choices"] for head in layer for label in head}
+    assert ran - {"dense", "refresh"}, ran  # chosen candidates ran, not only the warm-up and the refreshes
 
 
 def test_hybrid_under_torch_compile_matches_eager():
@@ -234,8 +277,10 @@ def test_hybrid_under_torch_compile_matches_eager():
         eager = model(**inputs, return_dict=False)[0]
         handle.reset()
         compiled = torch.compile(model)(**inputs, return_dict=False)[0]
+    report = handle.report()
     handle.remove()
     assert _rel(compiled, eager) < 1e-5
+    assert {"spatial", "temporal"} & {label for layer in report["heads"]["choices"] for head in layer for label in head}
 
 
 def test_bad_hybrid_options_name_the_fix():

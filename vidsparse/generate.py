@@ -334,7 +334,9 @@ def cmd_generate(args, argv) -> int:
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu=True: torchrun on CPUs is multi-process too
-    cp = args.cp or 1
+    cp = 1 if args.cp is None else args.cp
+    if cp < 1:
+        raise CLIError(f"--cp {cp}: give the number of processes that split each attention's heads, at least 1")
     if cp > 1 and state.num_processes != cp:
         raise CLIError(f"--cp {cp} needs {cp} processes, one a GPU; this run has {state.num_processes}: launch with "
                        f"`torchrun --nproc-per-node {cp} -m vidsparse generate ... --cp {cp}`")

@@ -395,4 +395,8 @@ class HybridPlanner(Planner):
         if since % o.every == 0:
             state["plan"] = self.build(ctx, self.choose(ctx, probe))
         state["since"] = since + 1
+        entry = state.get("delta")
+        if entry is not None and entry.staged is not None and all(g.mode != "delta" for g in state["plan"].groups):
+            # an offloaded cache the layer before fetched ahead, which this plan does not read: drop the device copy
+            entry.staged = entry.staged_ready = None
         return state["plan"]

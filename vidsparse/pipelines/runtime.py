@@ -85,8 +85,9 @@ class LayerStats:
         for g in plan.groups:
             index = self._index(g.heads, self.head_density.device)  # device indices: no host-to-device copy
             density = g.density
-            if isinstance(density, torch.Tensor):
-                self.head_density.index_add_(0, index, density.float().mean(0).to(self.head_density.device))
+            if isinstance(density, torch.Tensor):  # [B' or 1, Hg] (or broadcastable to it)
+                per_head = density.float().reshape(-1, density.shape[-1]).mean(0).expand(len(g.heads))
+                self.head_density.index_add_(0, index, per_head.to(self.head_density.device))
             else:
                 self.head_density.index_add_(0, index, torch.full((len(g.heads),), float(density),
                                                                   device=self.head_density.device))
@@ -98,7 +99,9 @@ class LayerStats:
                     if i == 0:
                         counts.index_add_(0, index, torch.ones(len(g.heads), device=counts.device))
                 else:
-                    counts.index_add_(0, index, (g.label_index == i).float().mean(0).to(counts.device))
+                    ran = (g.label_index == i).float()
+                    ran = ran.reshape(-1, ran.shape[-1]).mean(0).expand(len(g.heads))
+                    counts.index_add_(0, index, ran.to(counts.device))
 
     def _index(self, heads, device) -> torch.Tensor:
         key = (heads if isinstance(heads, tuple) else (heads.start, heads.stop, "range"), str(device))
