@@ -24,6 +24,8 @@ CASES = [  # (family, method): dense too, since under the HunyuanVideo plan vids
     ("hunyuanvideo", "dense"),
     ("hunyuanvideo", "profile"),
     ("hunyuanvideo", "delta"),
+    ("wan", "hybrid"),
+    ("hunyuanvideo", "hybrid"),
 ]
 FIELDS = {  # small blocks, so that the tiny grids span several; profile always sparse; delta refreshes at step 0 only
     "dense": {},
@@ -31,8 +33,10 @@ FIELDS = {  # small blocks, so that the tiny grids span several; profile always 
     "temporal": dict(radius=0, q_block=16, k_block=16),
     "profile": dict(eps=10.0, rows_per_frame=4, q_block=16, k_block=16),
     "delta": dict(top_keys=0.3, refresh_steps=[0], q_block=16, voxel=[1, 2, 4]),
+    # a refresh, then a choosing step: every candidate scored on each rank's own heads (eps mode is per head)
+    "hybrid": dict(eps=0.5, refresh_steps=[0], q_block=16, k_block=16, voxel=[1, 2, 4], rows_per_block=4),
 }
-FORWARDS = {"delta": 2}  # the second forward is a delta step: each rank's cache of its own heads is compared
+FORWARDS = {"delta": 2, "hybrid": 2}  # the second forward is a delta step: each rank's cache of its own heads is compared
 
 
 def _enable_cp(model, rank: int, plan) -> None:
