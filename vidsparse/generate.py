@@ -263,12 +263,15 @@ def _generate(pipe, prompt: str, seed: int, kwargs: dict, desc: str, marks: list
     return (np.clip(np.asarray(frames, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def run_method(pipe, plan: MethodPlan, cases: list[dict], kwargs: dict) -> MethodResult:
-    """Generate every case with one method installed; the handle is removed before returning."""
+def run_method(pipe, plan: MethodPlan, cases: list[dict], kwargs: dict, prepare=None) -> MethodResult:
+    """Generate every case with one method installed; the handle is removed before returning. `prepare(pipe)`, if
+    given, runs once after installation (context parallelism goes on there)."""
     import vidsparse
 
     handle = vidsparse.apply(pipe, plan.config)
     try:
+        if prepare is not None:
+            prepare(pipe)
         videos, steps, start = [], [], time.perf_counter()
         for i, case in enumerate(cases):
             marks: list[float] = []
@@ -362,12 +365,9 @@ def cmd_generate(args, argv) -> int:
 
 def _run_context_parallel(pipe, plan, cases, kwargs, cp: int) -> "MethodResult":
     """`run_method` with every transformer of the pipeline under Ulysses context parallelism of `cp` ranks."""
-    import vidsparse
-
     from .pipelines import enable_context_parallel
 
-    handle = vidsparse.apply(pipe, plan.config)
-    try:
+    def prepare(pipe):
         for name in ("transformer", "transformer_2"):
             module = getattr(pipe, name, None)
             if module is not None:
@@ -375,16 +375,8 @@ def _run_context_parallel(pipe, plan, cases, kwargs, cp: int) -> "MethodResult":
                     enable_context_parallel(module, cp)
                 except ValueError as exc:
                     raise CLIError(str(exc)) from None
-        videos, steps, start = [], [], time.perf_counter()
-        for i, case in enumerate(cases):
-            marks: list[float] = []
-            videos.append(_generate(pipe, case["prompt"], case["seed"], kwargs,
-                                    f"{plan.name} {i + 1}/{len(cases)}", marks))
-            steps += [b - a for a, b in zip(marks, marks[1:])]
-        _sync()
-        return MethodResult(videos, time.perf_counter() - start, steps, handle.report())
-    finally:
-        handle.remove()
+
+    return run_method(pipe, plan, cases, kwargs, prepare)
 
 
 def _write_results(args, cfg, plan, pipe, cases, paths, result) -> int:
