@@ -44,8 +44,8 @@ from vidsparse import KernelConfig, SparseMask, block_sparse_attention
 from vidsparse.kernels import ColumnKernelConfig, column_sparse_attention, permute_tokens, topk_columns
 from vidsparse.kernels.block_sparse import default_config
 from vidsparse.kernels.column_sparse import default_column_config
-from vidsparse.layout import TokenLayout
-from vidsparse.patterns import frame_band, temporal
+from vidsparse.core.layout import TokenLayout
+from vidsparse.core.patterns import frame_band, temporal
 
 HERE = Path(__file__).resolve().parent
 

@@ -105,7 +105,7 @@ class _ForcedHybrid:
     diffuse, so the real choice would say nothing about trained heads)."""
 
     def __init__(self, planner, mix: dict, seed: int = 0):
-        from vidsparse.hybrid import LABELS
+        from vidsparse.methods.hybrid import LABELS
 
         self.planner, self.seed, self._draws = planner, seed, {}
         self.p = torch.tensor([float(mix.get(label, 0.0)) for label in LABELS])
@@ -152,7 +152,7 @@ def hybrid_schedule(steps: int, refresh_steps, every: int) -> dict:
 def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     import vidsparse
     from vidsparse import SparseConfig
-    from vidsparse.bench.catalogue import MODELS, TINY_VIDEO, build_transformer
+    from vidsparse.app.bench.catalogue import MODELS, TINY_VIDEO, build_transformer
 
     spec = MODELS[name]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
@@ -270,7 +270,7 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
     (`--hybrid-mix`); the static candidate's patterns are the yardstick's searched ones dealt out to this model."""
     import vidsparse
     from vidsparse import SparseConfig
-    from vidsparse.report import choice_shares
+    from vidsparse.app.report import choice_shares
 
     if time.perf_counter() - started > args.budget_s:
         entry["variants"]["hybrid step"] = {"skipped": "time budget"}
@@ -324,9 +324,9 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
 
 def transplanted_patterns(transformer, name, q_block, tiny, device) -> str:
     """A pattern file for this model: the yardstick's searched patterns dealt out to its layers and heads."""
-    from vidsparse.configs import resolve_patterns
-    from vidsparse.layout import TokenLayout
-    from vidsparse.pattern_file import PatternFile
+    from vidsparse.app.configs import resolve_patterns
+    from vidsparse.core.layout import TokenLayout
+    from vidsparse.core.pattern_file import PatternFile
 
     cfg = transformer.config
     heads = cfg.num_attention_heads
@@ -378,13 +378,13 @@ def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) ->
     """At this model's attention shape: profiling and permutation costs against the attention itself, and the
     stored mask memory of the static method over every layer (a transplanted yardstick pattern file)."""
     from vidsparse import SparseConfig
-    from vidsparse.configs import resolve_patterns
-    from vidsparse.layout import TokenLayout
-    from vidsparse.pattern_file import PatternFile
-    from vidsparse.pipelines.runtime import SparseRuntime
-    from vidsparse.plan import PlanContext, Probe
-    from vidsparse.planner import planner_for
-    from vidsparse.static import StaticPlanner
+    from vidsparse.app.configs import resolve_patterns
+    from vidsparse.core.layout import TokenLayout
+    from vidsparse.core.pattern_file import PatternFile
+    from vidsparse.runtime.runtime import SparseRuntime
+    from vidsparse.core.plan import PlanContext, Probe
+    from vidsparse.methods.base import planner_for
+    from vidsparse.methods.static import StaticPlanner
 
     cfg = transformer.config
     heads, d = cfg.num_attention_heads, cfg.attention_head_dim
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from vidsparse.runinfo import environment
+    from vidsparse.app.runinfo import environment
 
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench_methods_")) if args.dry_run else HERE)
     mix = _mix(args)

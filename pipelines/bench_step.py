@@ -1,4 +1,4 @@
-"""Step benchmark as committed in BENCH_STEP.md: `vidsparse bench` (vidsparse/bench.py) with this file's defaults.
+"""Step benchmark as committed in BENCH_STEP.md: `vidsparse bench` (vidsparse/app/bench/) with this file's defaults.
 
 Run on a CUDA GPU from the repository root, with vidsparse importable (`pip install -e .`); bf16, random weights
 built on the GPU from the published configs, nothing is downloaded:
@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vidsparse import bench
+from vidsparse.app import bench
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,8 +1,8 @@
 """CPU fallback speed on the yardstick (issue 14, defect 11): median step time of dense and of each method on the
 CPU, warm-up off, 6 steps: `python pipelines/cpu_fallback_speed.py` (without TRITON_INTERPRET, as a user runs it)."""
 import statistics, time, torch, vidsparse
-from vidsparse.builtin import load_builtin
-from vidsparse.configs import load_model_config, method_config, call_kwargs
+from vidsparse.app.models import load_builtin
+from vidsparse.app.configs import load_model_config, method_config, call_kwargs
 pipe, _ = load_builtin("yardstick")
 cfg = load_model_config("yardstick")
 kw = call_kwargs(cfg); kw["num_inference_steps"] = 6

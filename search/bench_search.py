@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from vidsparse.bench import (
+from vidsparse.app.bench import (
     FAST_SDPA, MODELS, Video, _forward, _sync, _time_forwards, build_transformer, cogvideox_inputs, environment,
     fast_sdpa, hunyuan_inputs,
 )
@@ -85,7 +85,7 @@ def _search_time(device, dtype, tiny: bool, prompts: int, steps: int, progress) 
 
 def _hunyuan_speed(device, dtype, tiny: bool, patterns: Path, runs: int, budgets: list[float]) -> dict:
     import vidsparse
-    from vidsparse.layout import TokenLayout
+    from vidsparse.core.layout import TokenLayout
     from vidsparse.pipelines.adapters import adapter_for
     from vidsparse.search import PatternFile
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from vidsparse import SparseConfig, bench
-from vidsparse.layout import TokenLayout
+from vidsparse.core.layout import TokenLayout
 
 WRAPPER = Path(__file__).resolve().parents[1] / "pipelines" / "bench_step.py"
 
@@ -142,14 +142,14 @@ def test_bench_step_wrapper_keeps_its_flags(tmp_path):
 
 
 def _cli_has_bench() -> bool:
-    from vidsparse import cli
+    from vidsparse.app import cli
 
     return "bench" in cli.build_parser().format_help()
 
 
-@pytest.mark.skipif(not _cli_has_bench(), reason="vidsparse.cli does not register `bench` yet")
+@pytest.mark.skipif(not _cli_has_bench(), reason="vidsparse.app.cli does not register `bench` yet")
 def test_vidsparse_cli_runs_bench(tmp_path, capsys):
-    from vidsparse.cli import main
+    from vidsparse.app.cli import main
 
     assert main(["bench", "--dry-run", "--models", "cogvideox-5b", "--methods", "spatial:frames=0",
                  "--out", str(tmp_path)]) == 0

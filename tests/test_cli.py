@@ -7,8 +7,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from vidsparse.builtin import DEFAULT_BUILTIN
-from vidsparse.cli import build_parser, main
+from vidsparse.app.models import DEFAULT_BUILTIN
+from vidsparse.app.cli import build_parser, main
 
 # The plumbing tests run the random-weight tiny CogVideoX, the fastest built-in: 2 steps at 80x112 x 9 frames, a
 # latent grid of 3 x 5 x 7 after patchify.
@@ -102,7 +102,7 @@ def test_generate_spreads_its_prompts_over_processes(tmp_path):
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
-           "vidsparse.cli", "generate", "--model", "tiny-wan", "--prompt", "a red ball", "--prompt", "a blue cube",
+           "vidsparse.app.cli", "generate", "--model", "tiny-wan", "--prompt", "a red ball", "--prompt", "a blue cube",
            "--steps", "1", "--method", "dense", "--out", str(tmp_path)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})

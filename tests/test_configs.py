@@ -1,4 +1,4 @@
-"""Model configs (vidsparse.configs) and the built-in models (vidsparse.builtin): every shipped YAML loads and every
+"""Model configs (vidsparse.app.configs) and the built-in models (vidsparse.app.models): every shipped YAML loads and every
 method preset builds a SparseConfig; every built-in has a config that fits its pipeline and whose generation
 defaults run it; overrides apply; bad names, overrides and configs fail with messages that say what is allowed."""
 
@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from tiny_models import COGVIDEOX_TEXT_LEN, HUNYUAN_PROMPT_TEMPLATE, WAN_TEXT_LEN
 
 from vidsparse import SparseConfig
-from vidsparse.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin
-from vidsparse.configs import (
+from vidsparse.app.models import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin
+from vidsparse.app.configs import (
     NON_CALL_KEYS,
     ModelConfigError,
     apply_scheduler_config,
@@ -169,7 +169,7 @@ def test_config_without_dense_is_refused(tmp_path):
 
 def test_warmup_covering_every_step_warns(caplog):
     cfg = load_model_config("cogvideox-5b", ["generate.num_inference_steps=10"])
-    with caplog.at_level(logging.WARNING, logger="vidsparse.configs"):
+    with caplog.at_level(logging.WARNING, logger="vidsparse.app.configs"):
         method_config(cfg, "spatial")
     assert "every step runs dense" in caplog.text
 

@@ -104,7 +104,7 @@ def test_ulysses_equals_single_process(cp_results, family, method):
 
 
 def test_rank_order_round_trip():
-    from vidsparse.pipelines.runtime import _rank_order_to_model_order
+    from vidsparse.runtime.runtime import _rank_order_to_model_order
 
     order = _rank_order_to_model_order(world=3, local=5, text_len=2, device="cpu")
     # rank order: [v0 v0 v0 t0 t0 | v1 v1 v1 t1 t1 | v2 v2 v2 t2 t2]
@@ -152,7 +152,7 @@ def test_generate_cp_2_on_two_gpus_equals_one_gpu(tmp_path):
 
 
 def test_generate_cp_without_its_processes_is_one_clean_line(capsys):
-    from vidsparse.cli import main
+    from vidsparse.app.cli import main
 
     assert main(["generate", "--model", "tiny-wan", "--cp", "2", "--steps", "1"]) != 0
     err = capsys.readouterr().err.strip().splitlines()

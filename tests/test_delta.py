@@ -9,10 +9,10 @@ from tiny_models import hunyuan_pipeline, wan_inputs, wan_transformer
 
 import vidsparse
 from vidsparse import SparseConfig
-from vidsparse.layout import TokenLayout
-from vidsparse.pipelines.runtime import SparseRuntime
-from vidsparse.plan import PlanContext, Probe
-from vidsparse.planner import planner_for
+from vidsparse.core.layout import TokenLayout
+from vidsparse.runtime.runtime import SparseRuntime
+from vidsparse.core.plan import PlanContext, Probe
+from vidsparse.methods.base import planner_for
 
 SMALL = dict(q_block=16, voxel=(2, 2, 4), rows_per_block=8)
 

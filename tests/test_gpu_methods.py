@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from vidsparse import SparseConfig
-from vidsparse.layout import TokenLayout
-from vidsparse.pipelines.runtime import SparseRuntime
-from vidsparse.plan import PlanContext, Probe
-from vidsparse.planner import planner_for
+from vidsparse.core.layout import TokenLayout
+from vidsparse.runtime.runtime import SparseRuntime
+from vidsparse.core.plan import PlanContext, Probe
+from vidsparse.methods.base import planner_for
 
 pytestmark = pytest.mark.gpu
 
@@ -70,7 +70,7 @@ def test_delta_on_the_gpu_refresh_then_delta_at_unchanged_inputs():
 def test_hybrid_mixed_plan_on_the_gpu_equals_the_reference_and_reuses_it_without_a_sync():
     """A hybrid plan of pattern, delta and dense heads (forced per head) in bf16 against the float32 reference; the
     steps between choices plan and run with no host sync."""
-    from vidsparse.hybrid import LABELS
+    from vidsparse.methods.hybrid import LABELS
 
     q, k, v = _qkv(heads=6)
     config = SparseConfig.make("hybrid", refresh_steps=[0], every=100, top_keys=0.1)

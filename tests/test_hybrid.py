@@ -13,14 +13,14 @@ from tiny_models import wan_inputs, wan_pipeline, wan_transformer
 
 import vidsparse
 from vidsparse import SparseConfig
-from vidsparse.hybrid import LABELS, UNIT_COST
-from vidsparse.layout import TokenLayout
-from vidsparse.pattern_file import PatternFile, fingerprint
-from vidsparse.patterns import Pattern
+from vidsparse.methods.hybrid import LABELS, UNIT_COST
+from vidsparse.core.layout import TokenLayout
+from vidsparse.core.pattern_file import PatternFile, fingerprint
+from vidsparse.core.patterns import Pattern
 from vidsparse.pipelines.processors import SparseAttnProcessor
-from vidsparse.pipelines.runtime import SparseRuntime
-from vidsparse.plan import PlanContext, Probe
-from vidsparse.planner import planner_for
+from vidsparse.runtime.runtime import SparseRuntime
+from vidsparse.core.plan import PlanContext, Probe
+from vidsparse.methods.base import planner_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(q_block=16, k_block=16)

@@ -295,7 +295,7 @@ def test_to_dense_refuses_huge_masks():
 def test_module_docstring_example():
     import doctest
 
-    import vidsparse.mask
+    import vidsparse.core.mask
 
-    result = doctest.testmod(vidsparse.mask, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(vidsparse.core.mask, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from vidsparse.layout import TokenLayout
-from vidsparse.patterns import frame_band, temporal
+from vidsparse.core.layout import TokenLayout
+from vidsparse.core.patterns import frame_band, temporal
 
 
 def _token_blocks(layout: TokenLayout, allowed: torch.Tensor, q_block: int, k_block: int) -> torch.Tensor:

@@ -22,7 +22,7 @@ from tiny_models import (
 
 import vidsparse
 from vidsparse import SparseConfig
-from vidsparse.pipelines import backends as backends_module
+from vidsparse.runtime import backends as backends_module
 from vidsparse.pipelines.processors import SparseAttnProcessor
 
 # Blocks of 16 tokens so that the 105 video tokens of the tiny 3x5x7 grid span several blocks.
@@ -362,8 +362,8 @@ def test_profile_in_a_pipeline_with_cfg_keeps_choices_per_branch(family):
 
 
 def _pattern_file(model, path):
-    from vidsparse.pattern_file import PatternFile, fingerprint
-    from vidsparse.patterns import Pattern
+    from vidsparse.core.pattern_file import PatternFile, fingerprint
+    from vidsparse.core.patterns import Pattern
 
     layers = sum(isinstance(p, SparseAttnProcessor) for p in model.attn_processors.values())
     heads = model.config.num_attention_heads
@@ -397,7 +397,7 @@ def test_every_method_turns_sparse_exactly_after_its_warmup(method, tmp_path):
     assert report["sparse_calls_per_step"] == {f"{b}:{s}": sparse_layers for b in ("cond", "uncond") for s in (2, 3)}
 
 
-class _KeyRecorder(vidsparse.planner.Planner):
+class _KeyRecorder(vidsparse.methods.base.Planner):
     """Plans every call dense and keeps layer 0's layout and keys."""
 
     def __init__(self):
@@ -407,7 +407,7 @@ class _KeyRecorder(vidsparse.planner.Planner):
     def plan(self, ctx, probe):
         if ctx.layer == 0:
             self.seen.append((ctx.layout, probe.k.detach().clone()))
-        return vidsparse.plan.AttentionPlan.dense(ctx.heads)
+        return vidsparse.core.plan.AttentionPlan.dense(ctx.heads)
 
 
 @pytest.mark.parametrize("family", ["cogvideox-5b", "hunyuanvideo", "wan"])

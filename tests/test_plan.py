@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from vidsparse import SparseConfig
-from vidsparse.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
-from vidsparse.mask import SparseMask
-from vidsparse.patterns import Pattern
-from vidsparse.pipelines.runtime import SparseRuntime, permute_tokens
-from vidsparse.plan import AttentionPlan, HeadGroup, PlanContext, Probe
-from vidsparse.planner import Planner, planner_for
+from vidsparse.core.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
+from vidsparse.core.mask import SparseMask
+from vidsparse.core.patterns import Pattern
+from vidsparse.runtime.runtime import SparseRuntime, permute_tokens
+from vidsparse.core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from vidsparse.methods.base import Planner, planner_for
 
 LAYOUTS = [
     TokenLayout(3, 5, 7, text_len=10, text_position="end"),
@@ -298,7 +298,7 @@ def test_profile_at_budget_zero_runs_every_head_dense():
 def test_sdpa_backend_keeps_many_token_masks_and_drops_the_least_recently_used():
     """The CPU fallback's token masks are cached by use within a byte budget (not 8 masks cleared all at once), so
     that every layer of a per-layer pattern keeps its mask between steps."""
-    from vidsparse.pipelines.backends import TokenMasks
+    from vidsparse.runtime.backends import TokenMasks
 
     layout = TokenLayout(3, 5, 7, text_len=10)
     masks = [Pattern.parse(f"window:frames=0,radius={r}").mask(layout, 2, 16, 16) for r in range(12)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidsparse.cli import main
+from vidsparse.app.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 # The random-weight tiny CogVideoX, the fastest built-in: 2 steps at 80x112 x 9 frames.
@@ -81,14 +81,14 @@ def test_out_ending_in_mp4_with_several_prompts_is_refused(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------- 2: warm-up and --steps
 def test_warmup_scales_with_steps_and_a_dense_throughout_run_says_so(caplog):
-    from vidsparse.configs import load_model_config
-    from vidsparse.generate import plan_method
+    from vidsparse.app.configs import load_model_config
+    from vidsparse.app.generate import plan_method
 
     cfg = load_model_config("yardstick")  # 5 warm-up steps of 20
     scaled = plan_method(cfg, "spatial", 8)
     assert scaled.config.warmup_steps == 2 and not scaled.dense_throughout
     assert "5 dense steps of 20 become 2 of 8" in scaled.notes[0]
-    with caplog.at_level(logging.WARNING, logger="vidsparse.generate"):
+    with caplog.at_level(logging.WARNING, logger="vidsparse.app.generate"):
         stated = ["methods.spatial.warmup_steps=4"]  # stated by the user: kept as it is
         kept = plan_method(load_model_config("yardstick", stated), "spatial", 4, stated)
     assert kept.config.warmup_steps == 4 and kept.dense_throughout
@@ -117,7 +117,7 @@ def test_compare_on_cpu_reports_fallback_speed_and_dense_throughout(tmp_path, ca
 # ---------------------------------------------------------------------------------------- 10: noise
 def test_generate_prints_no_ffmpeg_noise(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "vidsparse.cli", "generate", *SMALL, "--method", "dense", "--out", str(tmp_path)],
+        [sys.executable, "-m", "vidsparse.app.cli", "generate", *SMALL, "--method", "dense", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert result.returncode == 0, result.stderr
@@ -134,7 +134,7 @@ def test_generate_help_lists_method_presets(capsys):
 
 # ---------------------------------------------------------------------------------------- 8: files of the demo
 def test_demo_outputs_go_to_ignored_folders_of_their_own():
-    from vidsparse.cli import build_parser
+    from vidsparse.app.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["compare"]).out == "vidsparse-report"
@@ -153,7 +153,7 @@ def test_demo_outputs_go_to_ignored_folders_of_their_own():
 ])
 def test_generate_from_a_saved_pipeline_folder(builtin, config, tmp_path, capsys):
     """The path users take with real weights: a local diffusers folder and `--config NAME`."""
-    from vidsparse.builtin import load_builtin
+    from vidsparse.app.models import load_builtin
 
     pipe, _ = load_builtin(builtin)
     folder = tmp_path / "model"
@@ -180,7 +180,7 @@ def test_yardstick_loads_with_stock_from_pretrained_once_vidsparse_yardstick_is_
 def test_search_checkpoint_is_safetensors_and_removed_when_done(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from vidsparse.builtin import load_builtin
+    from vidsparse.app.models import load_builtin
     from vidsparse.search import run as search_run
 
     pipe, spec = load_builtin("tiny-cogvideox")
@@ -223,9 +223,9 @@ def _one_case_calibrator(pipe, config, generate):
 
 # ---------------------------------------------------------------------------------------- the boundary
 def test_no_import_cycles_between_the_modules_named_in_the_review():
-    """bench does not import the CLI, and the yardstick does not import the built-ins (nor the reverse at import)."""
-    for module, forbidden in (("vidsparse.bench", "vidsparse.cli"), ("vidsparse.yardstick", "vidsparse.builtin"),
-                              ("vidsparse.builtin", "vidsparse.yardstick")):
+    """bench does not import the CLI, and the yardstick does not import the built-ins (the layers, tests/test_layers.py,
+    allow the built-ins to import the yardstick)."""
+    for module, forbidden in (("vidsparse.app.bench", "vidsparse.app.cli"), ("vidsparse.yardstick", "vidsparse.app.models")):
         code = f"import sys, {module}; print({forbidden!r} in sys.modules)"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert result.stdout.strip() == "False", (module, forbidden, result.stderr)
@@ -245,11 +245,11 @@ def test_one_json_safe_one_video_writer_one_stamp():
     assert [p.name for p, s in sources.items() if "def _json_safe" in s or "def json_safe" in s] == ["runinfo.py"]
     assert [p.name for p, s in sources.items() if "imageio_ffmpeg.write_frames" in s] == ["media.py"]
     assert [p.name for p, s in sources.items() if "def environment(" in s] == ["runinfo.py"]
-    assert "class Case" not in sources[ROOT / "vidsparse" / "cli.py"]  # the self-check suite is a library module
+    assert "class Case" not in sources[ROOT / "vidsparse" / "app" / "cli.py"]  # the self-check suite is its own module
 
 
 def test_selfcheck_runs_from_its_library_module(tmp_path, monkeypatch, capsys):
-    from vidsparse import selfcheck
+    from vidsparse.app import selfcheck
 
     full = selfcheck.build_suite
     monkeypatch.setattr(selfcheck, "build_suite", lambda gpu: full(gpu)[:1])  # one case keeps it quick

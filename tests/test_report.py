@@ -1,4 +1,4 @@
-"""Quality metrics (`vidsparse.metrics`) and the compare report (`vidsparse.report`) on synthetic videos."""
+"""Quality metrics (`vidsparse.app.metrics`) and the compare report (`vidsparse.app.report`) on synthetic videos."""
 
 import json
 import math
@@ -11,9 +11,9 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from vidsparse import metrics
-from vidsparse.metrics import lpips_available, psnr_per_frame, ssim_per_frame
-from vidsparse.report import MethodRun, write_compare_report
+from vidsparse.app import metrics
+from vidsparse.app.metrics import lpips_available, psnr_per_frame, ssim_per_frame
+from vidsparse.app.report import MethodRun, write_compare_report
 
 # odd sizes on purpose: the mp4 pads them to even numbers
 FRAMES, HEIGHT, WIDTH = 9, 45, 61
@@ -244,7 +244,7 @@ def test_pngs_decode_with_sensible_sizes(report):
 
 def test_lpips_values_when_available(tmp_path, monkeypatch):
     """With LPIPS available the mean per method is recorded (the scorer here is a stand-in)."""
-    import vidsparse.report as report_module
+    import vidsparse.app.report as report_module
 
     monkeypatch.setattr(report_module, "lpips_available", lambda: (True, "LPIPS (stand-in)"))
     monkeypatch.setattr(report_module, "lpips_per_frame",
@@ -321,7 +321,7 @@ def test_report_explains_its_terms_and_has_every_heading(report):
 
 
 def test_pattern_letters_and_colours_are_the_same_in_every_figure():
-    from vidsparse.report import pattern_style
+    from vidsparse.app.report import pattern_style
 
     assert pattern_style("temporal")[0] == "T" and pattern_style("stripe+temporal")[0] == "V+T"
     assert pattern_style("spatial+temporal")[0] == "S+T"
@@ -330,7 +330,7 @@ def test_pattern_letters_and_colours_are_the_same_in_every_figure():
 
 
 def test_choices_table_shows_how_often_each_head_ran_each_choice():
-    from vidsparse.report import _choices_table
+    from vidsparse.app.report import _choices_table
 
     method = {"heads": {"choices": [[{"spatial": 3.0, "dense": 1.0}, {"temporal": 4.0}], [{"dense": 4.0}, {}]]}}
     header, rows = _choices_table(method)
@@ -340,7 +340,7 @@ def test_choices_table_shows_how_often_each_head_ran_each_choice():
 
 
 def test_pareto_front_keeps_the_points_nothing_beats_on_cost_and_quality():
-    from vidsparse.report import pareto_front
+    from vidsparse.app.report import pareto_front
 
     points = [(0.5, 30.0), (0.3, 25.0), (0.4, 24.0), (0.7, 29.0), (0.3, 26.0), (0.9, 40.0)]
     assert pareto_front(points) == [(0.3, 26.0), (0.5, 30.0), (0.9, 40.0)]

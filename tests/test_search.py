@@ -7,7 +7,7 @@ import torch
 
 import vidsparse
 from vidsparse.kernels import block_sparse_attention_reference
-from vidsparse.layout import TokenLayout
+from vidsparse.core.layout import TokenLayout
 from vidsparse.search import (
     DEFAULT_CANDIDATES, Calibrator, Pattern, PatternFile, SearchConfig, build_pattern_file, compile_heads, fingerprint,
     sample_rows, select,
@@ -131,7 +131,7 @@ def test_calibrated_error_equals_block_sparse_attention_error():
 def test_measured_columns_are_found_and_stored(tmp_path):
     """A head whose queries all look at two scattered key tokens: "columns" finds their blocks, scores them exactly as
     the kernel's reference would, and the pattern file's stored positions compile back to the same blocks."""
-    from vidsparse.builtin import cogvideox_transformer
+    from vidsparse.app.models import cogvideox_transformer
 
     q, k, v = _planted(strength=100.0)
     frame, row, col = LAYOUT.video_coords()
@@ -196,7 +196,7 @@ def _tiny_file(transformer, tmp_path) -> PatternFile:
 
 
 def test_pattern_file_round_trip(tmp_path):
-    from vidsparse.builtin import cogvideox_transformer
+    from vidsparse.app.models import cogvideox_transformer
 
     pf = _tiny_file(cogvideox_transformer("5b"), tmp_path)
     path = pf.save(tmp_path / "p.safetensors")
@@ -209,7 +209,7 @@ def test_pattern_file_round_trip(tmp_path):
 
 
 def test_mismatched_pattern_file_is_refused(tmp_path):
-    from vidsparse.builtin import cogvideox_transformer, wan_transformer
+    from vidsparse.app.models import cogvideox_transformer, wan_transformer
 
     pf = _tiny_file(cogvideox_transformer("5b"), tmp_path)  # one layer x 4 heads
     with pytest.raises(ValueError, match="searched on CogVideoXTransformer3DModel, not WanTransformer3DModel"):
@@ -229,7 +229,7 @@ def test_mismatched_pattern_file_is_refused(tmp_path):
 
 
 def test_fingerprint_ignores_resolution():
-    from vidsparse.builtin import cogvideox_transformer
+    from vidsparse.app.models import cogvideox_transformer
 
     a = fingerprint(cogvideox_transformer("5b"))
     b = fingerprint(cogvideox_transformer("5b", max_text_seq_length=32))
@@ -238,8 +238,8 @@ def test_fingerprint_ignores_resolution():
 
 def test_cpu_fallback_equals_the_reference():
     """The runtime's small-sequence CPU path (SDPA with a token mask) computes what the reference computes."""
-    from vidsparse.mask import SparseMask
-    from vidsparse.pipelines.backends import BACKENDS
+    from vidsparse.core.mask import SparseMask
+    from vidsparse.runtime.backends import BACKENDS
 
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 3, 77, 64, generator=gen) for _ in range(3))
@@ -255,8 +255,8 @@ def test_cpu_fallback_equals_the_reference():
 def test_search_command_then_static_method(tmp_path):
     """`vidsparse search` writes a file that `static` runs; chosen again at eps=0 every head is full and the output
     equals dense to the bit (the stock path)."""
-    from vidsparse.builtin import load_builtin
-    from vidsparse.cli import main
+    from vidsparse.app.models import load_builtin
+    from vidsparse.app.cli import main
 
     out = tmp_path / "tiny.safetensors"
     args = ["search", "--model", "tiny-cogvideox", "--prompt", "a red circle", "--steps", "3", "--frames", "9",

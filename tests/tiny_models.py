@@ -1,5 +1,5 @@
-"""The tiny offline models and pipelines for the CPU tests: `vidsparse.builtin`'s builders, and the test fixtures
-that feed their transformers directly (forward inputs with the grids of `vidsparse.builtin`'s table).
+"""The tiny offline models and pipelines for the CPU tests: `vidsparse.app.models`'s builders, and the test fixtures
+that feed their transformers directly (forward inputs with the grids of `vidsparse.app.models`'s table).
 
 The builders live in the library because the command line needs built-in models at run time; the inputs below are
 only for tests.
@@ -12,9 +12,9 @@ from diffusers import CogVideoXTransformer3DModel, HunyuanVideoTransformer3DMode
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 
-from vidsparse.builtin import *  # noqa: F403
-from vidsparse.builtin import __all__ as _builtin_all
-from vidsparse.builtin import WAN_TEXT_LEN
+from vidsparse.app.models import *  # noqa: F403
+from vidsparse.app.models import __all__ as _builtin_all
+from vidsparse.app.models import WAN_TEXT_LEN
 
 __all__ = [*_builtin_all, "cogvideox_inputs", "cogvideox_rotary_emb", "hunyuan_inputs", "wan_inputs"]
 

@@ -4,16 +4,25 @@
     >>> handle = vidsparse.apply(pipe, "spatial")   # or a vidsparse.SparseConfig
     >>> handle.remove()
 
+The package is layered; each layer imports only those below it:
+
+- `core`: the contract, torch only (`TokenLayout`, `SparseMask`, patterns, pattern files, `AttentionPlan`, selection);
+- `kernels`: the Triton kernels, one validated launcher each, with PyTorch references;
+- `methods`: planners, which decide and never execute (registry, `SparseConfig`, static, profile, delta, hybrid);
+- `runtime`: runs any plan and knows no model (executor, backends, statistics, per-layer state);
+- `pipelines`: the only importer of diffusers (adapters, processors, the step hook, apply/remove, context parallel);
+- `search`: the offline pattern search; `yardstick`: the trained built-in models;
+- `app`: the product, imported by nothing in the library (CLI, generate, compare, reports, bench, model configs).
+
 The diffusers integration (`apply`, `remove`, `sparse_attn_processors`) imports diffusers on
 first use, so the kernels and masks load without it.
 """
 
-from . import plan, planner  # noqa: F401  (the plan seam, for `vidsparse.plan.AttentionPlan` and planners)
-from .config import METHODS, PRESETS, SparseConfig, register_method
+from .methods.config import METHODS, PRESETS, SparseConfig, register_method
 from .kernels import KernelConfig, block_sparse_attention, block_sparse_attention_reference
-from .layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
-from .mask import SparseMask
-from .plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from .core.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
+from .core.mask import SparseMask
+from .core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
 
 __version__ = "0.1.0"
 
@@ -44,3 +53,19 @@ def sparse_attn_processors(transformer, config="dense") -> dict:
     from .pipelines import sparse_attn_processors as _procs
 
     return _procs(transformer, config)
+
+
+# The flat 0.1 layout: `vidsparse.plan`, `vidsparse.config`, ... still resolve for one release, with a warning.
+_OLD_MODULES = (
+    "builtin", "cli", "config", "configs", "delta", "generate", "hybrid", "layout", "mask", "media", "metrics",
+    "pattern_file", "patterns", "plan", "planner", "profile", "report", "runinfo", "select", "selfcheck", "static",
+    "wordlevel", "bench",
+)
+
+
+def __getattr__(name: str):
+    if name in _OLD_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

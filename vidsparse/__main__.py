@@ -1,5 +1,5 @@
 """`python -m vidsparse ...` (and `torchrun --nproc-per-node N -m vidsparse generate ... --cp N`): the CLI."""
 
-from .cli import main
+from .app.cli import main
 
 raise SystemExit(main())

@@ -191,7 +191,7 @@ def main() -> None:
             else str(weights), "threads": torch.get_num_threads()}
     import sys
 
-    from vidsparse.runinfo import environment
+    from vidsparse.app.runinfo import environment
 
     card["measured"] = environment(["python", *sys.argv], "cpu")
     started = time.perf_counter()

@@ -3,8 +3,8 @@ equal density on the same prompts and seeds.
 
     python yardstick/sweep.py [--device cuda] [--prompts N] [--steps 20] [--quick] [--out yardstick]
 
-The yardstick pipeline (`vidsparse.builtin`) is loaded once, in float32 (`--dtype`), with its config's `generate`
-settings (`vidsparse/model_configs/yardstick.yaml`). The prompts are the first N of
+The yardstick pipeline (`vidsparse.app.models`) is loaded once, in float32 (`--dtype`), with its config's `generate`
+settings (`vidsparse/app/configs/yardstick.yaml`). The prompts are the first N of
 `search/prompts/yardstick-eval.txt`, each with seed 0. Dense ("dense": the stock computation) runs once per prompt;
 then every setting of every method is installed with `vidsparse.apply`, generates the same prompts and seeds, and is
 removed. A setting is the config's method entry with one knob overridden (`SWEEPS`); the config's warm-up (5 dense
@@ -13,7 +13,7 @@ steps of 20, q_block / k_block 32) keeps its share of the steps when `--steps` d
 For every setting:
 - density: `handle.report()["density"]`, the realised density over every step and replaced layer of every prompt,
   the dense warm-up included (a dense call counts 1). For "delta" a refresh step counts 1 as well;
-- PSNR and SSIM of the decoded video against dense (`vidsparse.metrics`): the mean over every frame of every prompt,
+- PSNR and SSIM of the decoded video against dense (`vidsparse.app.metrics`): the mean over every frame of every prompt,
   and the worst frame;
 - seconds: the wall time of the setting's generations (on the CPU, the sparse methods run a PyTorch fallback, so
   times measure nothing there).
@@ -112,8 +112,8 @@ def read_prompts(n: int) -> list[str]:
 
 def load_pipeline(device: str, dtype: torch.dtype):
     """The yardstick pipeline and its model config, as `vidsparse compare` loads them."""
-    from vidsparse.builtin import load_builtin
-    from vidsparse.configs import apply_scheduler_config, load_model_config
+    from vidsparse.app.models import load_builtin
+    from vidsparse.app.configs import apply_scheduler_config, load_model_config
 
     cfg = load_model_config("yardstick")
     pipe, _ = load_builtin("yardstick")
@@ -130,8 +130,8 @@ def method_plan(cfg, entry: str, steps: int, name: str, setting: dict | None = N
     As `vidsparse compare` plans it: the config's warm-up keeps its share of the steps when `steps` differs from the
     config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted.
     """
-    from vidsparse.configs import method_config
-    from vidsparse.generate import MethodPlan
+    from vidsparse.app.configs import method_config
+    from vidsparse.app.generate import MethodPlan
 
     config = method_config(cfg, entry)
     options = {k: v for k, v in (setting or {}).items() if k != STEP_CACHE}
@@ -172,7 +172,7 @@ def shown_config(config) -> dict:
 # ---------------------------------------------------------------------------------------- measuring
 def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
     """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean."""
-    from vidsparse.metrics import psnr_per_frame, ssim_per_frame
+    from vidsparse.app.metrics import psnr_per_frame, ssim_per_frame
 
     psnr = [psnr_per_frame(d, v) for d, v in zip(dense, videos)]
     ssim = [ssim_per_frame(d, v) for d, v in zip(dense, videos)]
@@ -230,7 +230,7 @@ def run_one(pipe, plan, cases: list[dict], kwargs: dict, dense: list[np.ndarray]
             first_block_cache: float | None = None) -> dict:
     """Generate every case with one plan; its row (quality against `dense` unless this is dense) and the videos.
     `first_block_cache`: stack diffusers' FirstBlockCache at this threshold on the transformer for the run."""
-    from vidsparse.generate import run_method
+    from vidsparse.app.generate import run_method
 
     if first_block_cache is not None:
         from diffusers.hooks import FirstBlockCacheConfig
@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import vidsparse
-    from vidsparse.configs import call_kwargs
-    from vidsparse.runinfo import environment, json_safe
+    from vidsparse.app.configs import call_kwargs
+    from vidsparse.app.runinfo import environment, json_safe
 
     here = Path(__file__).resolve().parents[1] / "vidsparse"
     if Path(vidsparse.__file__).resolve().parent != here:
@@ -407,7 +407,7 @@ def markdown(results: dict) -> str:
         f"CFG {meta['generate'].get('guidance_scale')}. Every method against dense on the same prompts and seeds. "
         "Density is the realised density over every step and replaced layer of every prompt, the dense warm-up "
         "included (a dense call counts 1); for `delta` its refresh steps count 1 as well. PSNR and SSIM: the mean "
-        "over every frame of every prompt, and the worst frame (`vidsparse.metrics`). Seconds: the wall time of all "
+        "over every frame of every prompt, and the worst frame (`vidsparse.app.metrics`). Seconds: the wall time of all "
         "of a setting's generations (on a CPU the sparse methods run a PyTorch fallback: the times measure "
         "nothing there).",
         "",

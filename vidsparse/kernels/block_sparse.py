@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..mask import SparseMask
+from ..core.mask import SparseMask
 
 __all__ = ["block_sparse_attention", "KernelConfig", "SUPPORTED_HEAD_DIMS"]
 

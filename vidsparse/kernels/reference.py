@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..mask import SparseMask
+from ..core.mask import SparseMask
 
 __all__ = ["block_sparse_attention_reference", "column_sparse_attention_reference"]
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import SparseConfig
-from ..planner import planner_for
+from ..methods.config import SparseConfig
+from ..methods.base import planner_for
 from .adapters import adapter_for
 from .hooks import HOOK_NAME, StepHook
-from .runtime import SparseRuntime
+from ..runtime.runtime import SparseRuntime
 
 __all__ = ["apply", "remove", "sparse_attn_processors", "SparseHandle"]
 
@@ -171,7 +171,7 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
         config: a preset name (`vidsparse.PRESETS`), a `SparseConfig`, or a dict of its fields
             (`SparseConfig.from_dict`).
         planner: optional: your own planner, any object with `plan(ctx, probe) -> AttentionPlan`
-            (`vidsparse.plan`), asked at every call after the config's warm-up, the dense method included
+            (`vidsparse.core.plan`), asked at every call after the config's warm-up, the dense method included
             (the pattern search's calibrator plugs in here); `bind`, `reset` and `report` are optional. One
             object serves every transformer of the pipeline (Wan 2.2's two), so it must not keep per-layer state
             of its own (`PlanContext.state` is per transformer). Default: the planner of `config.method`, one

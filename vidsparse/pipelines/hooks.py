@@ -18,7 +18,7 @@ from __future__ import annotations
 from diffusers.hooks.hooks import ModelHook, StateManager
 
 from .adapters import ModelAdapter
-from .runtime import BranchState, SparseRuntime
+from ..runtime.runtime import BranchState, SparseRuntime
 
 __all__ = ["StepHook", "HOOK_NAME"]
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 
-from .runtime import SparseRuntime
+from ..runtime.runtime import SparseRuntime
 
 __all__ = ["SparseAttnProcessor", "CogVideoXSparseProcessor", "HunyuanVideoSparseProcessor", "WanSparseProcessor"]
 

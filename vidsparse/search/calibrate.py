@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..layout import TokenLayout
-from ..plan import AttentionPlan, sample_rows
+from ..core.layout import TokenLayout
+from ..core.plan import AttentionPlan, sample_rows
 from .candidates import Pattern
 
 __all__ = ["Calibrator", "CallRecord", "sample_rows"]
@@ -70,7 +70,7 @@ class Calibrator:
     def wants(self, step: int) -> bool:
         return self.steps is None or step in self.steps
 
-    # the planner interface (vidsparse.plan): every call runs dense; the probe's q, k and v are scored
+    # the planner interface (vidsparse.core.plan): every call runs dense; the probe's q, k and v are scored
     def plan(self, ctx, probe):
         self.observe(ctx.layer, ctx.step, ctx.layout, probe.q, probe.k, probe.v, probe.key_padding)
         return AttentionPlan.dense(ctx.heads)

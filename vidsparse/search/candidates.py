@@ -1,9 +1,9 @@
-"""The offline search's default candidate patterns. The pattern language itself lives in `vidsparse.patterns`, shared
+"""The offline search's default candidate patterns. The pattern language itself lives in `vidsparse.core.patterns`, shared
 with the run-time planners; its names are re-exported here for the search's callers."""
 
 from __future__ import annotations
 
-from ..patterns import KINDS, Pattern, compile_heads
+from ..core.patterns import KINDS, Pattern, compile_heads
 
 __all__ = ["DEFAULT_CANDIDATES", "KINDS", "Pattern", "compile_heads"]
 

@@ -24,7 +24,7 @@ import torch
 
 from .calibrate import Calibrator, CallRecord
 from .candidates import DEFAULT_CANDIDATES, Pattern
-from ..layout import TokenLayout
+from ..core.layout import TokenLayout
 from .pattern_file import PatternFile, fingerprint, select
 
 logger = logging.getLogger(__name__)

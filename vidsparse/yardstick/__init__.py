@@ -30,7 +30,7 @@ import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
-from ..wordlevel import EOS_ID, PAD_ID, word_tokenizer
+from .wordlevel import EOS_ID, PAD_ID, word_tokenizer
 from .latent import PixelUnshuffleVAE
 from .scenes import VOCABULARY
 

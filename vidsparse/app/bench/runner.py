@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import SparseConfig
+from ...methods.config import SparseConfig
 from ..report import choice_shares
-from ..layout import TokenLayout
+from ...core.layout import TokenLayout
 from .catalogue import MODELS, ModelSpec, Video, TINY_VIDEO, build_transformer
 from .methods import MethodSpec, method_config, _window
 from .report import _num
@@ -101,7 +101,7 @@ class Options:
 
 def bench_model(name: str, opts: Options, progress) -> dict:
     """Every variant of one model; the model is freed before returning."""
-    from ..pipelines import adapter_for
+    from ...pipelines import adapter_for
 
     spec, device = MODELS[name], opts.device
     if device.type == "cuda":

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
-if TYPE_CHECKING:
-    from .catalogue import Video
+__all__ = ["Video", "cogvideox_inputs", "hunyuan_inputs", "wan_inputs"]
 
-__all__ = ["cogvideox_inputs", "hunyuan_inputs", "wan_inputs"]
+
+@dataclass(frozen=True)
+class Video:
+    """A generation size in pixel space, as a user gives it to the pipeline."""
+
+    frames: int
+    height: int
+    width: int
+
+    def latent(self, patch_t: int = 1) -> tuple[int, int, int]:
+        """(T, H, W) of the latent the pipeline feeds the transformer: the VAEs compress time 4x (first frame
+        kept) and space 8x, and CogVideoX1.5's pipeline pads T to a multiple of its temporal patch."""
+        t = (self.frames - 1) // 4 + 1
+        return t + (-t % patch_t), self.height // 8, self.width // 8
+
+    def __str__(self) -> str:
+        return f"{self.frames} frames at {self.height}x{self.width}"
 
 
 def _randn(gen, device, dtype, *shape) -> torch.Tensor:

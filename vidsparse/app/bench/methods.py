@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import PRESETS, SparseConfig
-from ..layout import TokenLayout
+from ...methods.config import PRESETS, SparseConfig
+from ...core.layout import TokenLayout
 
 __all__ = ["BenchError", "MethodSpec", "mask_density", "method_config", "parse_methods"]
 
@@ -130,7 +130,7 @@ def method_config(spec: MethodSpec, layout: TokenLayout, block: int | None, devi
 
 def mask_density(config: SparseConfig, layout: TokenLayout, device) -> float:
     """Density of the mask vidsparse's planner builds for `config` on `layout` (what the report will realise)."""
-    from ..planner import PlanContext, planner_for
+    from ...methods.base import PlanContext, planner_for
 
     plan = planner_for(config).plan(PlanContext(config.warmup_layers, config.warmup_steps, None, layout, 1, device),
                                     None)

@@ -1,4 +1,4 @@
-"""`vidsparse bench`'s arguments: parsed here, then handed to the library (`vidsparse.bench.runner`)."""
+"""`vidsparse bench`'s arguments: parsed here, then handed to the library (`vidsparse.app.bench.runner`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The benchmark's models: each one's transformer class and generation size come from its shipped YAML config
-(`vidsparse/model_configs/<config>.yaml`); what the YAML does not hold (the full-size architecture, the tiny
+(`vidsparse/app/configs/<config>.yaml`); what the YAML does not hold (the full-size architecture, the tiny
 --dry-run version, the text tokens of self-attention, the smaller published size) is kept here, once per model.
 """
 
@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .inputs import cogvideox_inputs, hunyuan_inputs, wan_inputs
+from .inputs import Video, cogvideox_inputs, hunyuan_inputs, wan_inputs
 
 __all__ = ["MODELS", "PIXEL_MULTIPLE", "TINY_VIDEO", "ModelSpec", "Video", "build_transformer"]
 
@@ -20,22 +20,6 @@ PIXEL_MULTIPLE = 16
 
 
 # ---------------------------------------------------------------------------------------------- models
-@dataclass(frozen=True)
-class Video:
-    """A generation size in pixel space, as a user gives it to the pipeline."""
-
-    frames: int
-    height: int
-    width: int
-
-    def latent(self, patch_t: int = 1) -> tuple[int, int, int]:
-        """(T, H, W) of the latent the pipeline feeds the transformer: the VAEs compress time 4x (first frame
-        kept) and space 8x, and CogVideoX1.5's pipeline pads T to a multiple of its temporal patch."""
-        t = (self.frames - 1) // 4 + 1
-        return t + (-t % patch_t), self.height // 8, self.width // 8
-
-    def __str__(self) -> str:
-        return f"{self.frames} frames at {self.height}x{self.width}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +28,7 @@ class ModelSpec:
 
     Attributes:
         name: the benchmark's name of the model (`--models`).
-        config_name: its shipped model config (`vidsparse/model_configs/<config_name>.yaml`), which gives the
+        config_name: its shipped model config (`vidsparse/app/configs/<config_name>.yaml`), which gives the
             transformer class (`model.transformer`), the default generation size (`generate`) and the weights'
             repository (`model.weights`).
         cls_name: the diffusers transformer class, from the model config.
@@ -76,9 +60,9 @@ def _from_config(name: str, config_name: str, *, architecture_source: str, **fie
 
     from omegaconf import OmegaConf
 
-    yaml = OmegaConf.create((resources.files("vidsparse") / "model_configs" / f"{config_name}.yaml").read_text())
+    yaml = OmegaConf.create((resources.files("vidsparse.app.configs") / f"{config_name}.yaml").read_text())
     gen = yaml.generate
-    source = f"{architecture_source}; size and class: vidsparse/model_configs/{config_name}.yaml"
+    source = f"{architecture_source}; size and class: vidsparse/app/configs/{config_name}.yaml"
     return ModelSpec(name=name, config_name=config_name, cls_name=yaml.model.transformer,
                      video=Video(gen.num_frames, gen.height, gen.width), source=source, **fields)
 
