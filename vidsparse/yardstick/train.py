@@ -2,9 +2,14 @@
 
 Reproduces the shipped weights from a fixed seed on one or more GPUs (`torchrun --nproc-per-node N -m
 vidsparse.yardstick.train ...` for data parallelism); the shipped run's exact command is in `yardstick/README.md`.
+`--frames`, `--height` and `--width` set the training size (default the yardstick's 9 x 64 x 64): the long yardstick
+is `--frames 16 --height 128 --width 128 --init <the shipped transformer>` (`yardstick/long_session.sh`). RoPE gives
+the positions, so weights carry over between sizes; the saved transformer config's `sample_*` are the new size, the
+base grid of the pipeline's RoPE, and training uses the RoPE the pipeline computes from them.
 
 Each step:
-1. scenes are drawn from the grammar (held-out combinations excluded) and rendered by DataLoader workers on the CPU;
+1. scenes are drawn from the grammar (held-out combinations excluded) and rendered by DataLoader workers on the CPU
+   (about 4 ms a clip on one core at 9 x 64 x 64, 33 ms at 16 x 128 x 128);
 2. the prompts go through the frozen T5 (10% replaced by "" so that classifier-free guidance works);
 3. the videos go through the fixed latent transform and are scaled by the VAE's `scaling_factor`;
 4. noise is added with the pipeline's own scheduler at uniform timesteps, and the transformer is trained to predict the
@@ -40,8 +45,8 @@ logger = logging.getLogger(__name__)
 class SceneBatches(torch.utils.data.IterableDataset):
     """Endless batches of (videos [B, 3, F, H, W] float16 in [-1, 1], prompts), one random stream per worker and rank."""
 
-    def __init__(self, batch: int, seed: int, rank: int):
-        self.batch, self.seed, self.rank = batch, seed, rank
+    def __init__(self, batch: int, seed: int, rank: int, size: tuple[int, int, int] = (FRAMES, HEIGHT, WIDTH)):
+        self.batch, self.seed, self.rank, self.size = batch, seed, rank, size
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -50,7 +55,7 @@ class SceneBatches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.rank, worker])
         while True:
             scenes = sample_scenes(self.batch, rng)
-            yield render(scenes, FRAMES, HEIGHT, WIDTH).half(), [s.prompt for s in scenes]
+            yield render(scenes, *self.size).half(), [s.prompt for s in scenes]
 
 
 def _rotary_emb(transformer, frames: int, height: int, width: int):
@@ -92,14 +97,27 @@ def _save(transformer, ema: dict, components: dict, out: Path, losses: list | No
         (out.parent / "loss.json").write_text(json.dumps(losses))
 
 
-def assemble(transformer_file: Path, out: Path, seed: int = 0) -> Path:
+def assemble(
+    transformer_file: Path, out: Path, seed: int = 0, size: tuple[int, int, int] = (FRAMES, HEIGHT, WIDTH),
+    transformer_only: bool = False,
+) -> Path:
     """A complete pipeline folder from trained transformer weights alone: the other components are rebuilt from `seed`
-    (the frozen T5 and the tokenizer are deterministic), so a GPU run only needs to bring back one file."""
+    (the frozen T5 and the tokenizer are deterministic), so a GPU run only needs to bring back one file.
+
+    `size` (frames, height, width in pixels) is the training size, written as the transformer config's `sample_*`.
+    With `transformer_only`, `out` gets `transformer/` alone (the long yardstick's folder: `load_yardstick` takes
+    the other components from the shipped yardstick's).
+    """
     from safetensors.torch import load_file
 
-    components = build_components(seed)
+    components = build_components(seed, *size)
     ema = {k: v.float() for k, v in load_file(str(transformer_file)).items()}
-    _save(components["transformer"], ema, components, out)
+    if transformer_only:
+        half = type(components["transformer"]).from_config(components["transformer"].config).to(torch.float16)
+        half.load_state_dict({k: v.half() for k, v in ema.items()})
+        half.save_pretrained(out / "transformer")
+    else:
+        _save(components["transformer"], ema, components, out)
     return out
 
 
@@ -110,6 +128,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="start from these transformer weights (a previous run's) instead of the seed's init")
     parser.add_argument("--assemble", type=Path, metavar="SAFETENSORS",
                         help="do not train: write a pipeline folder (--out) around these trained transformer weights")
+    parser.add_argument("--transformer-only", action="store_true",
+                        help="with --assemble: write --out/transformer alone (the long yardstick's folder)")
+    parser.add_argument("--frames", type=int, default=FRAMES, help="video frames of the training clips")
+    parser.add_argument("--height", type=int, default=HEIGHT, help="pixels; a multiple of 4 (2 x 2 latent, patch 2)")
+    parser.add_argument("--width", type=int, default=WIDTH, help="pixels; a multiple of 4")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
     parser.add_argument("--batch", type=int, default=48, help="per GPU")
@@ -120,8 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (falls back if it fails)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.height % 4 or args.width % 4 or args.frames < 2:
+        parser.error(f"--height and --width must be multiples of 4 and --frames at least 2; got "
+                     f"{args.frames} x {args.height} x {args.width}")
+    size = (args.frames, args.height, args.width)
     if args.assemble:
-        assemble(args.assemble, args.out, args.seed)
+        assemble(args.assemble, args.out, args.seed, size, args.transformer_only)
         return
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -132,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    components = build_components(args.seed)
+    components = build_components(args.seed, *size)
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"].to(device), components["vae"]
     scheduler, transformer = components["scheduler"], components["transformer"]
     if args.init:
@@ -141,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         transformer.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
     transformer = transformer.to(device).train()
     # The pipeline's own RoPE for the training size (latent frames x latent height x latent width).
-    rope = tuple(r.to(device) for r in _rotary_emb(transformer, FRAMES, HEIGHT // 2, WIDTH // 2))
+    rope = tuple(r.to(device) for r in _rotary_emb(transformer, args.frames, args.height // 2, args.width // 2))
     alphas = scheduler.alphas_cumprod.to(device, torch.float32)
     with torch.no_grad():
         empty = _encode_prompts(tokenizer, text_encoder, [""], device)
@@ -154,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.01)
     loader = torch.utils.data.DataLoader(
-        SceneBatches(args.batch, args.seed, rank), batch_size=None, num_workers=args.workers,
+        SceneBatches(args.batch, args.seed, rank, size), batch_size=None, num_workers=args.workers,
         pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None, persistent_workers=bool(args.workers),
     )
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
@@ -184,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     total = args.steps or 10**9
     losses, started, last_save, step = [], time.perf_counter(), time.perf_counter(), 0
-    timing = None
+    timing, per_step = None, None
     budget = args.minutes * 60
     for videos, prompts in loader:
         progress = min(step / total, 1.0)
@@ -210,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                 t_total = torch.tensor(total, device=device)
                 torch.distributed.broadcast(t_total, 0)
                 total = int(t_total)
-            logger.info("%.3f s per step: training %d steps in all", per_step, total)
+            logger.info("%.3f s per step: training %d steps in all%s", per_step, total,
+                        f" (peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB)" if device.type == "cuda" else "")
         if rank == 0 and time.perf_counter() - last_save > args.save_every_min * 60:
             _save(transformer, ema, components, args.out / "weights", losses)
             last_save = time.perf_counter()
@@ -221,8 +249,11 @@ def main(argv: list[str] | None = None) -> None:
         _save(transformer, ema, components, args.out / "weights", losses)
         (args.out / "train.json").write_text(json.dumps({
             "steps": step, "batch_per_gpu": args.batch, "gpus": world, "lr": args.lr, "seed": args.seed,
+            "frames": args.frames, "height": args.height, "width": args.width, "workers": args.workers,
+            "seconds_per_step": round(per_step, 4) if per_step else None,
             "compile": args.compile, "seconds": round(elapsed, 1), "init": str(args.init) if args.init else None,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
             "torch": torch.__version__,
         }, indent=1))
         logger.info("trained %d steps in %.0f s -> %s", step, elapsed, args.out)
