@@ -475,7 +475,8 @@ def _common_generation_args(p: argparse.ArgumentParser) -> None:
     # import diffusers and transformers, and make every `vidsparse --help` seconds slower.
     p.add_argument("--model", default=None,
                    help="a local diffusers pipeline folder, or a built-in name (default: yardstick, a small trained "
-                        "model of moving shapes; the tiny-* built-ins have random weights; all run anywhere)")
+                        "model of moving shapes; yardstick-long, the same model at 16 x 128 x 128 (16,384 video "
+                        "tokens), is for GPU runs; the tiny-* built-ins have random weights; all run anywhere)")
     p.add_argument("--config", default=None, metavar="NAME|YAML",
                    help="model config: a shipped name (cogvideox-5b, hunyuanvideo, ...) or a YAML path; "
                         "default: the built-in model's own")

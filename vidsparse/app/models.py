@@ -23,7 +23,9 @@ size; HunyuanVideo and Wan use 128 at full size.
 config of the same name (`vidsparse/app/configs/<name>.yaml`, loaded by `vidsparse.app.configs`) whose `generate`
 section holds call arguments that work for it: `BuiltinModel.defaults`. The default, "yardstick", generates 9 frames
 of 64 x 64 (9 x 32 x 32 latents, a grid of 9 x 16 x 16 = 2,304 video tokens after 32 text tokens) in 20 steps with
-CFG. "tiny-cogvideox" generates 49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video
+CFG. "yardstick-long" is the same model fine-tuned at 16 frames of 128 x 128 (a grid of 16 x 32 x 32 = 16,384 video
+tokens, about CogVideoX-5b's length; weights in `vidsparse/yardstick/weights-long/`), for GPU runs: a 20-step
+generation takes minutes on a CPU. "tiny-cogvideox" generates 49 frames of 160 x 224 (13 x 20 x 28 latents, a grid of 13 x 10 x 14 = 1,820 video
 tokens), so that a frame window leaves out about half of the keys.
 
 The transformer builders are also what the tests build on; their forward inputs (`cogvideox_inputs`,
@@ -445,6 +447,15 @@ def _yardstick_pipeline() -> CogVideoXPipeline:
     return pipe
 
 
+def _yardstick_long_pipeline() -> CogVideoXPipeline:
+    """The long yardstick (16 x 128 x 128) from its shipped weights, float32 on the CPU, progress bar off."""
+    from ..yardstick import load_yardstick
+
+    pipe = load_yardstick(long=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     model.name: model
     for model in (
@@ -463,6 +474,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
                      "Wan 2.1 architecture (self- and cross-attention), 2 layers x 2 heads"),
         BuiltinModel("tiny-wan2.2", "wan", lambda: wan_pipeline(two_transformers=True),
                      "Wan 2.2 A14B architecture (high- and low-noise transformers), 2 layers x 2 heads each"),
+        BuiltinModel("yardstick-long", "cogvideox", _yardstick_long_pipeline,
+                     "the yardstick fine-tuned at 16 frames of 128 x 128 (16,384 video tokens), for GPU runs"),
     )
 }
 DEFAULT_BUILTIN = "yardstick"
