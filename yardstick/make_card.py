@@ -1,6 +1,7 @@
 """Measure the shipped yardstick model and draw the figures of its model card (`yardstick/README.md`).
 
     python yardstick/make_card.py [--weights DIR] [--run DIR] [--out yardstick]
+    python yardstick/make_card.py --long --device cuda [--weights DIR] [--run DIR] [--out DIR]
 
 On the CPU, with the shipped weights (or --weights), it writes into --out:
 - `loss.png`: the training loss curve, from the training run's `loss.json` (--run, the folder `train.py --out` wrote);
@@ -10,6 +11,14 @@ On the CPU, with the shipped weights (or --weights), it writes into --out:
 - `attention.png` + `attention.json`: per layer and head, where the attention mass of sampled video queries goes (own
   frame, own position in other frames, text) and how many keys hold 90% of it, averaged over 2 prompts x 5 steps;
 - `card.json`: CPU seconds for one 20-step CFG generation, parameter counts, file sizes.
+
+With `--long` it measures the long yardstick (16 x 128 x 128, default weights `vidsparse/yardstick/weights-long/`)
+instead, on --device (a GPU: `yardstick/long_session.sh` runs it after training), and writes:
+- `long_loss.png`: the fine-tuning loss (`long_loss.json` in --run), with the small model's final loss for reference;
+- `long_samples.png`: for each sample prompt, the model's clip (20 steps, CFG 6, seed 0) above the rendered truth,
+  a scene of the renderer drawn for the same prompt (every other frame of 16);
+- `long_card.json`: seconds for one 20-step CFG generation on --device, the final losses of both models, the colour
+  check of the samples, parameter count, file sizes, and the training run's `long_train.json`.
 """
 
 from __future__ import annotations
@@ -23,9 +32,9 @@ import cv2
 import numpy as np
 import torch
 
-from vidsparse.yardstick import GENERATE, WEIGHTS_DIR, load_yardstick
+from vidsparse.yardstick import GENERATE, GENERATE_LONG, LONG_WEIGHTS_DIR, WEIGHTS_DIR, load_yardstick
 from vidsparse.yardstick.evaluate import check_prompt
-from vidsparse.yardstick.scenes import HELD_OUT, parse_prompt
+from vidsparse.yardstick.scenes import HELD_OUT, parse_prompt, render, scene_for_prompt
 
 SAMPLE_PROMPTS = [
     "a white circle bouncing over a navy striped background",
@@ -38,9 +47,9 @@ SAMPLE_PROMPTS = [
 HELD_OUT_BACKGROUNDS = ["gray plain", "navy striped"]
 
 
-def _generate(pipe, prompt: str, seed: int, steps: int = 20) -> np.ndarray:
+def _generate(pipe, prompt: str, seed: int, steps: int = 20, kwargs: dict = GENERATE) -> np.ndarray:
     out = pipe(prompt, output_type="np", generator=torch.Generator().manual_seed(seed),
-               **{**GENERATE, "num_inference_steps": steps})
+               **{**kwargs, "num_inference_steps": steps})
     return out.frames[0]
 
 
@@ -59,6 +68,35 @@ def samples(pipe, out: Path) -> None:
         _label(header, prompt + held, (4, 16))
         rows += [header, strip]
     cv2.imwrite(str(out / "samples.png"), np.concatenate(rows, 0))
+
+
+def _strip(clip: np.ndarray, every: int, label: str) -> np.ndarray:
+    """Frames [F, H, W, 3] uint8 RGB -> one BGR row of every `every`-th frame, a 2-pixel gap after each, labelled."""
+    row = np.concatenate([np.pad(f, ((0, 0), (0, 2), (0, 0)), constant_values=255) for f in clip[::every]], 1)
+    margin = np.full((row.shape[0], 56, 3), 255, np.uint8)
+    _label(margin, label, (4, row.shape[0] // 2 + 5))
+    return np.concatenate([margin, row[:, :, ::-1]], 1)
+
+
+def truth_samples(pipe, out: Path, kwargs: dict = GENERATE_LONG, every: int = 2, steps: int = 20,
+                  prompts: list[str] = SAMPLE_PROMPTS) -> list[dict]:
+    """`long_samples.png`: per sample prompt, the model's clip (seed 0) above a rendered scene of the same prompt
+    (`scenes.scene_for_prompt`, seed = the prompt's index), every `every`-th frame; returns the colour checks."""
+    frames, height, width = kwargs["num_frames"], kwargs["height"], kwargs["width"]
+    rows, checks = [], []
+    for i, prompt in enumerate(prompts):
+        clip = _generate(pipe, prompt, 0, steps, kwargs)
+        checks.append({"prompt": prompt, "clauses": check_prompt(clip, prompt)})
+        truth = render([scene_for_prompt(prompt, np.random.default_rng(i))], frames, height, width)[0]
+        truth = ((truth.permute(1, 2, 3, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        model = _strip((clip * 255).round().astype(np.uint8), every, "model")
+        header = np.full((22, model.shape[1], 3), 255, np.uint8)
+        held = " (held out)" if set(parse_prompt(prompt)) & HELD_OUT else ""
+        _label(header, prompt + held, (4, 16))
+        rows += [header, model, np.full((2, model.shape[1], 3), 255, np.uint8), _strip(truth, every, "truth"),
+                 np.full((10, model.shape[1], 3), 255, np.uint8)]
+    cv2.imwrite(str(out / "long_samples.png"), np.concatenate(rows, 0))
+    return checks
 
 
 def heldout(pipe, out: Path, seeds=(0, 1)) -> dict:
@@ -144,38 +182,102 @@ def _attention_figure(data: dict, path: Path) -> None:
     cv2.imwrite(str(path), img)
 
 
-def loss_plot(run: Path, out: Path) -> None:
-    """The loss of every stage (`stage<N>_loss.json` in `run`), stages one after another (matplotlib)."""
+def final_loss(path: Path, points: int = 8) -> float:
+    """The mean of the last `points` logged losses (every 25 steps) of a run's loss json."""
+    return float(np.mean([v for _, v, _ in json.loads(path.read_text())[-points:]]))
+
+
+def loss_plot(run: Path, out: Path, pattern: str = "stage*_loss.json", name: str = "loss.png",
+              title: str = "Training loss (v-prediction MSE)", reference: tuple[str, float] | None = None) -> None:
+    """The loss of every stage (`pattern` in `run`), stages one after another (matplotlib); `reference` draws a
+    labelled level (e.g. the small model's final loss)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     steps, loss, offset, bounds = [], [], 0, []
-    for path in sorted(run.glob("stage*_loss.json")):
+    for path in sorted(run.glob(pattern)):
         stage = json.loads(path.read_text())
         steps += [offset + s for s, _, _ in stage]
         loss += [v for _, v, _ in stage]
         offset = steps[-1]
         bounds.append(offset)
     steps, loss = np.array(steps, float), np.array(loss, float)
-    smooth = np.convolve(loss, np.ones(9) / 9, mode="valid")
+    if not len(loss):
+        return
     fig = Figure(figsize=(7.2, 4.2), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.plot(steps, loss, ".", ms=3, color="#a0b4c8", label="per 25 steps")
-    ax.plot(steps[4:-4], smooth, color="#1f77b4", lw=2, label="9-point mean")
+    if len(loss) >= 9:
+        ax.plot(steps[4:-4], np.convolve(loss, np.ones(9) / 9, mode="valid"), color="#1f77b4", lw=2,
+                label="9-point mean")
     for b in bounds[:-1]:  # where a stage ended and the next started (fresh optimiser, new learning-rate schedule)
         ax.axvline(b, color="#ff7f0e", lw=1)
         ax.text(b, 0.97, " stage 2", color="#ff7f0e", transform=ax.get_xaxis_transform(), va="top")
-    ax.set(title="Training loss (v-prediction MSE)", xlabel="step", ylabel="loss",
-           ylim=(0, float(np.percentile(loss, 99)) * 1.05))
+    if reference is not None:
+        ax.axhline(reference[1], color="#2ca02c", lw=1, ls="--", label=reference[0])
+    ax.set(title=title, xlabel="step", ylabel="loss", ylim=(0, float(np.percentile(loss, 99)) * 1.05))
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
-    fig.savefig(out / "loss.png", facecolor="white")
+    fig.savefig(out / name, facecolor="white")
+
+
+def long_card(args) -> dict:
+    """The long yardstick's measurements and figures (`--long`): see the module docstring."""
+    import sys
+
+    from vidsparse.runinfo import environment
+
+    weights = args.weights or LONG_WEIGHTS_DIR
+    pipe = load_yardstick(weights, device=args.device, long=True)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = dict(GENERATE_LONG, **{k: v for k, v in (("num_frames", args.frames), ("height", args.height),
+                                                           ("width", args.width)) if v})
+    card = {"weights": str(weights), "size": [kwargs["num_frames"], kwargs["height"], kwargs["width"]],
+            "measured": environment(["python", *sys.argv], args.device)}
+    _generate(pipe, SAMPLE_PROMPTS[0], 0, args.steps, kwargs)  # warm-up: kernels and caches
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    _generate(pipe, SAMPLE_PROMPTS[0], 0, args.steps, kwargs)
+    card[f"{args.device}_seconds_{args.steps}_steps_cfg"] = round(time.perf_counter() - started, 2)
+    card["parameters"] = sum(p.numel() for p in pipe.transformer.parameters())
+    card["transformer_mb"] = round(sum(f.stat().st_size for f in (Path(weights) / "transformer").rglob("*")
+                                       if f.is_file()) / 1e6, 1)
+    small = Path("yardstick/training/stage2_loss.json")
+    losses = args.run / "long_loss.json"
+    if losses.is_file() and json.loads(losses.read_text()):
+        card["final_loss"] = {"long": round(final_loss(losses), 4)}
+        reference = None
+        if small.is_file():
+            card["final_loss"]["small_stage2"] = round(final_loss(small), 4)
+            card["final_loss"]["ratio"] = round(card["final_loss"]["long"] / card["final_loss"]["small_stage2"], 3)
+            reference = ("small yardstick's final loss (stage 2, mean of its last 8 points)",
+                         card["final_loss"]["small_stage2"])
+        loss_plot(args.run, args.out, "long_loss.json", "long_loss.png",
+                  "Long yardstick fine-tuning loss (v-prediction MSE, 16 x 128 x 128)", reference)
+    if (args.run / "long_train.json").is_file():
+        card["training"] = json.loads((args.run / "long_train.json").read_text())
+    if "samples" not in args.skip:
+        checks = truth_samples(pipe, args.out, kwargs, steps=args.steps, prompts=SAMPLE_PROMPTS[:args.samples])
+        card["samples"] = {"present": sum(all(c["present"] for c in s["clauses"]) for s in checks),
+                           "passed": sum(all(c["passed"] for c in s["clauses"]) for s in checks),
+                           "of": len(checks), "checks": checks}
+    (args.out / "long_card.json").write_text(json.dumps(card, indent=1, default=float))
+    print(json.dumps({k: v for k, v in card.items() if k not in ("measured", "samples")}, indent=1, default=float))
+    return card
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--weights", type=Path, default=None, help="default: the shipped weights (of --long's model)")
+    parser.add_argument("--long", action="store_true", help="the long yardstick: loss, samples beside the truth, card")
+    parser.add_argument("--device", default="cpu", help="where the model runs (--long: cuda)")
+    parser.add_argument("--steps", type=int, default=20, help="--long: denoising steps of each generation")
+    parser.add_argument("--samples", type=int, default=len(SAMPLE_PROMPTS), help="--long: sample prompts to draw")
+    parser.add_argument("--frames", type=int, help="--long: a smaller size for a dry run (default 16)")
+    parser.add_argument("--height", type=int, help="--long: default 128")
+    parser.add_argument("--width", type=int, help="--long: default 128")
     parser.add_argument("--run", type=Path, default=Path("yardstick/training"),
                         help="the training logs: stage<N>_loss.json and stage<N>_train.json per stage")
     parser.add_argument("--out", type=Path, default=Path("yardstick"))
@@ -184,6 +286,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.long:
+        long_card(args)
+        return
+    args.weights = args.weights or WEIGHTS_DIR
     pipe = load_yardstick(args.weights)
     pipe.set_progress_bar_config(disable=True)
     weights = args.weights.resolve()

@@ -9,7 +9,7 @@ base grid of the pipeline's RoPE, and training uses the RoPE the pipeline comput
 
 Each step:
 1. scenes are drawn from the grammar (held-out combinations excluded) and rendered by DataLoader workers on the CPU
-   (about 4 ms a clip on one core at 9 x 64 x 64, 33 ms at 16 x 128 x 128);
+   (on one core of a 2-core CPU, about 4 ms a clip at 9 x 64 x 64 and 25-33 ms at 16 x 128 x 128: `yardstick/README.md`);
 2. the prompts go through the frozen T5 (10% replaced by "" so that classifier-free guidance works);
 3. the videos go through the fixed latent transform and are scaled by the VAE's `scaling_factor`;
 4. noise is added with the pipeline's own scheduler at uniform timesteps, and the transformer is trained to predict the
@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
 
+    logger.info("training at %d x %d x %d on %d x %s (%s), torch %s", *size, world, device,
+                torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", torch.__version__)
     components = build_components(args.seed, *size)
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"].to(device), components["vae"]
     scheduler, transformer = components["scheduler"], components["transformer"]

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The long yardstick's whole GPU session in one call: train, assemble, search, card. Run from the repository root.
+#
+#   bash yardstick/long_session.sh             on one H200, inside one device call (about 9 minutes in all)
+#   bash yardstick/long_session.sh --dry-run   the same flow on the CPU at 4 frames of 32 x 32, in about a minute
+#
+# Stages, each under `timeout` and all under one deadline (DEADLINE seconds from the start, default 565), so the
+# script always leaves what it has in $OUT (default: ./out-long, or a temporary folder with --dry-run):
+# 1. the carried wheels (.whl/, when present) into /tmp/site;
+# 2. training: `python -m vidsparse.yardstick.train --frames 16 --height 128 --width 128` from the shipped
+#    transformer, for MINUTES (default 7.0) of training (the step count is fitted to it after timing 30 steps); the
+#    EMA weights are saved every 2 minutes, so a stage stopped early still leaves weights;
+# 3. assembly: the transformer alone (float16) into vidsparse/yardstick/weights-long/ of this tree, where the
+#    built-in `yardstick-long` loads it;
+# 4. at the same time: `vidsparse search --model yardstick-long` (its config's calibration prompts) writes
+#    vidsparse/search/patterns/yardstick-long.safetensors, and `yardstick/make_card.py --long` generates the samples
+#    picture (each sample above the rendered truth of its prompt) and the card's numbers.
+#
+# $OUT, 8 files, mirroring where each goes in the repository (`python yardstick/fill_long_card.py --from $OUT` puts
+# them there, draws the loss curve and fills the card's TODO(gpu) numbers):
+#   weights-long/transformer/{config.json,diffusion_pytorch_model.safetensors} -> vidsparse/yardstick/weights-long/transformer/
+#   patterns/yardstick-long.safetensors                                          -> vidsparse/search/patterns/
+#   yardstick/long_samples.png, yardstick/long_card.json                         -> yardstick/
+#   training/long_train.log, long_loss.json, long_train.json                     -> yardstick/training/
+set -u -o pipefail
+DRY=0
+[ "${1:-}" = "--dry-run" ] && DRY=1
+START=$(date +%s)
+DEADLINE=${DEADLINE:-565}
+left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
+stage() { echo "== $(( $(date +%s) - START )) s: $*"; }
+export PYTHONUNBUFFERED=1
+
+if [ $DRY = 1 ]; then
+    # A copy of this tree, so that the tiny weights and pattern file of the dry run never land in the repository.
+    OUT=${OUT:-$(mktemp -d)/out}
+    ROOT=$(mktemp -d)/repo
+    mkdir -p "$ROOT"
+    git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$ROOT"
+    cd "$ROOT" || exit 1
+    export PYTHONPATH=$PWD
+    SIZE="--frames 4 --height 32 --width 32"
+    TRAIN="--steps 26 --batch 1 --workers 0"
+    SEARCH="--frames 4 --height 32 --width 32 --steps 2 --device cpu --prompt 'a white circle bouncing over a navy striped background' search.observe=1 search.rows_per_frame=8"
+    CARD="--device cpu --frames 4 --height 32 --width 32 --steps 2 --samples 2"
+else
+    OUT=${OUT:-$PWD/out-long}
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        stage "installing the carried wheels"
+        timeout 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl || echo "wheel install failed"
+        export PYTHONPATH=/tmp/site:$PWD
+    else
+        export PYTHONPATH=$PWD
+    fi
+    SIZE="--frames 16 --height 128 --width 128"
+    # Batch 8 x 16,416 tokens is about stage 2's tokens per step (48 x 2,336); lr a little below its 4e-4 (a fine-tune).
+    TRAIN="--minutes ${MINUTES:-7.0} --batch ${BATCH:-8} --lr ${LR:-3e-4} --workers ${WORKERS:-6} --save-every-min 2"
+    SEARCH="--device cuda"
+    CARD="--device cuda"
+fi
+mkdir -p "$OUT/weights-long/transformer" "$OUT/patterns" "$OUT/yardstick" "$OUT/training"
+LOG=$OUT/training/long_train.log
+WORK=$(mktemp -d)
+echo "session: $(date -u +%FT%TZ), dry run $DRY, deadline ${DEADLINE} s, tree $PWD, out $OUT" | tee "$LOG"
+
+stage "training ($SIZE $TRAIN)" | tee -a "$LOG"
+TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
+[ $DRY = 1 ] && TRAIN_LIMIT=300
+eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN \
+    --init vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors 2>&1 | tee -a "$LOG"
+echo "training exit $?" | tee -a "$LOG"
+[ -f "$WORK/run/loss.json" ] && cp "$WORK/run/loss.json" "$OUT/training/long_loss.json"
+[ -f "$WORK/run/train.json" ] && cp "$WORK/run/train.json" "$OUT/training/long_train.json"
+TRAINED=$WORK/run/weights/transformer/diffusion_pytorch_model.safetensors
+if [ ! -f "$TRAINED" ]; then
+    echo "no trained weights: stopping" | tee -a "$LOG"
+    exit 1
+fi
+
+stage "assembling vidsparse/yardstick/weights-long" | tee -a "$LOG"
+rm -rf vidsparse/yardstick/weights-long
+timeout 120 python3 -m vidsparse.yardstick.train --assemble "$TRAINED" $SIZE --transformer-only \
+    --out vidsparse/yardstick/weights-long 2>&1 | tee -a "$LOG"
+cp vidsparse/yardstick/weights-long/transformer/config.json \
+   vidsparse/yardstick/weights-long/transformer/diffusion_pytorch_model.safetensors "$OUT/weights-long/transformer/"
+ls -l "$OUT/weights-long/transformer" | tee -a "$LOG"
+
+LIMIT=$(( $(left) - 8 ))
+[ $DRY = 1 ] && LIMIT=300
+stage "search and card, in parallel, each within $LIMIT s" | tee -a "$LOG"
+PATTERNS=vidsparse/search/patterns/yardstick-long.safetensors
+rm -f "$PATTERNS" "$PATTERNS.ckpt.pt"
+eval timeout -k 5 $LIMIT python3 -m vidsparse search --model yardstick-long --out "$PATTERNS" $SEARCH \
+    >"$WORK/search.log" 2>&1 &
+SEARCH_PID=$!
+mkdir -p "$WORK/card"
+cp "$OUT/training/long_loss.json" "$OUT/training/long_train.json" "$WORK/card/" 2>/dev/null
+timeout -k 5 $LIMIT python3 yardstick/make_card.py --long $CARD --weights vidsparse/yardstick/weights-long \
+    --run "$WORK/card" --out "$WORK/card" >"$WORK/card.log" 2>&1
+echo "card exit $?" >>"$WORK/card.log"
+wait $SEARCH_PID
+echo "search exit $?" >>"$WORK/search.log"
+{ echo "== search"; cat "$WORK/search.log"; echo "== card"; cat "$WORK/card.log"; } | tee -a "$LOG"
+[ -f "$PATTERNS" ] && cp "$PATTERNS" "$OUT/patterns/"
+for f in long_samples.png long_card.json; do [ -f "$WORK/card/$f" ] && cp "$WORK/card/$f" "$OUT/yardstick/"; done
+stage "done" | tee -a "$LOG"
+(cd "$OUT" && find . -type f -printf '%8s  %p\n' | sort -k2) | tee -a "$LOG"
