@@ -20,7 +20,16 @@ from vidsparse.app.configs import (
     method_config,
     model_names,
 )
-from vidsparse.yardstick import GENERATE
+from vidsparse.yardstick import GENERATE, LONG_WEIGHTS_DIR
+
+# Every built-in, the long yardstick skipped until the GPU session's weights are committed (yardstick/long_session.sh).
+BUILTINS = [
+    pytest.param(name, marks=pytest.mark.skipif(
+        not (LONG_WEIGHTS_DIR / "transformer" / "diffusion_pytorch_model.safetensors").exists(),
+        reason="the long yardstick's weights are not committed yet (yardstick/long_session.sh writes them)"))
+    if name == "yardstick-long" else name
+    for name in BUILTIN_MODELS
+]
 
 REAL_MODELS = [
     "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "hunyuanvideo",
@@ -61,7 +70,7 @@ def test_real_model_configs_name_their_weights_and_latent_friendly_sizes(name):
     assert (cfg.generate.num_frames - 1) % 4 == 0  # 4x temporal VAE: 4k + 1 frames
 
 
-@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_builtin_config_fits_its_pipeline(name):
     cfg = load_model_config(name)
     pipe, spec = load_builtin(name)
@@ -84,7 +93,7 @@ def test_builtin_defaults_match_the_models_text_settings():
     assert BUILTIN_MODELS[DEFAULT_BUILTIN].build().transformer.config.use_rotary_positional_embeddings
 
 
-@pytest.mark.parametrize("name", list(BUILTIN_MODELS))
+@pytest.mark.parametrize("name", BUILTINS)
 def test_builtin_defaults_run_the_pipeline(name):
     # The defaults' own keys (templates, text lengths, guidance) at a small size (80 x 112 x 9 frames, or the
     # model's own where smaller: the yardstick's 64 x 64) and one step, to stay fast.
