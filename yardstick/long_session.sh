@@ -5,7 +5,7 @@
 #   bash yardstick/long_session.sh --dry-run   the same flow on the CPU at 4 frames of 32 x 32, in about a minute
 #
 # Stages, each under `timeout` and all under one deadline (DEADLINE seconds from the start, default 565), so the
-# script always leaves what it has in $OUT (default: ./out-long, or a temporary folder with --dry-run):
+# script always leaves what it has in $OUT (default: ./out/long, or a temporary folder with --dry-run):
 # 1. the carried wheels (.whl/, when present) into /tmp/site;
 # 2. training: `python -m vidsparse.yardstick.train --frames 16 --height 128 --width 128` from the shipped
 #    transformer, for MINUTES (default 7.0) of training (the step count is fitted to it after timing 30 steps); the
@@ -44,7 +44,7 @@ if [ $DRY = 1 ]; then
     SEARCH="--frames 4 --height 32 --width 32 --steps 2 --device cpu --prompt 'a white circle bouncing over a navy striped background' search.observe=1 search.rows_per_frame=8"
     CARD="--device cpu --frames 4 --height 32 --width 32 --steps 2 --samples 2"
 else
-    OUT=${OUT:-$PWD/out-long}
+    OUT=${OUT:-$PWD/out/long}
     if ls .whl/*.whl >/dev/null 2>&1; then
         stage "installing the carried wheels"
         timeout 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -258,6 +258,7 @@ def long_card(args) -> dict:
                   "Long yardstick fine-tuning loss (v-prediction MSE, 16 x 128 x 128)", reference)
     if (args.run / "long_train.json").is_file():
         card["training"] = json.loads((args.run / "long_train.json").read_text())
+    (args.out / "long_card.json").write_text(json.dumps(card, indent=1, default=float))  # kept if samples time out
     if "samples" not in args.skip:
         checks = truth_samples(pipe, args.out, kwargs, steps=args.steps, prompts=SAMPLE_PROMPTS[:args.samples])
         card["samples"] = {"present": sum(all(c["present"] for c in s["clauses"]) for s in checks),
