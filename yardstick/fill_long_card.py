@@ -50,6 +50,8 @@ def numbers() -> dict[str, str]:
             train_seconds=f"{train['seconds']:.0f}", clips=f"{train['steps'] * train['batch_per_gpu'] * train['gpus']:,}",
             device=train["device"], workers=str(train["workers"]),
         )
+        if train.get("minutes"):
+            values["minutes"] = f"{train['minutes']:g}"
         if train.get("seconds_per_step"):
             values["seconds_per_step"] = f"{train['seconds_per_step']:.3f}"
         if train.get("peak_gib"):

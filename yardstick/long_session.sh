@@ -8,8 +8,8 @@
 # script always leaves what it has in $OUT (default: ./out/long, or a temporary folder with --dry-run):
 # 1. the carried wheels (.whl/, when present) into /tmp/site;
 # 2. training: `python -m vidsparse.yardstick.train --frames 16 --height 128 --width 128` from the shipped
-#    transformer, for MINUTES (default 7.0) of training (the step count is fitted to it after timing 30 steps); the
-#    EMA weights are saved every 2 minutes, so a stage stopped early still leaves weights;
+#    transformer, for MINUTES of training (default: what the deadline leaves, about 7.1; the step count is fitted to
+#    it after timing 30 steps); the EMA weights are saved every 2 minutes, so a stage stopped early leaves weights;
 # 3. assembly: the transformer alone (float16) into vidsparse/yardstick/weights-long/ of this tree, where the
 #    built-in `yardstick-long` loads it;
 # 4. at the same time: `vidsparse search --model yardstick-long` (its config's calibration prompts) writes
@@ -38,24 +38,25 @@ if [ $DRY = 1 ]; then
     mkdir -p "$ROOT"
     git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$ROOT"
     cd "$ROOT" || exit 1
-    export PYTHONPATH=$PWD
+    export PYTHONPATH=$PWD OMP_NUM_THREADS=1  # one thread each: the search and the card run side by side
     SIZE="--frames 4 --height 32 --width 32"
     TRAIN="--steps 26 --batch 1 --workers 0"
     SEARCH="--frames 4 --height 32 --width 32 --steps 2 --device cpu --prompt 'a white circle bouncing over a navy striped background' search.observe=1 search.rows_per_frame=8"
     CARD="--device cpu --frames 4 --height 32 --width 32 --steps 2 --samples 2"
 else
     OUT=${OUT:-$PWD/out/long}
-    if ls .whl/*.whl >/dev/null 2>&1; then
+    if [ ! -d /tmp/site/diffusers ] && ls .whl/*.whl >/dev/null 2>&1; then  # not installed by the call already
         stage "installing the carried wheels"
         timeout 90 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl || echo "wheel install failed"
-        export PYTHONPATH=/tmp/site:$PWD
-    else
-        export PYTHONPATH=$PWD
     fi
+    if [ -d /tmp/site/diffusers ]; then export PYTHONPATH=/tmp/site:$PWD; else export PYTHONPATH=$PWD; fi
     SIZE="--frames 16 --height 128 --width 128"
     # Batch 8 x 16,416 tokens is about stage 2's tokens per step (48 x 2,336); lr a little below its 4e-4 (a fine-tune).
-    TRAIN="--minutes ${MINUTES:-7.0} --batch ${BATCH:-8} --lr ${LR:-3e-4} --workers ${WORKERS:-6} --save-every-min 2"
+    # The training loop's minutes: what the deadline leaves after 85 s for the last stages and 40 s for the
+    # training's own start (imports, model, workers) and final save; about 7.1 on a warm machine.
+    MINUTES=${MINUTES:-$(awk -v s=$(( $(left) - 85 - 40 )) 'BEGIN { printf "%.2f", s / 60 }')}
+    TRAIN="--minutes $MINUTES --batch ${BATCH:-8} --lr ${LR:-3e-4} --workers ${WORKERS:-6} --save-every-min 2"
     SEARCH="--device cuda"
     CARD="--device cuda"
 fi
@@ -67,6 +68,7 @@ echo "session: $(date -u +%FT%TZ), dry run $DRY, deadline ${DEADLINE} s, tree $P
 stage "training ($SIZE $TRAIN)" | tee -a "$LOG"
 TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
 [ $DRY = 1 ] && TRAIN_LIMIT=300
+[ $TRAIN_LIMIT -lt 30 ] && TRAIN_LIMIT=30  # `timeout 0` would mean no limit
 eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN \
     --init vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors 2>&1 | tee -a "$LOG"
 echo "training exit $?" | tee -a "$LOG"
@@ -88,6 +90,8 @@ ls -l "$OUT/weights-long/transformer" | tee -a "$LOG"
 
 LIMIT=$(( $(left) - 8 ))
 [ $DRY = 1 ] && LIMIT=300
+[ $LIMIT -lt 10 ] && LIMIT=10
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # two processes side by side: keep their CPU threads from spinning
 stage "search and card, in parallel, each within $LIMIT s" | tee -a "$LOG"
 PATTERNS=vidsparse/search/patterns/yardstick-long.safetensors
 rm -f "$PATTERNS" "$PATTERNS.ckpt.pt"

@@ -16,8 +16,8 @@ so one scene renders at any resolution and frame count. "camera panning left" mo
 slides right across the frame.
 
 `render` draws a batch of scenes at once as torch tensors (signed distance functions on a pixel grid, anti-aliased
-over one pixel), on the CPU or the GPU: the training script renders every batch on the GPU beside the model, so it
-needs no data loader. `sample_scenes` draws random scenes from a `numpy.random.Generator`, leaving out the held-out
+over one pixel), on the CPU or the GPU: the training script renders its batches in DataLoader workers on the CPU
+(`vidsparse.yardstick.train`), so it needs no stored dataset. `sample_scenes` draws random scenes from a `numpy.random.Generator`, leaving out the held-out
 combinations of colour, shape and motion (`HELD_OUT`) that test generalisation.
 
 Example:

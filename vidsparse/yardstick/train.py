@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / "train.json").write_text(json.dumps({
             "steps": step, "batch_per_gpu": args.batch, "gpus": world, "lr": args.lr, "seed": args.seed,
             "frames": args.frames, "height": args.height, "width": args.width, "workers": args.workers,
+            "minutes": args.minutes if not args.steps else None,
             "seconds_per_step": round(per_step, 4) if per_step else None,
             "compile": args.compile, "seconds": round(elapsed, 1), "init": str(args.init) if args.init else None,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
