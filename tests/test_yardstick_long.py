@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 
 from vidsparse import SparseConfig
-from vidsparse.builtin import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin
-from vidsparse.configs import call_kwargs, load_model_config, method_config, resolve_patterns
+from vidsparse.app.configs import call_kwargs, load_model_config, method_config, resolve_patterns
+from vidsparse.app.models import BUILTIN_MODELS, DEFAULT_BUILTIN, load_builtin
 from vidsparse.yardstick import (
     GENERATE_LONG,
     LONG_WEIGHTS_DIR,
@@ -143,7 +143,7 @@ def test_a_forward_runs_at_a_reduced_grid(long_pipe):
 @needs_patterns
 def test_the_pattern_file_fits_the_model_and_runs(long_pipe):
     import vidsparse
-    from vidsparse.pattern_file import PatternFile
+    from vidsparse.core.pattern_file import PatternFile
 
     cfg = load_model_config("yardstick-long")
     assert resolve_patterns(cfg.methods.static.patterns) == PATTERNS
