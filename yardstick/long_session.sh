@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The long yardstick's whole GPU session in one call: train, assemble, search, card. Run from the repository root.
 #
-#   bash yardstick/long_session.sh             on one H200, inside one device call (about 9 minutes in all)
+#   bash yardstick/long_session.sh             on one H200, inside one device call (about 9.4 minutes in all)
 #   bash yardstick/long_session.sh --dry-run   the same flow on the CPU at 4 frames of 32 x 32, in about a minute
 #
-# Stages, each under `timeout` and all under one deadline (DEADLINE seconds from the start, default 565), so the
-# script always leaves what it has in $OUT (default: ./out/long, or a temporary folder with --dry-run):
-# 1. the carried wheels (.whl/, when present) into /tmp/site;
+# Stages, each under `timeout` and all under one deadline (DEADLINE seconds from the start, default 555: with the
+# call's wheel install before it, about 9.4 minutes), so the script always leaves what it has in $OUT (default:
+# ./out/long, or a temporary folder with --dry-run):
+# 1. the carried wheels (.whl/) into /tmp/site, unless the call installed them already;
 # 2. training: `python -m vidsparse.yardstick.train --frames 16 --height 128 --width 128` from the shipped
 #    transformer, for MINUTES of training (default: what the deadline leaves, about 7.1; the step count is fitted to
 #    it after timing 30 steps); the EMA weights are saved every 2 minutes, so a stage stopped early leaves weights;
@@ -26,7 +27,7 @@ set -u -o pipefail
 DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 START=$(date +%s)
-DEADLINE=${DEADLINE:-565}
+DEADLINE=${DEADLINE:-555}
 left() { echo $(( DEADLINE - ($(date +%s) - START) )); }
 stage() { echo "== $(( $(date +%s) - START )) s: $*"; }
 export PYTHONUNBUFFERED=1
