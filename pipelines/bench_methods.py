@@ -247,7 +247,7 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
             "density": report["density"], "fallbacks": report["fallbacks"],
             "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
             "offloaded_layers": len(planner.get("offloaded", [])),
-            "refreshed_for_memory": len(planner.get("refreshed_for_memory", [])),
+            "uncached_layers": len(planner.get("uncached", [])),
             "cache_peak_device_gb": planner.get("peak_device_bytes", 0) / 2**30,
             "baseline_gb": entry.get("baseline_gb")})
         handle.remove()
@@ -381,6 +381,7 @@ def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) ->
     from vidsparse.app.configs import resolve_patterns
     from vidsparse.core.layout import TokenLayout
     from vidsparse.core.pattern_file import PatternFile
+    from vidsparse.core.state import LayerState
     from vidsparse.runtime.runtime import SparseRuntime
     from vidsparse.core.plan import PlanContext, Probe
     from vidsparse.methods.base import planner_for
@@ -400,15 +401,14 @@ def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) ->
     _ForcedMix(planner, mix)
     runtime = SparseRuntime(config, planner, name, position)
     runs = 1 if tiny else 5
-    state = {}
-    ctx = PlanContext(5, 20, None, layout, heads, device, state=state)
+    ctx = PlanContext(5, 20, None, layout, heads, device, state=LayerState())
     probe = Probe(q, k, v, layout)
     plan = planner.plan(ctx, probe)  # builds the tables once
     runtime.execute(plan, q, k, v, layout)
     plan_s = statistics.median(_time(lambda: planner.plan(ctx, probe), runs, device))
     exec_s = statistics.median(_time(lambda: runtime.execute(plan, q, k, v, layout), runs, device))
     group = plan.groups[0]
-    perms = runtime.permutations(group.orders, layout, device)
+    perms = runtime.executor.permutations(group.orders, layout, device)
     from vidsparse.kernels import permute_tokens
 
     perm_s = statistics.median(_time(lambda: [permute_tokens(x, perms, group.order_index) for x in (q, k, v)]
@@ -429,7 +429,7 @@ def attention_overheads(transformer, name, device, dtype, q_block, tiny, mix) ->
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for layer in range(layers):
-        static.plan(PlanContext(layer, 20, None, layout, heads, device, state={}), None)
+        static.plan(PlanContext(layer, 20, None, layout, heads, device, state=LayerState()), None)
     result.update({"static_layers": layers, "static_distinct_patterns": len(static._rows),
                    "static_stored_mask_mb": static.stored_bytes() / 2**20,
                    "full_width_one_layer_mask_mb": heads * (-(-layout.seq_len // q_block)) ** 2 * 4 / 2**20})

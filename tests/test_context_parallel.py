@@ -104,14 +104,14 @@ def test_ulysses_equals_single_process(cp_results, family, method):
 
 
 def test_rank_order_round_trip():
-    from vidsparse.runtime.runtime import _rank_order_to_model_order
+    from vidsparse.pipelines.context_parallel import rank_order_to_model_order
 
-    order = _rank_order_to_model_order(world=3, local=5, text_len=2, device="cpu")
+    order = rank_order_to_model_order(world=3, local=5, text_len=2, device="cpu")
     # rank order: [v0 v0 v0 t0 t0 | v1 v1 v1 t1 t1 | v2 v2 v2 t2 t2]
     assert order.tolist() == [0, 1, 2, 5, 6, 7, 10, 11, 12, 3, 4, 8, 9, 13, 14]
     tokens = torch.randn(1, 15, 2)
     assert torch.equal(tokens[:, order][:, torch.argsort(order)], tokens)
-    assert _rank_order_to_model_order(world=2, local=4, text_len=0, device="cpu") is None
+    assert rank_order_to_model_order(world=2, local=4, text_len=0, device="cpu") is None
 
 
 # ------------------------------------------------------------------------------------------ the CLI: --cp N

@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+
+from vidsparse.core.state import LayerState
 from tiny_models import hunyuan_pipeline, wan_inputs, wan_transformer
 
 import vidsparse
@@ -27,7 +29,7 @@ def _full(q, k, v, key_padding=None):
 def _step(runtime, planner, state, layout, step, q, k, v, key_padding=None):
     ctx = PlanContext(0, step, None, layout, q.shape[1], q.device, state=state)
     plan = planner.plan(ctx, Probe(q, k, v, layout, key_padding))
-    return plan.groups[0].mode, runtime.execute(plan, q, k, v, layout, key_padding)
+    return plan.groups[0].mode, runtime.execute(plan, q, k, v, layout, key_padding, state=state, layer=0)
 
 
 def _setup(layout, **options):
@@ -47,7 +49,7 @@ def test_delta_with_every_key_a_column_equals_full_attention(layout):
     if layout.text_position == "end":
         padding = torch.zeros(2, layout.seq_len, dtype=torch.bool)
         padding[1, -3:] = True
-    state = {}
+    state = LayerState()
     q, k, v = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))
     mode, out = _step(runtime, planner, state, layout, 0, q, k, v, padding)
     assert mode == "refresh"
@@ -62,7 +64,7 @@ def test_delta_with_every_key_a_column_equals_full_attention(layout):
 def test_delta_at_unchanged_inputs_returns_the_refresh_output(layout):
     gen = torch.Generator().manual_seed(1)
     runtime, planner = _setup(layout, top_keys=0.1)
-    state = {}
+    state = LayerState()
     q, k, v = (torch.randn(1, 2, layout.seq_len, 64, generator=gen) for _ in range(3))
     _, refreshed = _step(runtime, planner, state, layout, 0, q, k, v)
     mode, delta = _step(runtime, planner, state, layout, 1, q, k, v)
@@ -84,15 +86,16 @@ def test_budgets_offload_or_refresh_and_offloaded_equals_resident():
     for name, budgets in {"resident": {}, "offloaded": dict(cache_budget=0),
                           "refused": dict(cache_budget=0, host_budget=0)}.items():
         runtime, planner = _setup(layout, top_keys=0.2, **budgets)
-        state = {}
+        state = LayerState()
         outs[name] = [_step(runtime, planner, state, layout, i, *qkv) for i, qkv in enumerate(steps)]
-        outs[name + ":report"] = planner.report()["delta_cache"]
+        outs[name + ":report"] = runtime.report()["planner"]["delta_cache"]
     assert [m for m, _ in outs["resident"]] == ["refresh", "delta", "delta"]
     for (_, a), (_, b) in zip(outs["resident"], outs["offloaded"]):
         assert torch.equal(a, b)
     assert outs["offloaded:report"]["offloaded"] == ["0"] and outs["resident:report"]["offloaded"] == []
-    assert [m for m, _ in outs["refused"]] == ["refresh"] * 3  # no cache: every step refreshes
-    assert outs["refused:report"]["refreshed_for_memory"] == ["0"]
+    # no cache: the refresh's output, then dense (cheaper than refreshing at every step), and the report says so
+    assert [m for m, _ in outs["refused"]] == ["refresh", "dense", "dense"]
+    assert outs["refused:report"]["uncached"] == ["0"]
     for (_, out), (q, k, v) in zip(outs["refused"], steps):
         torch.testing.assert_close(out.double(), _full(q, k, v), atol=2e-5, rtol=1e-4)
 
@@ -112,7 +115,7 @@ def test_delta_caches_per_cfg_branch_and_resets_between_generations():
 
     def recording(layer, plan, heads, device):
         if plan is not None and layer == 0:
-            entry = runtime.state.layers[0].get("delta")
+            entry = runtime.state.layer(0).delta
             seen.setdefault(runtime.branch, []).append((plan.groups[0].mode, None if entry is None else entry))
         return record(layer, plan, heads, device)
 

@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+from vidsparse.core.state import LayerState
+
 from vidsparse import SparseConfig
 from vidsparse.core.layout import TokenLayout
 from vidsparse.runtime.runtime import SparseRuntime
@@ -33,7 +35,7 @@ def test_profile_plan_on_the_gpu_equals_the_reference_backend(d):
     q, k, v = _qkv(d=d)
     config = SparseConfig.make("profile", fraction=0.25, eps=10.0)
     planner = planner_for(config)
-    ctx = PlanContext(0, 0, None, LAYOUT, 4, q.device, state={})
+    ctx = PlanContext(0, 0, None, LAYOUT, 4, q.device, state=LayerState())
     runtime, rows = SparseRuntime(config, planner, "gpu", "start"), {}
     runtime.execute(planner.plan(ctx, Probe(q, k, v, LAYOUT, rows_cache=rows)), q, k, v, LAYOUT)  # builds tables
     torch.cuda.synchronize()
@@ -54,12 +56,12 @@ def test_delta_on_the_gpu_refresh_then_delta_at_unchanged_inputs():
     config = SparseConfig.make("delta", top_keys=0.07, refresh_steps=[0])
     planner = planner_for(config)
     runtime = SparseRuntime(config, planner, "gpu", "start")
-    state = {}
+    state = LayerState()
     outs = []
     for step in range(2):
         ctx = PlanContext(0, step, None, LAYOUT, 4, q.device, state=state)
         plan = planner.plan(ctx, Probe(q, k, v, LAYOUT))
-        outs.append((plan.groups[0].mode, runtime.execute(plan, q, k, v, LAYOUT)))
+        outs.append((plan.groups[0].mode, runtime.execute(plan, q, k, v, LAYOUT, state=state)))
     assert [m for m, _ in outs] == ["refresh", "delta"]
     scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
     exact = scores.softmax(-1) @ v.float()
@@ -75,20 +77,21 @@ def test_hybrid_mixed_plan_on_the_gpu_equals_the_reference_and_reuses_it_without
     q, k, v = _qkv(heads=6)
     config = SparseConfig.make("hybrid", refresh_steps=[0], every=100, top_keys=0.1)
     planner = planner_for(config)
-    runtime, state, rows = SparseRuntime(config, planner, "gpu", "start"), {}, {}
+    runtime, state, rows = SparseRuntime(config, planner, "gpu", "start"), LayerState(), {}
     ctx = lambda step: PlanContext(0, step, None, LAYOUT, 6, q.device, state=state)  # noqa: E731
-    runtime.execute(planner.plan(ctx(0), Probe(q, k, v, LAYOUT, rows_cache=rows)), q, k, v, LAYOUT)  # refresh
+    runtime.execute(planner.plan(ctx(0), Probe(q, k, v, LAYOUT, rows_cache=rows)), q, k, v, LAYOUT, state=state)
     names = ["spatial", "temporal", "delta", "dense", "delta", "spatial"]
     forced = torch.tensor([LABELS.index(n) for n in names], device="cuda")
     planner.choose = lambda c, p: forced
     q2, k2, v2 = (x + 0.1 * torch.randn_like(x) for x in (q, k, v))
     plan = planner.plan(ctx(1), Probe(q2, k2, v2, LAYOUT, rows_cache=rows))
     assert sorted(g.mode for g in plan.groups) == ["delta", "dense", "sparse"]
-    out = runtime.execute(plan, q2, k2, v2, LAYOUT)
+    out = runtime.execute(plan, q2, k2, v2, LAYOUT, state=state)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        again = runtime.execute(planner.plan(ctx(2), Probe(q2, k2, v2, LAYOUT, rows_cache=rows)), q2, k2, v2, LAYOUT)
+        again = runtime.execute(planner.plan(ctx(2), Probe(q2, k2, v2, LAYOUT, rows_cache=rows)), q2, k2, v2, LAYOUT,
+                                state=state)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.equal(again, out)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from vidsparse.core.state import LayerState
 from test_plan import _planted
 from tiny_models import wan_inputs, wan_pipeline, wan_transformer
 
@@ -102,7 +104,7 @@ def _call(runtime, planner, state, step, q, k, v):
     ctx = PlanContext(0, step, None, LAYOUT, q.shape[1], q.device, state=state)
     plan = planner.plan(ctx, Probe(q, k, v, LAYOUT))
     runtime.record(0, plan, q.shape[1], q.device)
-    return plan, runtime.execute(plan, q, k, v, LAYOUT)
+    return plan, runtime.execute(plan, q, k, v, LAYOUT, state=state)
 
 
 def _exact(q, k, v):
@@ -113,7 +115,7 @@ def _exact(q, k, v):
 def test_hybrid_picks_each_planted_heads_pattern_and_runs_it_as_that_pattern_does():
     q, k, v = _planted(LAYOUT, KINDS)
     runtime, planner = _planner(candidates=["spatial", "temporal"], eps=0.2, fraction=0.3)
-    plan, out = _call(runtime, planner, {}, 0, q, k, v)
+    plan, out = _call(runtime, planner, LayerState(), 0, q, k, v)
     choice = {h: g.labels[int(g.label_index[0, i])] if g.label_index is not None else g.labels[0]
               for g in plan.groups for i, h in enumerate(g.heads)}
     assert [choice[h] for h in range(len(KINDS))] == ["spatial", "temporal", "dense"] * 2
@@ -125,7 +127,7 @@ def test_hybrid_picks_each_planted_heads_pattern_and_runs_it_as_that_pattern_doe
                               planner_for(SparseConfig.make(method, **fields, **({} if name == "dense" else SMALL))),
                               "test", "start")
         heads = [h for h in range(len(KINDS)) if choice[h] == name]
-        ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state={})
+        ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state=LayerState())
         ref_plan = alone.planner.plan(ctx, Probe(q, k, v, LAYOUT))
         ref = _exact(q, k, v).float() if ref_plan.is_stock else alone.execute(ref_plan, q, k, v, LAYOUT)
         torch.testing.assert_close(out[:, heads], ref[:, heads], atol=1e-5, rtol=1e-4)
@@ -135,7 +137,7 @@ def test_delta_candidate_error_is_what_a_delta_step_computes_and_fresh_caches_wi
     gen = torch.Generator().manual_seed(3)
     q, k, v = _planted(LAYOUT, KINDS)
     runtime, planner = _planner(eps=0.05)
-    state = {}
+    state = LayerState()
     plan, _ = _call(runtime, planner, state, 0, q, k, v)
     assert plan.groups[0].mode == "refresh"
     # unchanged inputs: every head's cached delta is exact to rounding, and the cheapest candidate
@@ -148,7 +150,7 @@ def test_delta_candidate_error_is_what_a_delta_step_computes_and_fresh_caches_wi
     probe = Probe(q2, k2, v2, LAYOUT)
     errors, _, _ = planner.measure(ctx, probe, planner.table(LAYOUT, "cpu"))
     delta_plan = planner.build(ctx, torch.full((q.shape[1],), LABELS.index("delta")))
-    out = runtime.execute(delta_plan, q2, k2, v2, LAYOUT)
+    out = runtime.execute(delta_plan, q2, k2, v2, LAYOUT, state=state)
     rows = probe.sample_rows(8)
     exact = _exact(q2, k2, v2)[:, :, rows]
     actual = (out.double()[:, :, rows] - exact).flatten(-2).norm(dim=-1) / exact.flatten(-2).norm(dim=-1)
@@ -159,15 +161,16 @@ def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
     gen = torch.Generator().manual_seed(5)
     q, k, v = _planted(LAYOUT, KINDS, b=2)
     runtime, planner = _planner(eps=0.05)
-    state = {}
+    state = LayerState()
     _call(runtime, planner, state, 0, q, k, v)  # refresh: every head's cache
     q2, k2, v2 = (x + 0.3 * torch.randn(x.shape, generator=gen) for x in (q, k, v))
     ctx = PlanContext(0, 1, None, LAYOUT, q.shape[1], q.device, state=state)
     codes = [LABELS.index(n) for n in ("delta", "spatial", "dense", "delta", "temporal", "delta")]
     plan = planner.build(ctx, torch.tensor(codes))
     assert sorted(g.mode for g in plan.groups) == ["delta", "dense", "sparse"]
-    out = runtime.execute(plan, q2, k2, v2, LAYOUT)
-    every_delta = runtime.execute(planner.build(ctx, torch.full((6,), LABELS.index("delta"))), q2, k2, v2, LAYOUT)
+    out = runtime.execute(plan, q2, k2, v2, LAYOUT, state=state)
+    every_delta = runtime.execute(planner.build(ctx, torch.full((6,), LABELS.index("delta"))), q2, k2, v2, LAYOUT,
+                                  state=state)
     t = planner.table(LAYOUT, "cpu")
     for h, name in enumerate(("delta", "spatial", "dense", "delta", "temporal", "delta")):
         if name == "delta":
@@ -178,7 +181,7 @@ def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
             fields = dict(frames=t["frames"]) if name == "spatial" else dict(radius=t["radius"])
             config = SparseConfig.make(name, **fields, **SMALL)
             alone = SparseRuntime(config, planner_for(config), "test", "start")
-            ref_plan = alone.planner.plan(PlanContext(0, 1, None, LAYOUT, 6, "cpu", state={}), None)
+            ref_plan = alone.planner.plan(PlanContext(0, 1, None, LAYOUT, 6, "cpu", state=LayerState()), None)
             ref = alone.execute(ref_plan, q2, k2, v2, LAYOUT)[:, h]
         torch.testing.assert_close(out[:, h], ref, atol=1e-5, rtol=1e-4, msg=f"head {h} ({name})")
 
@@ -187,7 +190,7 @@ def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
 def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(target):
     q, k, v = _planted(LAYOUT, KINDS)
     runtime, planner = _planner(density=target, candidates=["spatial", "temporal"])
-    ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state={})
+    ctx = PlanContext(0, 0, None, LAYOUT, q.shape[1], q.device, state=LayerState())
     choice = planner.choose(ctx, Probe(q, k, v, LAYOUT))
     _, _, density = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
     density = torch.cat([density[0], torch.ones(len(KINDS), 1)], -1)  # the dense column, LABELS order
@@ -217,7 +220,7 @@ def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(tar
 def test_hybrid_chooses_on_its_schedule_and_again_after_each_refresh():
     q, k, v = _planted(LAYOUT, KINDS)
     runtime, planner = _planner(eps=0.2, every=2, refresh_steps=[0, 4])
-    state = {}
+    state = LayerState()
     modes = []
     for step in range(7):
         before = planner.choices

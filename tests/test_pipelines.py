@@ -426,3 +426,25 @@ def test_planned_text_range_is_where_the_processor_puts_the_text(family):
     planned = [] if layout.text_range is None else list(range(*layout.text_range))
     assert moved == planned
     assert family == "wan" or len(planned) > 0
+
+
+def test_wan22_keeps_at_most_one_experts_cache_alive():
+    """Each expert has its own runtime and cache; when the low-noise expert takes over, the high-noise one's caches
+    are freed (it does not run again in that generation)."""
+    pipe = wan_pipeline(two_transformers=True)
+    handle = vidsparse.apply(pipe, SparseConfig.make("delta", top_keys=0.3, refresh_steps=[0], q_block=16,
+                                                     voxel=(1, 2, 4), rows_per_block=8))
+    first, second = handle.runtimes
+    alive = []
+    record = second.record
+
+    def recording(layer, plan, heads, device):
+        out = record(layer, plan, heads, device)
+        alive.append((first.store.device_bytes + first.store.host_bytes, second.store.device_bytes))
+        return out
+
+    second.record = recording
+    _generate(pipe, "wan")
+    assert alive and all(first_bytes == 0 for first_bytes, _ in alive)  # the first expert's caches were freed
+    assert alive[-1][1] > 0  # while the second's are in use
+    handle.remove()

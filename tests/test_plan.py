@@ -6,11 +6,14 @@ import math
 import pytest
 import torch
 
+from vidsparse.core.state import LayerState
+
 from vidsparse import SparseConfig
 from vidsparse.core.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout, TokenOrder
 from vidsparse.core.mask import SparseMask
 from vidsparse.core.patterns import Pattern
-from vidsparse.runtime.runtime import SparseRuntime, permute_tokens
+from vidsparse.runtime.executor import permute_tokens
+from vidsparse.runtime.runtime import SparseRuntime
 from vidsparse.core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
 from vidsparse.methods.base import Planner, planner_for
 
@@ -260,7 +263,7 @@ def test_profile_classifies_planted_spatial_temporal_and_diffuse_heads(layout):
     q, k, v = _planted(layout, kinds, b=2)
     planner = planner_for(SparseConfig.make("profile", fraction=0.3, eps=0.2, q_block=16, k_block=16,
                                             rows_per_frame=4))
-    ctx = PlanContext(0, 0, None, layout, len(kinds), "cpu", state={})
+    ctx = PlanContext(0, 0, None, layout, len(kinds), "cpu", state=LayerState())
     plan = planner.plan(ctx, Probe(q, k, v, layout))
     (group,) = plan.groups
     names = [[group.labels[i] for i in row] for row in group.label_index.tolist()]
@@ -276,7 +279,7 @@ def test_profile_reuses_its_choice_between_profiling_steps():
     layout = TokenLayout(4, 4, 4)
     q, k, v = _planted(layout, ["spatial", "temporal"])
     planner = planner_for(SparseConfig.make("profile", every=3, q_block=16, k_block=16))
-    state, calls = {}, []
+    state, calls = LayerState(), []
     original = planner.choose
     planner.choose = lambda ctx, probe: calls.append(ctx.step) or original(ctx, probe)
     for step in range(5):
@@ -288,7 +291,7 @@ def test_profile_at_budget_zero_runs_every_head_dense():
     layout = TokenLayout(4, 4, 4, text_len=8)
     q, k, v = _planted(layout, ["spatial", "temporal", "diffuse"])
     planner = planner_for(SparseConfig.make("profile", eps=0.0, q_block=16, k_block=16))
-    plan = planner.plan(PlanContext(0, 0, None, layout, 3, "cpu", state={}), Probe(q, k, v, layout))
+    plan = planner.plan(PlanContext(0, 0, None, layout, 3, "cpu", state=LayerState()), Probe(q, k, v, layout))
     assert plan.groups[0].label_index.tolist() == [[2, 2, 2]]
     out = _runtime().execute(plan, q, k, v, layout)
     dense = _masked_attention(q, k, v, torch.ones(1, layout.seq_len, layout.seq_len, dtype=torch.bool))

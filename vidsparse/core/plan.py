@@ -12,8 +12,9 @@ A planner answers `plan(ctx, probe) -> AttentionPlan` for every replaced attenti
     (all keys, and the rest outside `columns` is cached) and "delta" (the `columns` now, plus the cached rest);
   - the token order(s) its mask is stated in: `orders[order_index[b, h]]` for each (batch, head), so a planner
     can choose an order per head on the device without a host sync (`order_index` None: `orders[0]` for all);
-  - `mask`, the `SparseMask` in that order ("sparse"), or for "refresh" and "delta" the planner's `state`, which
-    holds the key columns of each query block (in the group's order) and the cache;
+  - `mask`, the `SparseMask` in that order ("sparse"), or for "refresh" and "delta" a `DeltaSpec`; the key
+    columns of each query block (in the group's order) and the cached rest are the layer's `LayerState.delta`,
+    which the executor writes at a refresh and reads at a delta step;
   - per head, for reports: `labels` (the names of what a head may run, e.g. ("spatial", "temporal", "dense"))
     with `label_index` (which one each (b, h) ran, a device tensor) and `density` (realised, a device tensor).
 
@@ -36,8 +37,9 @@ import torch
 
 from .layout import FRAME_MAJOR, TokenLayout, TokenOrder
 from .mask import SparseMask
+from .state import LayerState
 
-__all__ = ["MODES", "AttentionPlan", "HeadGroup", "PlanContext", "Probe"]
+__all__ = ["MODES", "AttentionPlan", "DeltaSpec", "HeadGroup", "PlanContext", "Probe"]
 
 MODES = ("dense", "sparse", "refresh", "delta")
 
@@ -51,8 +53,8 @@ class PlanContext:
             "uncond", "cond_uncond" for CogVideoX's batched CFG, or None outside a pipeline).
         layout: the token layout; heads, device: of q.
         num_steps: the generation's denoising steps where the pipeline says, else None.
-        state: this layer's mutable state dict in this CFG branch (reset between generations): where a planner
-            keeps its last choice or its cache. None outside the runtime.
+        state: this layer's `LayerState` in this CFG branch (reset between generations, cleared when a call does
+            not match its stamp): a planner's reusable plan and the cached delta. None outside the runtime.
         head_offset: the model index of this call's head 0 (non-zero for a rank's heads under Ulysses).
     """
 
@@ -63,8 +65,25 @@ class PlanContext:
     heads: int
     device: torch.device | str
     num_steps: int | None = None
-    state: dict | None = None
+    state: LayerState | None = None
     head_offset: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class DeltaSpec:
+    """How a "refresh" or "delta" group computes (see `vidsparse.runtime.executor`).
+
+    Attributes:
+        top_keys: the share of the video keys each query block's columns hold (a refresh chooses them).
+        q_block: query tokens per block that share one column list.
+        rows_per_block: sampled query rows per block that estimate the columns' mass at a refresh.
+        heads: int64 `[Hg]`: a delta group's heads within the layer's cached entry (None: the same heads).
+    """
+
+    top_keys: float
+    q_block: int
+    rows_per_block: int = 16
+    heads: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,7 @@ class HeadGroup:
     mask: SparseMask | None = None
     orders: tuple[TokenOrder, ...] = (FRAME_MAJOR,)
     order_index: torch.Tensor | None = None  # int64 [B' or 1, Hg]: which of `orders` each (b, h) runs in
-    state: object | None = None  # "refresh" / "delta": the per-layer cache the executor reads and writes
+    delta: DeltaSpec | None = None  # "refresh" / "delta": how the cached delta is made or used
     labels: tuple[str, ...] = ("dense",)
     label_index: torch.Tensor | None = None  # int64 [B' or 1, Hg] into `labels`; None: labels[0] everywhere
     density: torch.Tensor | float = 1.0  # realised density per (b, h): a float, or a tensor [B' or 1, Hg]
@@ -95,6 +114,8 @@ class HeadGroup:
             raise ValueError(f"heads must be a non-empty range with step 1 or a tuple of distinct indices; got {self.heads!r}")
         if self.mode == "sparse" and self.mask is None:
             raise ValueError("a sparse group needs a mask")
+        if self.mode in ("refresh", "delta") and self.delta is None:
+            raise ValueError(f"a {self.mode} group needs a DeltaSpec")
         if self.mask is not None and self.mask.num_heads != len(self.heads):
             raise ValueError(f"the group's mask has {self.mask.num_heads} heads for {len(self.heads)} heads")
 

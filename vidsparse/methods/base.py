@@ -38,16 +38,30 @@ def check_blocks(q_block: int, k_block: int) -> None:
 
 
 class Planner:
-    """Base planner: every call dense, in model order (the stock computation)."""
+    """Base planner: every call dense, in model order (the stock computation).
+
+    `memo` is where a planner keeps what it derives from a layout (masks, tables, index tensors): `memoised(key,
+    build)` builds each once, and `reset()` (between generations and at `remove()`) empties it. Per-layer choices
+    and caches are not the planner's: they live in `PlanContext.state`, which the runtime owns."""
+
+    caches_deltas = False  # True: the runtime keeps and reports delta caches for this planner
 
     def __init__(self, config: SparseConfig | None = None):
         self.config = config or SparseConfig()
+        self.memo: dict = {}
+
+    def memoised(self, key, build):
+        """`memo[key]`, built by `build()` on first use."""
+        if key not in self.memo:
+            self.memo[key] = build()
+        return self.memo[key]
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         return AttentionPlan.dense(ctx.heads)
 
     def reset(self) -> None:
-        """Forget per-generation state (called between generations)."""
+        """Forget what was derived from the last generation's layouts (called between generations)."""
+        self.memo.clear()
 
     def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
         """Called once at installation with the transformer and its replaced layers; refuse a model that does not fit."""
@@ -107,15 +121,14 @@ class FixedPatternPlanner(Planner):
             self.pattern, self.order = Pattern.make("window", radius=-1, frames=o.frames), FRAME_MAJOR
         else:
             self.pattern, self.order = Pattern.make("temporal", radius=o.radius, every=1), SPATIAL_MAJOR
-        self._cache: dict[tuple, tuple[SparseMask, object]] = {}
 
     def mask(self, layout: TokenLayout, heads: int, device) -> tuple[SparseMask, object]:
-        key = (layout, heads, str(device))
-        if key not in self._cache:
+        def build():
             o = self.config.options
             mask = self.pattern.mask(layout, 1, o.q_block, o.k_block, device, self.order).compact()
-            self._cache[key] = (mask.expand_heads(heads), mask.density_per_head().expand(1, heads))
-        return self._cache[key]
+            return mask.expand_heads(heads), mask.density_per_head().expand(1, heads)
+
+        return self.memoised((layout, heads, str(device)), build)
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         mask, density = self.mask(ctx.layout, ctx.heads, ctx.device)

@@ -39,20 +39,20 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from .config import SparseConfig
 from .registry import register_method
-from .delta import DeltaOptions, DeltaPlanner, _Work
-from ..core.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout
+from .delta import DeltaOptions, DeltaPlanner
+from ..core.layout import FRAME_MAJOR, TokenLayout
 from ..core.mask import SparseMask
-from ..core.patterns import Pattern
-from ..core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from ..core.plan import AttentionPlan, DeltaSpec, HeadGroup, PlanContext, Probe
+from ..core.state import LayerState
 from .base import Planner, check_blocks
-from .profile import ProfileOptions, candidate_sizes, sampled_keys
+from .profile import ProfileOptions, candidate_sizes
+from .sampling import fixed_candidates, kept_keys, sampled_chunks
 from ..core.select import select, select_within
 
 __all__ = ["CANDIDATES", "HybridOptions", "HybridPlanner", "UNIT_COST"]
@@ -169,8 +169,11 @@ class HybridPlanner(Planner):
         self.q_block, self.k_block = (self.static.q_block, self.static.k_block) if self.static else (o.q_block, o.k_block)
         self.uses_delta = o.force == "delta" if o.force else "delta" in o.active
         self.delta = DeltaPlanner(SparseConfig(method="delta", backend=config.backend, options=o.delta_options()))
-        self._tables: dict[tuple, dict] = {}
         self.choices = 0  # choosing calls, for the report
+
+    @property
+    def caches_deltas(self) -> bool:
+        return self.uses_delta
 
     # ---------------------------------------------------------------- lifecycle
     def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
@@ -178,10 +181,13 @@ class HybridPlanner(Planner):
             self.static.bind(transformer, num_layers, num_heads)
 
     def reset(self) -> None:
+        super().reset()
         self.delta.reset()
+        if self.static is not None:
+            self.static.reset()
 
     def report(self) -> dict:
-        return {**(self.delta.report() if self.uses_delta else {}), "hybrid": {
+        return {"hybrid": {
             "candidates": list(self.config.options.active), "choosing_calls": self.choices,
             "unit_cost": dict(UNIT_COST)}}
 
@@ -189,12 +195,11 @@ class HybridPlanner(Planner):
     def table(self, layout: TokenLayout, device) -> dict:
         """Per layout: the mask rows every head may run (each distinct static pattern, spatial, temporal) as one
         stacked table, with each row's density, index width and token order, and the patterns' row numbers."""
-        key = (layout, str(device))
-        if key not in self._tables:
+        key = ("table", layout, str(device))
+        if key not in self.memo:
             o = self.config.options
             frames, radius = candidate_sizes(layout, o.profile_options())
-            rows = [(Pattern.make("window", radius=-1, frames=frames), FRAME_MAJOR),
-                    (Pattern.make("temporal", radius=radius, every=1), SPATIAL_MAJOR)]
+            rows = fixed_candidates(layout, frames, radius)
             patterns = {}
             if self.static is not None:
                 for p in dict.fromkeys(p for layer in range(self.static.file.num_layers)
@@ -203,10 +208,10 @@ class HybridPlanner(Planner):
                     rows.append((p, FRAME_MAJOR))
             masks = [p.mask(layout, 1, self.q_block, self.k_block, device, order).compact() for p, order in rows]
             table = SparseMask.stack_heads(masks)
-            self._tables[key] = dict(
+            self.memo[key] = dict(
                 mask=table, density=table.density_per_head()[0], widths=[m.kv_indices.shape[-1] for m in masks],
                 orders=[order for _, order in rows], patterns=patterns, frames=frames, radius=radius, sampled={})
-        return self._tables[key]
+        return self.memo[key]
 
     def _static_rows(self, ctx: PlanContext, t: dict) -> list[int] | None:
         """The table rows of this call's heads' static patterns (None without a pattern file)."""
@@ -219,9 +224,7 @@ class HybridPlanner(Planner):
         """bool `[table rows, R, S]`: the keys (model order) each table row keeps for the sampled rows."""
         key = tuple(rows.shape)
         if key not in t["sampled"]:
-            blocks = t["mask"].to_blocks()[0]
-            t["sampled"][key] = torch.stack([sampled_keys(blocks[i], order, layout, rows, self.q_block, self.k_block)
-                                             for i, order in enumerate(t["orders"])])
+            t["sampled"][key] = kept_keys(t["mask"], t["orders"], layout, rows)
         return t["sampled"][key]
 
     # ---------------------------------------------------------------- choosing
@@ -229,58 +232,32 @@ class HybridPlanner(Planner):
         """Per (batch, head) and candidate in `CANDIDATES` order: the relative error on the sampled rows, the cost
         and the realised density, float32 `[B, H, 4]` each (inf error for a candidate not considered)."""
         o = self.config.options
-        q, k, v = probe.q, probe.k, probe.v
+        q = probe.q
         b, h, s, d = q.shape
         rows = probe.sample_rows(o.rows_per_frame)
         active = o.active
         kept = self._kept(t, ctx.layout, rows)  # [T, R, S]
         static_rows = self._static_rows(ctx, t)
-        low = q.dtype if q.dtype in (torch.bfloat16, torch.float16) else torch.float32
-        keep = kept.to(low)
-        scale = 1.0 / math.sqrt(d)
         cached = self._cached_rows(ctx, rows, q.device) if "delta" in active else None
         errors = torch.full((b, h, len(CANDIDATES)), float("inf"), device=q.device)
         chunk = o.head_chunk or max(1, (1 << 27) // (b * len(rows) * s))
         static_index = None if static_rows is None else torch.tensor(static_rows, device=q.device)
-        for h0 in range(0, h, chunk):
-            hs = slice(h0, min(h, h0 + chunk))
-            scores = (q[:, hs, rows] @ k[:, hs].transpose(-1, -2)).float()  # [B, Hc, R, S]
-            if probe.key_padding is not None:
-                scores.masked_fill_(probe.key_padding[:, None, None, :], float("-inf"))
-            peak = scores.amax(-1, keepdim=True)
-            scores -= peak
-            e = scores.mul_(scale).exp_().to(low)  # unnormalised probabilities
-            del scores
-            vs = v[:, hs].to(low)
-            exact = (e @ vs).float() / e.float().sum(-1, keepdim=True)  # [B, Hc, R, D]
-            norm = exact.flatten(-2).norm(dim=-1).clamp_min(1e-30)
-
-            def error(out):
-                return (out - exact).flatten(-2).norm(dim=-1) / norm
-
-            def partial(mask):  # output and natural-log lse over the kept keys
-                ec = e * mask
-                mass = ec.float().sum(-1, keepdim=True)
-                return (ec @ vs).float() / mass.clamp_min(1e-30), (mass.log() + peak * scale).squeeze(-1)
-
+        for hs, sr in sampled_chunks(probe, rows, chunk):
+            keep = kept.to(sr.e.dtype)
             for c, name in enumerate(CANDIDATES):
                 if name not in active:
                     continue
                 if name == "static":
-                    mask = keep[static_index[hs]]  # [Hc, R, S]
+                    errors[:, hs, c] = sr.error(sr.partial(keep[static_index[hs]])[0])  # [Hc, R, S] masks
                 elif name in ("spatial", "temporal"):
-                    mask = keep[c - 1]
-                else:
-                    if cached is None:
-                        continue
+                    errors[:, hs, c] = sr.error(sr.partial(keep[c - 1])[0])
+                elif cached is not None:  # a delta step: this call's columns merged with the cached rest
                     o_rest, lse_rest, keys, valid = (x[:, hs] for x in cached)
-                    o_k, lse_k = partial(self._now(ctx.layout, keys, valid, low))
+                    o_k, lse_k = sr.partial(self._now(ctx.layout, keys, valid, sr.e.dtype))
                     total = torch.logaddexp(lse_rest, lse_k)
                     out = (torch.exp(lse_rest - total).unsqueeze(-1) * o_rest.float()
                            + torch.exp(lse_k - total).unsqueeze(-1) * o_k)
-                    errors[:, hs, c] = error(out)
-                    continue
-                errors[:, hs, c] = error(partial(mask)[0])
+                    errors[:, hs, c] = sr.error(out)
         density = self._densities(ctx, t, static_index, b, h, q.device)
         unit = torch.full((len(CANDIDATES),), UNIT_COST["sparse"], device=q.device)
         unit[CANDIDATES.index("delta")] = UNIT_COST["columns"]
@@ -292,27 +269,23 @@ class HybridPlanner(Planner):
         if static_index is not None:
             density[..., 0] = t["density"][static_index]
         density[..., 1], density[..., 2] = t["density"][0], t["density"][1]
-        if ctx.state is not None and "delta_density" in ctx.state:
-            density[..., 3] = ctx.state["delta_density"].float()
+        if ctx.state is not None and ctx.state.delta is not None:
+            density[..., 3] = ctx.state.delta.density.float()
         return density
 
     def _cached_rows(self, ctx: PlanContext, rows: torch.Tensor, device):
         """For the sampled rows: the cached rest `o_rest [B, H, R, D]` and `lse_rest [B, H, R]`, and the keys the
         delta step computes now, their model indices `[B, H, R, K]` with which of them count (`[B, H, R, K]` bool;
         the text keys come on top); None where this layer holds no cache."""
-        entry = (ctx.state or {}).get("delta")
+        entry = None if ctx.state is None else ctx.state.delta
         if entry is None:
             return None
         qb = self.config.options.q_block
-        key = ("voxel", ctx.layout, str(device))
-        if key not in self._tables:
-            order = self.delta.order
-            self._tables[key] = (order.inverse(ctx.layout, device), order.permutation(ctx.layout, device))
-        inverse, model = self._tables[key]  # model index -> voxel position, and back
+        order = self.delta.order
+        inverse, model = self.memoised(("voxel", ctx.layout, str(device)), lambda: (
+            order.inverse(ctx.layout, device), order.permutation(ctx.layout, device)))  # model <-> voxel positions
         position = inverse[rows]  # the rows' places in voxel order
-        if entry.copied is not None:  # an offloaded cache: its copy to the host must be done
-            entry.copied.synchronize()
-        o_rest, lse_rest, columns, counts = entry.tensors
+        o_rest, lse_rest, columns, counts = entry.readable()  # an offloaded cache: once its copy is done
         at, blocks = position.to(o_rest.device), (position // qb).to(o_rest.device)
         o_rest, lse_rest = o_rest.index_select(2, at).to(device), lse_rest.index_select(2, at).to(device)
         columns = columns.index_select(2, blocks).to(device).long()  # [B, H, R, K] voxel positions
@@ -367,11 +340,11 @@ class HybridPlanner(Planner):
             groups.append(HeadGroup(patterned, "sparse", table.gather_heads(index), orders, order_index=order_index,
                                     labels=LABELS, label_index=label, density=t["density"][index]))
         if by["delta"]:
-            index = torch.tensor(by["delta"], device=ctx.device)
-            work = _Work(self.delta, ctx.layout, (ctx.branch, ctx.layer), ctx.state,
-                         heads=None if len(by["delta"]) == ctx.heads else index)
-            groups.append(HeadGroup(by["delta"], "delta", None, (self.delta.order,), state=work, labels=("delta",),
-                                    density=ctx.state["delta_density"].index_select(1, index)))
+            every = len(by["delta"]) == ctx.heads
+            spec = self.delta.spec if every else DeltaSpec(
+                self.delta.spec.top_keys, self.delta.spec.q_block, self.delta.spec.rows_per_block,
+                heads=torch.tensor(by["delta"], device=ctx.device))
+            groups.append(self.delta.group(ctx, by["delta"], False, spec))
         if by["dense"]:
             if len(by["dense"]) == ctx.heads:
                 return AttentionPlan.dense(ctx.heads)
@@ -384,20 +357,20 @@ class HybridPlanner(Planner):
             return self.static.plan(ctx, probe)
         if o.force == "delta":
             return self.delta.plan(ctx, probe)
+        state = ctx.state if ctx.state is not None else LayerState()
         if self.uses_delta:
             if ctx.state is None:
                 raise ValueError("the hybrid method's delta candidate keeps a cache per layer: it runs inside "
                                  "vidsparse's runtime only (or leave 'delta' out of candidates)")
-            if self.delta.refreshes(ctx):
-                ctx.state.pop("plan", None)  # choose again after the refresh
+            # over the memory budgets a layer keeps no cache: it chooses among the other candidates instead
+            if not state.uncached and self.delta.refreshes(ctx):
+                state.plan = None  # choose again after the refresh
                 return self.delta.plan(ctx, probe)
-        state = ctx.state if ctx.state is not None else {}
-        since = state.get("since", 0) if "plan" in state else 0
-        if since % o.every == 0:
-            state["plan"] = self.build(ctx, self.choose(ctx, probe))
-        state["since"] = since + 1
-        entry = state.get("delta")
-        if entry is not None and entry.staged is not None and all(g.mode != "delta" for g in state["plan"].groups):
+        if state.plan is None or state.since % o.every == 0:
+            state.plan, state.since = self.build(ctx, self.choose(ctx, probe)), 0
+        state.since += 1
+        entry = state.delta
+        if entry is not None and entry.staged is not None and all(g.mode != "delta" for g in state.plan.groups):
             # an offloaded cache the layer before fetched ahead, which this plan does not read: drop the device copy
             entry.staged = entry.staged_ready = None
-        return state["plan"]
+        return state.plan

@@ -28,16 +28,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SparseConfig
 from .registry import register_method
 from ..core.layout import FRAME_MAJOR, SPATIAL_MAJOR, TokenLayout
 from ..core.mask import SparseMask
 from ..core.patterns import Pattern
 from ..core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
+from ..core.state import LayerState
 from .base import Planner, check_blocks
 from ..core.select import select
+from .sampling import fixed_candidates, kept_keys, sampled_chunks
 
-__all__ = ["ProfileOptions", "ProfilePlanner", "candidate_sizes", "sampled_keys"]
+__all__ = ["ProfileOptions", "ProfilePlanner", "candidate_sizes"]
 
 LABELS = ("spatial", "temporal", "dense")
 
@@ -96,46 +97,30 @@ def candidate_sizes(layout: TokenLayout, options: ProfileOptions) -> tuple[int, 
     return frames, radius
 
 
-def sampled_keys(blocks: torch.Tensor, order, layout: TokenLayout, rows: torch.Tensor, q_block: int,
-                 k_block: int) -> torch.Tensor:
-    """bool `[R, S]`: the keys (model order) that a mask row's blocks (bool `[nQ, nK]`, stated in `order`) keep for
-    the sampled query rows `rows` (model order)."""
-    position = order.inverse(layout, rows.device)  # model index -> position in this order
-    return blocks[position[rows] // q_block][:, position // k_block]
-
-
 @register_method("profile", ProfileOptions)
 class ProfilePlanner(Planner):
     """Online spatial/temporal profiling per head (see the module docstring)."""
 
-    def __init__(self, config: SparseConfig):
-        super().__init__(config)
-        self._tables: dict[tuple, dict] = {}
-
     def table(self, layout: TokenLayout, device) -> dict:
         """Per layout: the candidate table (spatial, temporal, dense) as a 3-row mask, each row's density, and for
         the sampled rows the token-level keys each candidate keeps, `[C, R, S]` (model order)."""
-        key = (layout, str(device))
-        if key not in self._tables:
+        key = ("table", layout, str(device))
+        if key not in self.memo:
             o = self.config.options
             frames, radius = candidate_sizes(layout, o)
-            spatial = Pattern.make("window", radius=-1, frames=frames)
-            temporal = Pattern.make("temporal", radius=radius, every=1)
-            rows = [spatial.mask(layout, 1, o.q_block, o.k_block, device, FRAME_MAJOR),
-                    temporal.mask(layout, 1, o.q_block, o.k_block, device, SPATIAL_MAJOR),
-                    Pattern("full").mask(layout, 1, o.q_block, o.k_block, device)]
+            rows = [p.mask(layout, 1, o.q_block, o.k_block, device, order)
+                    for p, order in fixed_candidates(layout, frames, radius)]
+            rows.append(Pattern("full").mask(layout, 1, o.q_block, o.k_block, device))
             table = SparseMask.stack_heads(rows)  # "heads" 0, 1, 2 = the candidates
-            self._tables[key] = dict(mask=table, density=table.density_per_head()[0], frames=frames, radius=radius,
-                                     orders=(FRAME_MAJOR, SPATIAL_MAJOR), sampled={})
-        return self._tables[key]
+            self.memo[key] = dict(mask=table, density=table.density_per_head()[0], frames=frames, radius=radius,
+                                  orders=(FRAME_MAJOR, SPATIAL_MAJOR), sampled={})
+        return self.memo[key]
 
     def _kept(self, t: dict, layout: TokenLayout, rows: torch.Tensor) -> torch.Tensor:
         """bool `[2, R, S]`: the keys (model order) the spatial and temporal candidates keep for the sampled rows."""
         key = tuple(rows.shape)
         if key not in t["sampled"]:
-            blocks = t["mask"].to_blocks()[0]  # [3, nQ, nK]
-            t["sampled"][key] = torch.stack([sampled_keys(blocks[c], order, layout, rows, t["mask"].q_block,
-                                                          t["mask"].k_block) for c, order in enumerate(t["orders"])])
+            t["sampled"][key] = kept_keys(t["mask"], t["orders"], layout, rows)
         return t["sampled"][key]
 
     def choose(self, ctx: PlanContext, probe: Probe) -> torch.Tensor:
@@ -150,29 +135,11 @@ class ProfilePlanner(Planner):
             return torch.full(probe.q.shape[:2], 2, dtype=torch.long, device=probe.q.device)
         t = self.table(ctx.layout, ctx.device)
         rows = probe.sample_rows(o.rows_per_frame)
-        kept = self._kept(t, ctx.layout, rows)  # bool [2, R, S]
-        q, k, v = probe.q, probe.k, probe.v
-        low = q.dtype if q.dtype in (torch.bfloat16, torch.float16) else torch.float32
-        keep = kept.to(low)
-        scale = 1.0 / math.sqrt(q.shape[-1])
+        keep = self._kept(t, ctx.layout, rows)  # bool [2, R, S]
         errors = []
-        for h0 in range(0, q.shape[1], o.head_chunk):
-            hs = slice(h0, min(q.shape[1], h0 + o.head_chunk))
-            scores = (q[:, hs, rows] @ k[:, hs].transpose(-1, -2)).float()  # [B, Hc, R, S]
-            if probe.key_padding is not None:
-                scores.masked_fill_(probe.key_padding[:, None, None, :], float("-inf"))
-            scores -= scores.amax(-1, keepdim=True)
-            e = scores.mul_(scale).exp_().to(low)  # unnormalised probabilities
-            del scores
-            vs = v[:, hs].to(low)
-            exact = (e @ vs).float() / e.float().sum(-1, keepdim=True)  # [B, Hc, R, D]
-            norm = exact.flatten(-2).norm(dim=-1).clamp_min(1e-30)
-            err = []
-            for c in range(keep.shape[0]):
-                ec = e * keep[c]
-                out = (ec @ vs).float() / ec.float().sum(-1, keepdim=True).clamp_min(1e-30)
-                err.append((out - exact).flatten(-2).norm(dim=-1) / norm)
-            errors.append(torch.stack(err, -1))  # [B, Hc, 2]
+        for _, s in sampled_chunks(probe, rows, o.head_chunk):
+            keep = keep.to(s.e.dtype)
+            errors.append(torch.stack([s.error(s.partial(keep[c])[0]) for c in range(keep.shape[0])], -1))
         errors = torch.cat(errors, 1)
         # a large cost weight: the cheapest candidate within the budget, its error only breaking ties; -1: dense
         choice = select(errors, t["density"][:2], o.eps, lam=1e3)
@@ -180,15 +147,14 @@ class ProfilePlanner(Planner):
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         o = self.config.options
-        state = ctx.state if ctx.state is not None else {}
-        sparse_steps = state.get("sparse_steps", 0)
+        state = ctx.state if ctx.state is not None else LayerState()
         t = self.table(ctx.layout, ctx.device)
-        if "choice" not in state or sparse_steps % o.every == 0:
+        if state.plan is None or state.since % o.every == 0:
             choice = self.choose(ctx, probe)  # [B, H]
-            # the plan's group is rebuilt only with the choice: between profiling steps the same mask object runs
-            state["choice"] = choice
-            state["group"] = HeadGroup(range(ctx.heads), "sparse", t["mask"].gather_heads(choice), t["orders"],
-                                       order_index=(choice == 1).long(), labels=LABELS, label_index=choice,
-                                       density=t["density"][choice])
-        state["sparse_steps"] = sparse_steps + 1
-        return AttentionPlan((state["group"],))
+            # the plan is rebuilt only with the choice: between profiling steps the same mask object runs
+            state.plan = AttentionPlan((HeadGroup(range(ctx.heads), "sparse", t["mask"].gather_heads(choice),
+                                                  t["orders"], order_index=(choice == 1).long(), labels=LABELS,
+                                                  label_index=choice, density=t["density"][choice]),))
+            state.since = 0
+        state.since += 1
+        return state.plan

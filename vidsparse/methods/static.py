@@ -72,6 +72,11 @@ class StaticPlanner(Planner):
     def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
         self.file.check(transformer, num_layers, num_heads)
 
+    def reset(self) -> None:
+        super().reset()
+        self._rows.clear()
+        self._info.clear()
+
     def patterns(self, layer: int):
         if layer not in self._layers:
             patterns = self.file.patterns(layer)

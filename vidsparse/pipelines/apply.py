@@ -96,7 +96,12 @@ def _uninstall(install: _Install) -> None:
     from diffusers.hooks import HookRegistry
 
     install.transformer.set_attn_processor(dict(install.original))  # set_attn_processor empties its dict
-    HookRegistry.check_if_exists_or_initialize(install.transformer).remove_hook(HOOK_NAME, recurse=False)
+    registry = HookRegistry.check_if_exists_or_initialize(install.transformer)
+    hook = registry.get_hook(HOOK_NAME)
+    if hook is not None:  # every branch's caches, on the GPU and in pinned host memory, go at once
+        hook.reset_state(install.transformer)
+        registry.remove_hook(HOOK_NAME, recurse=False)
+    install.runtime.release()
 
 
 class SparseHandle:
@@ -140,7 +145,8 @@ class SparseHandle:
         }
 
     def remove(self) -> None:
-        """Put back the processors found at `apply` time and take the step hook off. The report stays readable."""
+        """Put back the processors found at `apply` time, take the step hook off and free every cache (GPU and
+        pinned host memory) and memoised mask. The report stays readable."""
         if self.removed:
             return
         for install in self._installs:
@@ -198,6 +204,8 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
         for install in installs:
             _uninstall(install)
         raise
+    for install in installs:  # Wan 2.2's experts: whichever runs frees the other's caches
+        install.runtime.siblings = [i.runtime for i in installs if i is not install]
     return SparseHandle(installs)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["HUNYUANVIDEO_CP_PLAN", "cp_plan_for", "enable_context_parallel"]
+__all__ = ["HUNYUANVIDEO_CP_PLAN", "cp_plan_for", "enable_context_parallel", "rank_order_to_model_order", "ulysses_attention"]
 
 
 def _hunyuan_plan() -> dict:
@@ -95,3 +95,58 @@ def enable_context_parallel(transformer: torch.nn.Module, degree: int) -> None:
         if processor is not None and hasattr(processor, "_parallel_config"):
             processor._parallel_config = config
     apply_context_parallel(transformer, cp, plan)
+
+
+def ulysses_attention(runtime, layer: int, query, key, value, parallel_config, text_len: int = 0, key_padding=None):
+    """Attention under diffusers' Ulysses context parallelism, as planned; None where it is not supported
+    (the caller runs its stock, parallel dense path).
+
+    Each rank holds S/N tokens of every head, laid out [video_r, text_r] (`text_len` text tokens per rank).
+    diffusers' templated Ulysses op swaps that for all S tokens of H/N heads, in rank order [video_0, text_0,
+    video_1, text_1, ...], calls the op given here, and swaps back. The op permutes those tokens into the
+    model's own order (all video, then all text), where the plan and `key_padding` (`[B, S]`, full length, model
+    order) apply, and runs the runtime's own `attention` on its rank's heads (`head_offset`).
+    """
+    from diffusers.models.attention_dispatch import _templated_context_parallel_attention
+
+    from ..runtime.executor import dense_attention
+
+    cp = parallel_config.context_parallel_config
+    heads = query.shape[2]  # query: [B, S/N, H, D]
+    if cp.ring_degree > 1 or cp.ulysses_anything or heads % cp.ulysses_degree:
+        runtime.fall_back(
+            "sparse attention supports plain Ulysses context parallelism only (no ring, no ulysses_anything, "
+            "heads divisible by the degree): dense attention"
+        )
+        runtime.count_dense(layer, heads)
+        return None
+    world, rank = cp.ulysses_degree, cp._ulysses_local_rank
+    order = rank_order_to_model_order(world, query.shape[1], text_len, query.device)
+    inverse = torch.argsort(order) if order is not None else None
+
+    def forward_op(ctx, q, k, v, *args, **kwargs):  # q, k, v: [B, S, H/N, D], rank order
+        if order is not None:
+            q, k, v = q[:, order], k[:, order], v[:, order]
+        qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        out = runtime.attention(layer, qh, kh, vh, text_len=text_len * world, key_padding=key_padding,
+                                head_offset=rank * qh.shape[1])
+        if out is None:
+            out = dense_attention(qh, kh, vh, key_padding)
+        out = out.transpose(1, 2)
+        return out if inverse is None else out[:, inverse]
+
+    return _templated_context_parallel_attention(
+        query, key, value, forward_op=forward_op, backward_op=None, _parallel_config=parallel_config
+    )
+
+
+def rank_order_to_model_order(world: int, local: int, text_len: int, device) -> torch.Tensor | None:
+    """Index that gathers the Ulysses rank order [video_0, text_0, video_1, text_1, ...] into the
+    model order [video_0, video_1, ..., text_0, text_1, ...]; None when there is no text."""
+    if text_len == 0:
+        return None
+    video = local - text_len
+    starts = torch.arange(world, device=device)[:, None] * local
+    video_idx = (starts + torch.arange(video, device=device)).flatten()
+    text_idx = (starts + video + torch.arange(text_len, device=device)).flatten()
+    return torch.cat([video_idx, text_idx])

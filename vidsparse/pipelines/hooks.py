@@ -5,12 +5,13 @@ of the current CFG branch. The branch is the name of the pipeline's `cache_conte
 "uncond", or CogVideoX's batched "cond_uncond"), None outside a pipeline; the step is the
 context's `step_index` when the pipeline gives one, otherwise the count of forwards of that branch
 since the last reset. Pipelines reset stateful hooks at the end of every call
-(`maybe_free_model_hooks`), so each generation starts at step 0; outside a pipeline, call
-`handle.reset()` between generations.
+(`maybe_free_model_hooks`), so each generation starts at step 0; a step index that goes back (a generation after
+one that raised) resets too. Outside a pipeline, call `handle.reset()` between generations; the runtime also
+clears a layer's state when a call's layout, batch, dtype or padding differs from what it was made for.
 
-Per-layer planner state (profiled choices, cached deltas) lives in a `BranchState` per CFG context, in the
-hook's diffusers `StateManager`, as diffusers' cache hooks keep theirs: the hook hands the current branch's
-state to the runtime before each forward, and a reset drops every branch's state.
+Per-layer state (a planner's plan, cached deltas) lives in a `BranchState` per CFG context, in the hook's
+diffusers `StateManager`, as diffusers' cache hooks keep theirs: the hook hands the current branch's state to
+the runtime before each forward, and a reset drops every branch's state.
 """
 
 from __future__ import annotations
@@ -33,19 +34,25 @@ class StepHook(ModelHook):
         self.runtime = runtime
         self.adapter = adapter
         # diffusers hands cache contexts to the StateManager attributes of stateful hooks
-        self.contexts = StateManager(BranchState)
+        self.contexts = StateManager(BranchState, init_kwargs={"store": runtime.store})
         self.calls: dict[str | None, int] = {}
-        self.outside = BranchState()  # the state of forwards outside any cache context
+        self.outside = runtime.branch_state()  # the state of forwards outside any cache context
 
     def pre_forward(self, module, *args, **kwargs):
-        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
+        self.runtime.take_over()
         context = self.contexts._context
         branch = None if context is None else context.name
         step = self.calls.get(branch, 0)
         if context is not None and context.step_index is not None:
             step = int(context.step_index)
+            if step < self.calls.get(branch, 0) - 1:
+                # the step index went back: a new generation after one that never reached its end (an exception,
+                # Ctrl-C), whose state diffusers did not reset. Nothing of it may be reused.
+                self.reset_state(module)
+                self.contexts.set_context(context)  # the reset cleared it; this call still runs in it
         self.calls[branch] = step + 1
+        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
         self.runtime.step, self.runtime.branch = step, branch
         self.runtime.num_steps = None if context is None else context.num_inference_steps
         self.runtime.state = self.outside if context is None else self.contexts.get_state()

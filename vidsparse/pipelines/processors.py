@@ -18,6 +18,7 @@ from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.embeddings import apply_rotary_emb
 
 from ..runtime.runtime import SparseRuntime
+from .context_parallel import ulysses_attention
 
 __all__ = ["SparseAttnProcessor", "CogVideoXSparseProcessor", "HunyuanVideoSparseProcessor", "WanSparseProcessor"]
 
@@ -40,6 +41,17 @@ class SparseAttnProcessor:
         self.layer = layer
         self.name = name
 
+    def attend_or_stock(self, stock, query, key, value, *, sparse: bool = True, bshd: bool = False, **kwargs):
+        """The planned attention of this call, or `stock()`, the family's own dense call unchanged, where the plan
+        is the stock computation or where sparse attention cannot apply (`sparse=False`: a general attention mask,
+        counted as a dense call)."""
+        out = None
+        if sparse:
+            out = self.attend(query, key, value, bshd=bshd, **kwargs)
+        else:
+            self.runtime.count_dense(self.layer, query.shape[2 if bshd else 1])
+        return stock() if out is None else out
+
     def attend(self, query, key, value, *, text_len: int = 0, key_padding=None, bshd: bool = False):
         """The planned attention of this call, or None for the family's stock dense call.
 
@@ -55,7 +67,8 @@ class SparseAttnProcessor:
                 )
                 runtime.count_dense(self.layer, query.shape[1])
                 return None
-            return runtime.ulysses(self.layer, query, key, value, self._parallel_config, text_len, key_padding)
+            return ulysses_attention(runtime, self.layer, query, key, value, self._parallel_config, text_len,
+                                     key_padding)
         if bshd:
             out = runtime.attention(self.layer, query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
                                     text_len=text_len, key_padding=key_padding)
@@ -104,15 +117,11 @@ class CogVideoXSparseProcessor(SparseAttnProcessor):
             if not attn.is_cross_attention:
                 key[:, :, text_seq_length:] = apply_rotary_emb(key[:, :, text_seq_length:], image_rotary_emb)
 
-        hidden_states = None
-        if attention_mask is None:
-            hidden_states = self.attend(query, key, value, text_len=text_seq_length)
-        else:
-            self.runtime.count_dense(self.layer, attn.heads)
-        if hidden_states is None:
-            hidden_states = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-            )
+        hidden_states = self.attend_or_stock(
+            lambda: F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0,
+                                                   is_causal=False),
+            query, key, value, sparse=attention_mask is None, text_len=text_seq_length,
+        )
 
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
         hidden_states = attn.to_out[0](hidden_states)
@@ -167,16 +176,12 @@ class HunyuanVideoSparseProcessor(SparseAttnProcessor):
         # 5. Attention; under context parallelism the mask is the full-length one (vidsparse's CP plan keeps it whole)
         world = 1 if self._parallel_config is None else self._parallel_config.context_parallel_config.ulysses_degree
         key_padding = _hunyuan_key_padding(attention_mask, query.shape[0], query.shape[1] * world)
-        hidden_states = None
-        if key_padding is not False:
-            hidden_states = self.attend(query, key, value, text_len=text_len, key_padding=key_padding, bshd=True)
-        else:
-            self.runtime.count_dense(self.layer, attn.heads)
-        if hidden_states is None:
-            hidden_states = dispatch_attention_fn(
-                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
-                backend=self._attention_backend, parallel_config=self._parallel_config,
-            )
+        hidden_states = self.attend_or_stock(
+            lambda: dispatch_attention_fn(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+                                          backend=self._attention_backend, parallel_config=self._parallel_config),
+            query, key, value, sparse=key_padding is not False, bshd=True, text_len=text_len,
+            key_padding=key_padding,
+        )
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.to(query.dtype)
         return self._hunyuan_out(attn, hidden_states, encoder_hidden_states, text_len)
@@ -243,16 +248,11 @@ class WanSparseProcessor(SparseAttnProcessor):
             query = _wan_rotary(query, *rotary_emb)
             key = _wan_rotary(key, *rotary_emb)
 
-        hidden_states = None
-        if attention_mask is None:
-            hidden_states = self.attend(query, key, value, bshd=True)
-        else:
-            self.runtime.count_dense(self.layer, attn.heads)
-        if hidden_states is None:
-            hidden_states = dispatch_attention_fn(
-                query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
-                backend=self._attention_backend, parallel_config=self._parallel_config,
-            )
+        hidden_states = self.attend_or_stock(
+            lambda: dispatch_attention_fn(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
+                                          backend=self._attention_backend, parallel_config=self._parallel_config),
+            query, key, value, sparse=attention_mask is None, bshd=True,
+        )
         hidden_states = hidden_states.flatten(2, 3)
         hidden_states = hidden_states.type_as(query)
         hidden_states = attn.to_out[0](hidden_states)
