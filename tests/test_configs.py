@@ -118,8 +118,10 @@ def test_overrides_apply_and_parse_types():
     ])
     assert cfg.generate.num_inference_steps == 30 and cfg.generate.guidance_scale == 4.5
     assert cfg.generate.height == 480  # untouched keys keep the file's values
-    assert method_config(cfg, "spatial") == SparseConfig.make(method="spatial", frames=2, warmup_steps=12)
-    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3)
+    # schedules are stated for the config's own step count
+    assert method_config(cfg, "spatial") == SparseConfig.make(method="spatial", frames=2, warmup_steps=12,
+                                                              schedule_steps=30)
+    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3, schedule_steps=30)
     assert load_model_config("cogvideox-5b").methods.spatial.frames == 1  # the shipped file is unchanged
 
 
@@ -205,4 +207,4 @@ def test_an_override_that_names_no_key_lists_the_valid_keys(override, match):
 
 def test_an_override_can_define_a_new_method_by_its_method_field():
     cfg = load_model_config("cogvideox-5b", ["methods.wide.method=spatial", "methods.wide.frames=3"])
-    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3)
+    assert method_config(cfg, "wide") == SparseConfig.make(method="spatial", frames=3, schedule_steps=50)

@@ -448,3 +448,26 @@ def test_wan22_keeps_at_most_one_experts_cache_alive():
     assert alive and all(first_bytes == 0 for first_bytes, _ in alive)  # the first expert's caches were freed
     assert alive[-1][1] > 0  # while the second's are in use
     handle.remove()
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "wan"])
+def test_the_schedule_follows_the_pipelines_step_count(family):
+    """Refresh steps stated for 2 steps land at 0 and 2 of a 4-step generation: Wan's cache context says how many
+    steps there are, CogVideoX's scheduler does (issue 23, defect 1). A transformer alone cannot know: as stated."""
+    pipe = cogvideox_pipeline() if family == "cogvideox" else wan_pipeline()
+    config = SparseConfig.make("delta", top_keys=0.3, refresh_steps=[0, 1], schedule_steps=2, q_block=16,
+                               voxel=(1, 2, 4), rows_per_block=8, backend="reference")
+    handle = vidsparse.apply(pipe, config)
+    _generate(pipe, family, num_inference_steps=4)
+    schedule = handle.runtimes[0].report()["schedule"]
+    assert schedule["refreshed_at"] == [0, 2]
+    assert schedule["ran"] == [{"num_steps": 4, "stated_for": 2, "warmup_steps": 0, "refresh_steps": [0, 2],
+                                "refresh_every": 0}]
+    handle.remove()
+    model, inputs = _family("wan")
+    handle = vidsparse.apply(model, config)
+    _run(model, inputs)
+    _run(model, inputs)
+    schedule = handle.runtimes[0].report()["schedule"]
+    assert schedule["refreshed_at"] == [0, 1] and "was not seen" in schedule["ran"][0]["note"]
+    handle.remove()

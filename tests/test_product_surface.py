@@ -96,6 +96,38 @@ def test_warmup_scales_with_steps_and_a_dense_throughout_run_says_so(caplog):
     assert plan_method(cfg, "dense", 1).notes == []
 
 
+@pytest.mark.parametrize(("steps", "refreshes"), [(30, [0, 2, 6, 24]), (100, [0, 5, 20, 80])])
+def test_refreshes_land_where_the_scaled_schedule_says(steps, refreshes, tmp_path, monkeypatch, capsys):
+    """tiny-cogvideox's delta refreshes at 0, 1, 4 and 16 of its 20 steps; --steps scales them (issue 23, 1)."""
+    from vidsparse.app import generate
+    from vidsparse.runtime.runtime import SparseRuntime
+
+    ran, reports, record, run_method = set(), [], SparseRuntime.record, generate.run_method
+
+    def recording(self, layer, plan, heads, device):
+        if plan is not None and any(g.mode == "refresh" for g in plan.groups):
+            ran.add(self.step)
+        return record(self, layer, plan, heads, device)
+
+    def running(*args, **kwargs):
+        result = run_method(*args, **kwargs)
+        reports.append(result.report)
+        return result
+
+    monkeypatch.setattr(SparseRuntime, "record", recording)
+    monkeypatch.setattr(generate, "run_method", running)
+    small = [*SMALL[:2], "--steps", str(steps), *SMALL[4:]]
+    # the PyTorch reference, not the Triton interpreter: a hundred steps in seconds
+    assert main(["generate", *small, "--method", "delta", "--out", str(tmp_path), "methods.delta.backend=reference"]) == 0
+    assert sorted(ran) == refreshes
+    schedule = reports[0]["transformers"][0]["schedule"]  # the report states the schedule that ran
+    assert schedule["refreshed_at"] == refreshes
+    assert schedule["ran"] == [{"num_steps": steps, "stated_for": steps, "warmup_steps": 0, "refresh_steps": refreshes,
+                                "refresh_every": 0}]
+    assert f"refresh_steps scaled with the steps: 0, 1, 4, 16 of 20 become {', '.join(map(str, refreshes))} of " \
+           f"{steps}" in capsys.readouterr().out
+
+
 def test_compare_on_cpu_reports_fallback_speed_and_dense_throughout(tmp_path, capsys):
     assert main(["compare", *SMALL, "--method", "spatial", "--out", str(tmp_path),
                  "methods.spatial.warmup_steps=2"]) == 0

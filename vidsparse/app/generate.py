@@ -123,9 +123,10 @@ class MethodPlan:
 
     Attributes:
         name: the config's method name.
-        config: the SparseConfig; its warm-up scaled to this run's step count when --steps differs from the
-            config's own (`round(warmup_steps * steps / config_steps)`).
-        notes: sentences for the terminal and the report (a scaled warm-up, a run that stays dense throughout).
+        config: the SparseConfig; its step schedule (warm-up, refresh steps, periods) scaled to this run's step
+            count when --steps differs from the config's own (`SparseConfig.for_steps`: `round(s * steps /
+            config_steps)`), except the fields an override sets.
+        notes: sentences for the terminal and the report (a scaled schedule, a run that stays dense throughout).
         dense_throughout: a sparse method whose warm-up covers every step: it ran dense.
     """
 
@@ -138,8 +139,9 @@ class MethodPlan:
 def plan_method(cfg, name: str, steps: int | None, overrides=()) -> MethodPlan:
     """The `MethodPlan` of method `name` of `cfg` for a run of `steps` denoising steps (None: the config's).
 
-    The config's warm-up steps are stated for its own `generate.num_inference_steps`; when the run has a different
-    step count, the warm-up keeps its share of the steps, unless an override sets `methods.NAME.warmup_steps`.
+    The config's step schedule is stated for its own `generate.num_inference_steps` (the method's
+    `schedule_steps`); when the run has a different step count, each step keeps its share of the steps, unless an
+    override sets that field (`methods.NAME.warmup_steps=15` is stated for the run's own steps).
     """
     from .configs import method_config
 
@@ -148,21 +150,29 @@ def plan_method(cfg, name: str, steps: int | None, overrides=()) -> MethodPlan:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     plan = MethodPlan(name, config)
-    config_steps = cfg.generate.get("num_inference_steps")
-    steps = steps or config_steps
+    steps = steps or config.schedule_steps
     if config.method == "dense" or steps is None:
         return plan
-    explicit = any(o.split("=", 1)[0] == f"methods.{name}.warmup_steps" for o in overrides)
-    if config_steps and steps != config_steps and config.warmup_steps and not explicit:
-        scaled = round(config.warmup_steps * steps / config_steps)
-        plan.notes.append(f"warm-up scaled with the steps: {config.warmup_steps} dense steps of {config_steps} "
-                          f"become {scaled} of {steps}")
-        plan.config = config = config.replace(warmup_steps=scaled)
+    if config.schedule_steps and steps != config.schedule_steps:
+        explicit = {o.split("=", 1)[0].split(".")[-1] for o in overrides
+                    if o.split("=", 1)[0].startswith(f"methods.{name}.")}
+        stated, scaled = config.schedule, config.for_steps(steps)
+        kept = {k: getattr(config, k) for k in stated if k in explicit and k != "stated_for"}
+        scaled = scaled.replace(**kept) if kept else scaled
+        of = config.schedule_steps
+        for k, v in stated.items():
+            now = scaled.schedule[k]
+            if k == "stated_for" or now == v:
+                continue
+            plan.notes.append(f"warm-up scaled with the steps: {v} dense steps of {of} become {now} of {steps}"
+                              if k == "warmup_steps" else
+                              f"{k} scaled with the steps: {_steps_text(v)} of {of} become {_steps_text(now)} of {steps}")
+        plan.config = config = scaled
     if config.warmup_steps >= steps:
         plan.dense_throughout = True
         plan.notes.append(f"ran dense throughout: its {config.warmup_steps} warm-up steps cover all {steps} steps "
                           f"(set methods.{name}.warmup_steps lower, or run more --steps)")
-        if steps != config_steps:  # with the config's own steps, vidsparse.app.configs has warned already
+        if steps != cfg.generate.get("num_inference_steps"):  # with the config's own, configs has warned already
             logger.warning("method %s: %s", name, plan.notes[-1])
     patterns = getattr(config.options, "patterns", None)  # the static method's pattern file
     if patterns and not Path(patterns).is_file():
@@ -170,6 +180,10 @@ def plan_method(cfg, name: str, steps: int | None, overrides=()) -> MethodPlan:
                        f"`vidsparse search --out {patterns}`, or name a shipped one (methods.{name}.patterns="
                        "yardstick)")
     return plan
+
+
+def _steps_text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def _prompts(args) -> list[str]:
@@ -519,8 +533,9 @@ def add_parsers(sub, common) -> None:
             "(optionally a GIF and PNG frames), and print the realised attention density and the time.\n"
             "Methods are the config's presets (listed below): dense, spatial (own frame +-N), temporal (own\n"
             "position in every frame), static (each head's searched pattern); text tokens always stay dense.\n"
-            "A preset's warm-up (its first dense steps) keeps its share of the steps when --steps differs from\n"
-            "the config's; a sparse method whose warm-up covers every step runs dense, and says so."
+            "A preset's step schedule (its warm-up, refresh steps and periods) keeps its share of the steps when\n"
+            "--steps differs from the config's; a sparse method whose warm-up covers every step runs dense, and\n"
+            "says so."
         ),
         epilog=(
             presets + "\n\n"

@@ -59,6 +59,11 @@ class Planner:
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         return AttentionPlan.dense(ctx.heads)
 
+    def scheduled(self, ctx: PlanContext):
+        """The options with their step schedule scaled to this generation's step count (`ctx.num_steps`, where the
+        pipeline says; see `SparseConfig.for_steps`). Planners read refresh steps and periods from here."""
+        return self.config.for_steps(ctx.num_steps).options
+
     def reset(self) -> None:
         """Forget what was derived from the last generation's layouts (called between generations)."""
         self.memo.clear()

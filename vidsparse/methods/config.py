@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ class SparseConfig:
         warmup_layers: the first L replaced layers run dense at every step.
         backend: how sparse attention runs; one of `BACKENDS`.
         options: the method's options dataclass (None: its defaults). Its fields read through as attributes.
+        schedule_steps: the denoising step count that the step schedules are stated for: `warmup_steps` and the
+            options named in the options class's `STEP_FIELDS` (delta's `refresh_steps`, hybrid's `every`, ...).
+            Where a generation's real step count is known (the pipeline's `num_inference_steps`, or the CLI's
+            `--steps`), they are scaled to it (`for_steps`). None: they are step numbers, taken as stated.
 
     Text keys and text queries always stay dense.
     """
@@ -52,6 +57,7 @@ class SparseConfig:
     warmup_layers: int = 0
     backend: str = "auto"
     options: Any = None
+    schedule_steps: int | None = None
 
     def __post_init__(self):
         options_cls = method_options(self.method)
@@ -59,6 +65,10 @@ class SparseConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0; got {value!r}")
+        value = self.schedule_steps
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"schedule_steps must be an int >= 1 (the step count the schedule is stated for) or "
+                             f"None; got {value!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}; got {self.backend!r}")
         if self.options is None:
@@ -116,6 +126,26 @@ class SparseConfig:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return PRESETS[name]
 
+    def for_steps(self, num_steps: int | None) -> "SparseConfig":
+        """This config with its step schedule scaled to a generation of `num_steps` steps (see `schedule_steps`):
+        each step number `s` becomes `round(s * num_steps / schedule_steps)` (a list of steps stays as many distinct
+        steps: each at least one after the one before), each period (`refresh_every`, `every`) likewise but at
+        least 1 (a period of 0, "never", stays 0). The result is stated for `num_steps`. Unchanged where
+        `num_steps` or `schedule_steps` is None, or they are equal.
+
+            >>> delta = SparseConfig.make("delta", refresh_steps=[0, 1, 10, 40], schedule_steps=50)
+            >>> delta.for_steps(30).refresh_steps, delta.for_steps(100).refresh_steps
+            ((0, 1, 6, 24), (0, 2, 20, 80))
+        """
+        return _for_steps(self, num_steps)
+
+    @property
+    def schedule(self) -> dict:
+        """The step schedule as stated: `{"stated_for": schedule_steps, "warmup_steps": ..., **STEP_FIELDS}`."""
+        fields = getattr(type(self.options), "STEP_FIELDS", ())
+        return {"stated_for": self.schedule_steps, "warmup_steps": self.warmup_steps,
+                **{name: _jsonable(getattr(self.options, name)) for name in fields}}
+
     def replace(self, **changes) -> "SparseConfig":
         """A copy with shared fields or method options changed (a new `method` resets the options)."""
         if "method" in changes and changes["method"] != self.method:
@@ -126,20 +156,49 @@ class SparseConfig:
         return {k: getattr(self, k) for k in SHARED_FIELDS}
 
 
+def _scale(value, num_steps: int, stated_for: int, period: bool):
+    if isinstance(value, tuple):  # step numbers: scaled, and distinct steps stay distinct (0, 1 stays 0, 1)
+        out: list[int] = []
+        for v in sorted(set(value)):
+            out.append(max(_scale(v, num_steps, stated_for, False), out[-1] + 1 if out else 0))
+        return tuple(out)
+    scaled = round(value * num_steps / stated_for)
+    return max(1, scaled) if period and value else scaled
+
+
+@functools.lru_cache(maxsize=256)
+def _for_steps(config: SparseConfig, num_steps: int | None) -> SparseConfig:
+    stated_for = config.schedule_steps
+    if num_steps is None or stated_for is None or num_steps == stated_for:
+        return config
+    step_fields = getattr(type(config.options), "STEP_FIELDS", ())
+    options = dataclasses.replace(config.options, **{
+        name: _scale(getattr(config.options, name), num_steps, stated_for, not name.endswith("_steps"))
+        for name in step_fields})
+    return dataclasses.replace(config, warmup_steps=_scale(config.warmup_steps, num_steps, stated_for, False),
+                               options=options, schedule_steps=num_steps)
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
 class _Presets(dict):
     """Named presets, built on first read (building one imports the planners)."""
 
+    # Every step schedule here (warm-ups, refresh steps, periods) is stated for 50 steps, scaled to the real count.
     _ITEMS = {
         "dense": {},
         # Sparse VideoGen's defaults: dense for the first quarter of 50 steps, then fixed windows.
-        "spatial": {"method": "spatial", "frames": 1, "warmup_steps": 12},
-        "temporal": {"method": "temporal", "radius": 0, "warmup_steps": 12},
+        "spatial": {"method": "spatial", "frames": 1, "warmup_steps": 12, "schedule_steps": 50},
+        "temporal": {"method": "temporal", "radius": 0, "warmup_steps": 12, "schedule_steps": 50},
         # Sparse VideoGen's online profiling: warm-up 25% of 50 steps, first two layers dense, 25% computed.
-        "profile": {"method": "profile", "fraction": 0.25, "warmup_steps": 12, "warmup_layers": 2},
+        "profile": {"method": "profile", "fraction": 0.25, "warmup_steps": 12, "warmup_layers": 2,
+                    "schedule_steps": 50},
         # Chipmunk: refresh at steps 0, 1, 10 and 40 of 50, 5% of the keys recomputed between.
-        "delta": {"method": "delta", "top_keys": 0.05},
+        "delta": {"method": "delta", "top_keys": 0.05, "schedule_steps": 50},
         # per head the cheapest of spatial, temporal, a cached delta and dense within eps 0.2; delta's schedule
-        "hybrid": {"method": "hybrid", "eps": 0.2},
+        "hybrid": {"method": "hybrid", "eps": 0.2, "schedule_steps": 50},
     }
 
     def _fill(self):

@@ -17,6 +17,9 @@ and the merge keeps every row's weights summing to one.
 
 Refreshes: at `refresh_steps` (Chipmunk's defaults on HunyuanVideo: 0, 1, 10 and 40 of 50), every `refresh_every`
 steps if set, and wherever a layer has no cache yet. `layers` restricts deltas to some layers (the others dense).
+With `SparseConfig.schedule_steps` set (the presets: 50), `refresh_steps` and `refresh_every` are stated for that
+many steps and scaled to the generation's own (`PlanContext.num_steps`; `SparseConfig.for_steps`), and the report's
+"schedule" says where the refreshes ran.
 
 Memory: a layer's cache is `o_rest` (B x H x S x D, the input dtype), `lse_rest` and the columns; at HunyuanVideo 720p
 about 0.7 GB in bf16 per layer. `cache_budget` bytes stay on the GPU; later layers go to pinned host memory, copied
@@ -32,6 +35,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .config import SparseConfig
 from .registry import register_method
@@ -57,6 +61,8 @@ class DeltaOptions:
         cache_budget: bytes of cache kept on the GPU (None: no limit); the rest goes to host memory.
         host_budget: bytes of pinned host memory for offloaded caches (None: no limit); past it a layer runs dense.
     """
+
+    STEP_FIELDS: ClassVar[tuple[str, ...]] = ("refresh_steps", "refresh_every")  # scaled with the step count
 
     top_keys: float = 0.05
     refresh_steps: tuple[int, ...] = (0, 1, 10, 40)
@@ -103,8 +109,9 @@ class DeltaPlanner(Planner):
         self.spec = DeltaSpec(o.top_keys, o.q_block, o.rows_per_block)
 
     def refreshes(self, ctx: PlanContext) -> bool:
-        """Whether this call refreshes: at a refresh step, every `refresh_every` steps, or without a cache."""
-        o = self.config.options
+        """Whether this call refreshes: at a refresh step, every `refresh_every` steps, or without a cache (the
+        schedule scaled to this generation's step count)."""
+        o = self.scheduled(ctx)
         return (ctx.step in o.refresh_steps or ctx.state.delta is None
                 or bool(o.refresh_every and ctx.step % o.refresh_every == 0))
 

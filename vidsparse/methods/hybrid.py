@@ -40,6 +40,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -88,6 +89,8 @@ class HybridOptions:
             keep one chunk's scores within 2**27 floats, so small models score every head in a few launches).
         q_block, k_block: mask block sizes (q_block is also the delta candidate's query block).
     """
+
+    STEP_FIELDS: ClassVar[tuple[str, ...]] = ("refresh_steps", "refresh_every", "every")  # scaled with the steps
 
     eps: float = 0.2
     density: float | None = None
@@ -168,7 +171,8 @@ class HybridPlanner(Planner):
         # every mask is stated in one block size: the pattern file's where there is one
         self.q_block, self.k_block = (self.static.q_block, self.static.k_block) if self.static else (o.q_block, o.k_block)
         self.uses_delta = o.force == "delta" if o.force else "delta" in o.active
-        self.delta = DeltaPlanner(SparseConfig(method="delta", backend=config.backend, options=o.delta_options()))
+        self.delta = DeltaPlanner(SparseConfig(method="delta", backend=config.backend, options=o.delta_options(),
+                                               schedule_steps=config.schedule_steps))
         self.choices = 0  # choosing calls, for the report
 
     @property
@@ -366,7 +370,7 @@ class HybridPlanner(Planner):
             if not state.uncached and self.delta.refreshes(ctx):
                 state.plan = None  # choose again after the refresh
                 return self.delta.plan(ctx, probe)
-        if state.plan is None or state.since % o.every == 0:
+        if state.plan is None or state.since % self.scheduled(ctx).every == 0:
             state.plan, state.since = self.build(ctx, self.choose(ctx, probe)), 0
         state.since += 1
         entry = state.delta

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -58,6 +59,8 @@ class ProfileOptions:
         q_block, k_block: mask block sizes in tokens (powers of two >= 16).
         head_chunk: heads scored at a time (memory: B x head_chunk x rows x S floats).
     """
+
+    STEP_FIELDS: ClassVar[tuple[str, ...]] = ("every",)  # scaled with the step count
 
     fraction: float = 0.25
     frames: int | None = None
@@ -146,10 +149,9 @@ class ProfilePlanner(Planner):
         return torch.where(choice < 0, 2, choice)
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
-        o = self.config.options
         state = ctx.state if ctx.state is not None else LayerState()
         t = self.table(ctx.layout, ctx.device)
-        if state.plan is None or state.since % o.every == 0:
+        if state.plan is None or state.since % self.scheduled(ctx).every == 0:
             choice = self.choose(ctx, probe)  # [B, H]
             # the plan is rebuilt only with the choice: between profiling steps the same mask object runs
             state.plan = AttentionPlan((HeadGroup(range(ctx.heads), "sparse", t["mask"].gather_heads(choice),

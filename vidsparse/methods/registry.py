@@ -21,7 +21,7 @@ from dataclasses import dataclass
 __all__ = ["BUILTIN_METHODS", "METHODS", "SHARED_FIELDS", "lookup", "method_options", "register_method"]
 
 # Fields that every method shares (`SparseConfig`); a method's options may not redefine them.
-SHARED_FIELDS = ("method", "warmup_steps", "warmup_layers", "backend")
+SHARED_FIELDS = ("method", "warmup_steps", "warmup_layers", "backend", "schedule_steps")
 
 # The built-in methods and the module that registers each one.
 BUILTIN_METHODS = {

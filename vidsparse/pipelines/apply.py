@@ -62,7 +62,8 @@ class _Install:
     runtime: SparseRuntime
 
 
-def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None) -> tuple[dict, _Install]:
+def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None,
+             scheduler=None) -> tuple[dict, _Install]:
     from diffusers.hooks import HookRegistry
 
     adapter = adapter_for(transformer)
@@ -86,7 +87,7 @@ def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None) -
     bind = getattr(runtime.planner, "bind", None)  # optional for a planner given to apply()
     if bind is not None:
         bind(transformer, layer, getattr(transformer.config, "num_attention_heads", None))
-    hook = StepHook(runtime, adapter)
+    hook = StepHook(runtime, adapter, scheduler)
     hook.original_processors = original  # what remove() puts back, however vidsparse was installed
     registry.register_hook(hook, HOOK_NAME)
     return processors, _Install(transformer, original, runtime)
@@ -194,10 +195,11 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
         >>> handle.remove()
     """
     cfg = _as_config(config)
+    scheduler = None if isinstance(target, torch.nn.Module) else getattr(target, "scheduler", None)
     installs = []
     try:
         for transformer in _transformers(target):
-            processors, install = _install(transformer, cfg, planner)
+            processors, install = _install(transformer, cfg, planner, scheduler)
             installs.append(install)
             transformer.set_attn_processor(processors)
     except Exception:

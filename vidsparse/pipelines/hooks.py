@@ -12,6 +12,10 @@ clears a layer's state when a call's layout, batch, dtype or padding differs fro
 Per-layer state (a planner's plan, cached deltas) lives in a `BranchState` per CFG context, in the hook's
 diffusers `StateManager`, as diffusers' cache hooks keep theirs: the hook hands the current branch's state to
 the runtime before each forward, and a reset drops every branch's state.
+
+The generation's step count (`PlanContext.num_steps`, to which step schedules are scaled) is the cache context's
+`num_inference_steps` where the pipeline gives one (Wan), else that of the pipeline's scheduler where `apply` was
+given the pipeline, else unknown.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ HOOK_NAME = "vidsparse_step"
 class StepHook(ModelHook):
     _is_stateful = True
 
-    def __init__(self, runtime: SparseRuntime, adapter: ModelAdapter):
+    def __init__(self, runtime: SparseRuntime, adapter: ModelAdapter, scheduler=None):
         super().__init__()
         self.runtime = runtime
         self.adapter = adapter
+        self.scheduler = scheduler  # the pipeline's, where apply() was given one: its step count after set_timesteps
         # diffusers hands cache contexts to the StateManager attributes of stateful hooks
         self.contexts = StateManager(BranchState, init_kwargs={"store": runtime.store})
         self.calls: dict[str | None, int] = {}
@@ -54,9 +59,17 @@ class StepHook(ModelHook):
         hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
         self.runtime.step, self.runtime.branch = step, branch
-        self.runtime.num_steps = None if context is None else context.num_inference_steps
+        self.runtime.num_steps = self.num_steps(context)
         self.runtime.state = self.outside if context is None else self.contexts.get_state()
         return args, kwargs
+
+    def num_steps(self, context) -> int | None:
+        """The generation's denoising steps: the cache context's `num_inference_steps` (Wan), else the pipeline
+        scheduler's (set by `set_timesteps` before the loop), else None (the schedule runs as stated)."""
+        if context is not None and context.num_inference_steps is not None:
+            return int(context.num_inference_steps)
+        steps = getattr(self.scheduler, "num_inference_steps", None)
+        return steps if isinstance(steps, int) and steps > 0 else None
 
     def reset_state(self, module):
         self.calls.clear()

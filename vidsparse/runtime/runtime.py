@@ -80,6 +80,8 @@ class SparseRuntime:
     layers: dict[int, LayerStats] = field(default_factory=dict)
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> calls
     sparse_steps: dict[tuple, int] = field(default_factory=dict)  # (branch, step) -> sparse calls
+    refreshed: set = field(default_factory=set)  # steps where some layer refreshed a cached delta
+    schedules: dict = field(default_factory=dict)  # a generation's step count (None: not seen) -> its config
     executor: Executor | None = None
     siblings: list = field(default_factory=list, repr=False)  # the other experts' runtimes (Wan 2.2)
     _rows: dict = field(default_factory=dict, repr=False)
@@ -135,7 +137,8 @@ class SparseRuntime:
                 f"the latent grid {self.grid} does not match {q.shape[2] - text_len} video tokens: dense attention"
             )
             return None, None, None
-        cfg = self.config
+        cfg = self.config.for_steps(self.num_steps)  # the schedule scaled to this generation's steps
+        self.schedules.setdefault(self.num_steps, cfg)
         if self.step < cfg.warmup_steps or layer < cfg.warmup_layers:
             return None, layout, None
         stamp = Stamp(layout, q.shape[0], q.dtype, key_padding is not None, self.generation)
@@ -153,6 +156,8 @@ class SparseRuntime:
         self.layers.setdefault(layer, LayerStats()).add_plan(plan, device)
         key = (self.branch, self.step)
         self.sparse_steps[key] = self.sparse_steps.get(key, 0) + 1
+        if any(g.mode == "refresh" for g in plan.groups):
+            self.refreshed.add(self.step)
 
     @torch.compiler.disable
     def attention(self, layer: int, q, k, v, *, text_len: int = 0, key_padding=None,
@@ -234,4 +239,17 @@ class SparseRuntime:
                 self.sparse_steps.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))},
             "fallbacks": sorted(self.fallbacks),
             "planner": planner,
+            "schedule": self.schedule_report(),
         }
+
+    def schedule_report(self) -> dict:
+        """The step schedule that ran: per generation step count, the warm-up and the method's step fields as
+        scaled to it (`SparseConfig.for_steps`), and the steps where a cached delta was refreshed."""
+        ran = []
+        for num_steps, cfg in self.schedules.items():
+            entry = {"num_steps": num_steps, **cfg.schedule, "stated_for": self.config.schedule_steps}
+            if num_steps is None and self.config.schedule_steps is not None:
+                entry["note"] = (f"the generation's step count was not seen: the schedule ran as stated for "
+                                 f"{self.config.schedule_steps} steps")
+            ran.append(entry)
+        return {"ran": ran, "refreshed_at": sorted(self.refreshed)}

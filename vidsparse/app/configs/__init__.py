@@ -10,8 +10,9 @@ that a pip-installed vidsparse finds it without the repository. A file has three
 - `generate`: keyword arguments of the pipeline call (height, width, num_frames, num_inference_steps,
   guidance_scale, ...), plus `fps` (of the written video) and `dtype` (to load the weights in), which are not call
   arguments. `call_kwargs(cfg)` gives the call arguments alone.
-- `methods`: named method presets, each the fields of a `vidsparse.SparseConfig`. Warm-up steps are stated for
-  the config's own step count; change them with the steps. A "static" method's `patterns` is a path, or the name of
+- `methods`: named method presets, each the fields of a `vidsparse.SparseConfig`. Step schedules (warm-up steps,
+  refresh steps, periods) are stated for the config's own step count, `generate.num_inference_steps`, which becomes
+  each method's `schedule_steps` unless it states its own; a run of another step count scales them. A "static" method's `patterns` is a path, or the name of
   a pattern file shipped in `vidsparse/search/patterns/` (`search_config` and `resolve_patterns`).
 - `search` (optional): `vidsparse search` defaults: the fields of `vidsparse.search.SearchConfig`, plus the
   calibration `prompts` (a list) and `seeds`.
@@ -28,7 +29,7 @@ Example::
     >>> cfg.generate.num_inference_steps, cfg.generate.height
     (30, 480)
     >>> method_config(cfg, "spatial")
-    SparseConfig(method='spatial', warmup_steps=12, warmup_layers=0, backend='auto', options=SpatialOptions(frames=2, q_block=128, k_block=128))
+    SparseConfig(method='spatial', warmup_steps=12, warmup_layers=0, backend='auto', options=SpatialOptions(frames=2, q_block=128, k_block=128), schedule_steps=30)
     >>> sorted(call_kwargs(cfg))[:3]
     ['guidance_scale', 'height', 'num_frames']
 """
@@ -242,11 +243,13 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
             values["patterns"] = str(resolve_patterns(values["patterns"]))
         except ModelConfigError:
             pass  # a file still to be written by `vidsparse search`: the static method says so when it loads
+    steps = cfg.generate.get("num_inference_steps")
+    if values.get("method", "dense") != "dense" and values.get("schedule_steps") is None:
+        values["schedule_steps"] = steps  # the schedule is stated for the config's own step count
     try:
         sparse = SparseConfig.from_dict(values)
     except ValueError as exc:
         raise ModelConfigError(f"methods.{name}: {exc}") from exc
-    steps = cfg.generate.get("num_inference_steps")
     if sparse.method != "dense" and steps is not None and sparse.warmup_steps >= steps:
         logger.warning(
             "methods.%s: warmup_steps %d >= num_inference_steps %d, so every step runs dense",
