@@ -471,3 +471,35 @@ def test_the_schedule_follows_the_pipelines_step_count(family):
     schedule = handle.runtimes[0].report()["schedule"]
     assert schedule["refreshed_at"] == [0, 1] and "was not seen" in schedule["ran"][0]["note"]
     handle.remove()
+
+
+def test_a_custom_loop_calling_cond_and_uncond_separately_keeps_their_caches_apart():
+    """Outside a cache context, cond and uncond at one step are two branches, not two steps (issue 23, defect 2):
+    the loop gives what the same loop inside `cache_context("cond")` / `("uncond")` gives."""
+    model = wan_transformer()
+    config = SparseConfig.make("delta", top_keys=0.3, refresh_steps=[0], q_block=16, voxel=(1, 2, 4),
+                               rows_per_block=8, backend="reference")
+    cond, uncond = (wan_inputs(model, batch=1, seed=s)["encoder_hidden_states"] for s in (1, 2))
+
+    def loop(contexts: bool):
+        outs = []
+        with vidsparse.apply(model, config) as handle, torch.no_grad():
+            for step in range(3):
+                latents = wan_inputs(model, batch=1, seed=10 + step)["hidden_states"]
+                t = torch.tensor([900.0 - 300 * step])
+                for name, text in (("cond", cond), ("uncond", uncond)):
+                    if contexts:
+                        with model.cache_context(name, step_index=step):
+                            outs.append(model(hidden_states=latents, timestep=t, encoder_hidden_states=text,
+                                              return_dict=False)[0])
+                    else:
+                        outs.append(model(hidden_states=latents, timestep=t, encoder_hidden_states=text,
+                                          return_dict=False)[0])
+            report = handle.report()
+        return outs, report
+
+    inside, _ = loop(contexts=True)
+    outside, report = loop(contexts=False)
+    assert sorted(report["sparse_calls_per_step"]) == ["0", "1", "2", "call2:0", "call2:1", "call2:2"]
+    for a, b in zip(inside, outside):
+        assert torch.equal(a, b)
