@@ -174,6 +174,7 @@ def block_sparse_attention(
     key_padding_mask: torch.Tensor | None = None,
     return_lse: bool = False,
     config: KernelConfig | None = None,
+    out_dtype: torch.dtype | None = None,
 ):
     """Block-sparse attention forward: softmax(scale * q k^T) v over the key blocks `mask` selects.
 
@@ -186,9 +187,11 @@ def block_sparse_attention(
         return_lse: also return the float32 natural-log log-sum-exp `[B, H, S]` of each row,
             -inf for a row that selects no key, so that partial attentions can be merged.
         config: override the shipped tile configuration (benchmarks and tuning).
+        out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
+            accumulator unrounded (the delta refresh subtracts two outputs, and their rounding would be amplified).
 
     Returns:
-        `o` `[B, H, S, D]` in the input dtype (zeros for a row that selects no key), or `(o, lse)`.
+        `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row that selects no key), or `(o, lse)`.
 
     Example::
 
@@ -196,6 +199,8 @@ def block_sparse_attention(
         >>> o = block_sparse_attention(q, k, v, mask)
     """
     validate_inputs(q, k, v, mask, key_padding_mask, need_kernel=True)
+    if out_dtype not in (None, q.dtype, torch.float32):
+        raise ValueError(f"out_dtype must be None (the input dtype) or torch.float32; got {out_dtype}")
     from . import _block_sparse_fwd as kern  # lazily: see the module docstring
 
     b, h, s, d = q.shape
@@ -205,10 +210,10 @@ def block_sparse_attention(
             f"config tiles {cfg.block_m}x{cfg.block_n} must divide the mask blocks {mask.q_block}x{mask.k_block}"
         )
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    use_tma = cfg.use_tma
+    use_tma = cfg.use_tma and out_dtype in (None, q.dtype)  # the TMA store is tuned for the input dtype
     if use_tma and not all(_tma_ready(t) for t in (q, k, v)):
         q, k, v = (t if _tma_ready(t) else t.contiguous() for t in (q, k, v))
-    o = torch.empty(b, h, s, d, dtype=q.dtype, device=q.device)
+    o = torch.empty(b, h, s, d, dtype=out_dtype or q.dtype, device=q.device)
     lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else o
     bias = _key_bias(key_padding_mask, b, s, mask.num_k_blocks, mask.k_block, q.device)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)

@@ -164,6 +164,7 @@ def column_sparse_attention(
     key_padding_mask: torch.Tensor | None = None,
     return_lse: bool = False,
     config: ColumnKernelConfig | None = None,
+    out_dtype: torch.dtype | None = None,
 ):
     """Column-sparse attention forward: each block of `q_block` queries attends to its listed key
     tokens (and to the text range), softmax(scale * q k^T) v over them.
@@ -181,9 +182,11 @@ def column_sparse_attention(
         return_lse: also return the float32 natural-log log-sum-exp `[B, H, S]`, -inf for a row
             without a live key, as `block_sparse_attention` does.
         config: override the shipped tile configuration (benchmarks and tuning).
+        out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
+            accumulator unrounded (the delta refresh subtracts two outputs, and their rounding would be amplified).
 
     Returns:
-        `o` `[B, H, S, D]` in the input dtype (zeros for a row without a live key), or `(o, lse)`.
+        `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row without a live key), or `(o, lse)`.
 
     Example::
 
@@ -192,6 +195,8 @@ def column_sparse_attention(
         >>> o = column_sparse_attention(q, k, v, columns, counts, q_block=128)
     """
     text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=True)
+    if out_dtype not in (None, q.dtype, torch.float32):
+        raise ValueError(f"out_dtype must be None (the input dtype) or torch.float32; got {out_dtype}")
     from . import _column_sparse_fwd as kern  # lazily: see _block_sparse_fwd's docstring
 
     b, h, s, d = q.shape
@@ -202,7 +207,7 @@ def column_sparse_attention(
     if not scale > 0:
         raise ValueError(f"scale must be positive; got {scale}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    o = torch.empty(b, h, s, d, dtype=q.dtype, device=q.device)
+    o = torch.empty(b, h, s, d, dtype=out_dtype or q.dtype, device=q.device)
     lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else o
     bias = None
     if key_padding_mask is not None:

@@ -75,9 +75,12 @@ def subtract_attention(
     """The attention over the keys of a whole that a part (a subset of its keys) leaves out.
 
     `lse_rest = lse + log(1 - exp(lse_part - lse))` and `o_rest = (o - r o_part) / (1 - r)` with
-    `r = exp(lse_part - lse)`, the part's share of the mass. Where the part holds all the mass within
-    rounding (`1 - r <= 4 eps (1 + |lse|)`, eps of the compute dtype: the error of `lse_part - lse`
-    itself), and where the whole is empty, the rest is empty: `o_rest = 0`, `lse_rest = -inf`.
+    `r = exp(lse_part - lse)`, the part's share of the mass. The rounding of `o` and `o_part` is
+    amplified by `1 / (1 - r)`: give them in float32 where `r` can be near 1 (the delta refresh does).
+    Where the part holds all the mass within rounding, the rest is empty (`o_rest = 0`, `lse_rest =
+    -inf`), as it is where the whole is empty. Within rounding: `1 - r <= max(4 eps (1 + |lse|), eps_o)`,
+    eps of the compute dtype (the error of `lse_part - lse` itself) and eps_o of `o`'s dtype (below
+    which `o - r o_part` is rounding noise, larger than the rest it stands for: bf16's 2**-7).
 
     Returns:
         `(o_rest, lse_rest)` in the dtypes of `o` and `lse`.
@@ -87,7 +90,7 @@ def subtract_attention(
     delta = part - whole  # <= 0 up to rounding; NaN where both are -inf (masked below)
     share = torch.exp(delta)
     rest = -torch.expm1(delta)  # 1 - share, accurate when the part holds nearly everything
-    tol = 4 * torch.finfo(compute).eps * (1 + whole.abs())
+    tol = (4 * torch.finfo(compute).eps * (1 + whole.abs())).clamp(min=torch.finfo(o.dtype).eps)
     empty = torch.isneginf(whole) | ~(rest > tol)
     rest_safe = torch.where(empty, 1.0, rest)
     o_rest = (o.to(compute) - o_part.to(compute) * share.unsqueeze(-1)) / rest_safe.unsqueeze(-1)

@@ -27,6 +27,7 @@ def block_sparse_attention_reference(
     key_padding_mask: torch.Tensor | None = None,
     return_lse: bool = False,
     max_elements: int = 1 << 27,
+    out_dtype: torch.dtype | None = None,
 ):
     """Masked attention over `[B, H, S, D]` inputs, with the semantics of `block_sparse_attention`.
 
@@ -60,7 +61,7 @@ def block_sparse_attention_reference(
         probs = torch.exp(scores - row_lse.nan_to_num(neginf=0.0).unsqueeze(-1))
         out[:, :, start:stop] = torch.einsum("bhqk,bhkd->bhqd", probs, vc)
         lse[:, :, start:stop] = row_lse.float()
-    out = out.to(q.dtype)
+    out = out.to(out_dtype or q.dtype)
     return (out, lse) if return_lse else out
 
 
@@ -77,6 +78,7 @@ def column_sparse_attention_reference(
     key_padding_mask: torch.Tensor | None = None,
     return_lse: bool = False,
     max_elements: int = 1 << 27,
+    out_dtype: torch.dtype | None = None,
 ):
     """Column-sparse attention over `[B, H, S, D]` inputs, with the semantics of `column_sparse_attention`.
 
@@ -130,6 +132,6 @@ def column_sparse_attention_reference(
         probs = torch.exp(scores - row_lse.nan_to_num(neginf=0.0).unsqueeze(-1))
         out[:, :, q0:q1] = torch.einsum("bhnqk,bhnkd->bhnqd", probs, values)
         lse[:, :, q0:q1] = row_lse.float()
-    out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(q.dtype).contiguous()
+    out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(out_dtype or q.dtype).contiguous()
     lse = lse.view(b, h, n_q * q_block)[:, :, :s].contiguous()
     return (out, lse) if return_lse else out

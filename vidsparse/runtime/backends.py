@@ -40,8 +40,9 @@ class Backend:
 
     Attributes:
         name: the registry key (`SparseConfig.backend`).
-        run: `(q, k, v, mask, key_padding_mask, return_lse, token_masks) -> o or (o, lse)` over `[B, H, S, D]`;
-            `token_masks` is the calling runtime's `TokenMasks` cache (reset between generations).
+        run: `(q, k, v, mask, key_padding_mask, return_lse, token_masks, out_dtype=None) -> o or (o, lse)` over
+            `[B, H, S, D]`; `token_masks` is the calling runtime's `TokenMasks` cache (reset between generations);
+            `out_dtype` (None: q's) torch.float32 asks for the unrounded output.
         unavailable: `(q, mask) -> None` where it can run, else the reason (one line, for the report).
     """
 
@@ -91,8 +92,9 @@ def _triton_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
     return None
 
 
-def _triton(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
-    return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse)
+def _triton(q, k, v, mask, key_padding_mask, return_lse, token_masks=None, out_dtype=None):
+    return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse,
+                                  out_dtype=out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- sdpa
@@ -128,19 +130,21 @@ def _sdpa_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
     return None
 
 
-def _sdpa(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
+def _sdpa(q, k, v, mask, key_padding_mask, return_lse, token_masks=None, out_dtype=None):
     if return_lse:
-        return _reference(q, k, v, mask, key_padding_mask, True)
+        return _reference(q, k, v, mask, key_padding_mask, True, out_dtype=out_dtype)
     allowed = (token_masks if token_masks is not None else TokenMasks()).get(mask)
     if key_padding_mask is not None:
         allowed = allowed & ~key_padding_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    return out.nan_to_num(0.0)  # a row that selects no key: zeros, as the kernel and the reference give
+    out = out.nan_to_num(0.0)  # a row that selects no key: zeros, as the kernel and the reference give
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- reference
-def _reference(q, k, v, mask, key_padding_mask, return_lse, token_masks=None):
-    return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse)
+def _reference(q, k, v, mask, key_padding_mask, return_lse, token_masks=None, out_dtype=None):
+    return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse,
+                                            out_dtype=out_dtype)
 
 
 register_backend(Backend("triton", _triton, _triton_unavailable))
@@ -149,7 +153,7 @@ register_backend(Backend("reference", _reference, lambda q, mask: None))
 
 
 def column_attention(name: str, q, k, v, columns, counts, *, q_block: int, text, key_padding_mask,
-                     fall_back: Callable[[str], None]):
+                     fall_back: Callable[[str], None], out_dtype: torch.dtype | None = None):
     """Column-sparse attention with its log-sum-exp (the delta method's kernel): the Triton kernel where it runs
     and `name` allows it ("auto" or "triton"), else its PyTorch reference (reporting why through `fall_back`)."""
     from ..kernels import column_sparse_attention, column_sparse_attention_reference
@@ -163,4 +167,4 @@ def column_attention(name: str, q, k, v, columns, counts, *, q_block: int, text,
             fall_back(reason)
         run = column_sparse_attention_reference
     return run(q, k, v, columns, counts, q_block=q_block, text=text, key_padding_mask=key_padding_mask,
-               return_lse=True)
+               return_lse=True, out_dtype=out_dtype)

@@ -5,7 +5,10 @@ groups of heads that are not neighbours are gathered and scattered. The cached-d
 layer's `LayerState.delta` through the `DeltaStore`:
 
 - **refresh**: full attention `o, lse`; per query block the `top_keys` share of key columns with the most mass
-  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached;
+  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached
+  in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
+  amplifies their error by `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a
+  rest that is mostly rounding where the columns hold nearly all the mass;
 - **delta**: only those columns (and the text) with this call's q, k, v, merged with the cached rest by log-sum-exp.
 
 Orders leave text in place and only text keys are ever padded (HunyuanVideo), so `key_padding` applies unchanged in
@@ -83,10 +86,10 @@ class Executor:
             out = permute_tokens(out, perms, g.order_index, inverse=True)
         return out
 
-    def sparse(self, q, k, v, mask: SparseMask, key_padding=None, return_lse: bool = False):
+    def sparse(self, q, k, v, mask: SparseMask, key_padding=None, return_lse: bool = False, out_dtype=None):
         """Block-sparse attention on the configured backend (see `backends`)."""
         backend = _backends.pick_backend(self.backend, q, mask, self.fall_back, need_lse=return_lse)
-        return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks)
+        return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks, out_dtype=out_dtype)
 
     # ------------------------------------------------------------------ cached deltas
     def refresh(self, g: HeadGroup, q, k, v, layout: TokenLayout, key_padding, state: LayerState, key):
@@ -94,12 +97,14 @@ class Executor:
 
         spec, text = g.delta, layout.text_range
         out, lse = self.sparse(q, k, v, self.full_mask(layout, q.shape[1], spec.q_block, q.device), key_padding,
-                               return_lse=True)
+                               return_lse=True, out_dtype=torch.float32)
         columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
                                        rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
-                                                text=text, key_padding_mask=key_padding, fall_back=self.fall_back)
-        o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k)
+                                                text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
+                                                out_dtype=torch.float32)
+        o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k)  # float32 in, stored in the model's dtype
+        o_rest, out = o_rest.to(q.dtype), out.to(q.dtype)
         text_keys = 0 if text is None else text[1] - text[0]
         # realised density of this layer's delta steps: each query block's columns and the text keys (device tensor)
         density = (counts.float().mean(-1) + text_keys) / layout.seq_len
