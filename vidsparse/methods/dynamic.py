@@ -160,9 +160,10 @@ class DynamicPlanner(Planner):
         self.top_p_table: torch.Tensor | None = None
 
     def reset(self) -> None:
-        self.recomputes.clear()
-        self.drift_recomputes.clear()
-        self.calls.clear()
+        """Between generations. The masks live in the runtime's per-layer state, which it drops itself; the counts
+        are kept, as the runtime keeps its per-layer stats: pipelines reset at the end of every call, before the
+        report is read."""
+        self._memo.clear()
 
     def report(self) -> dict:
         return {"dynamic": {
@@ -217,6 +218,8 @@ class DynamicPlanner(Planner):
         o = self.config.options
         # outside the runtime there is no state to reuse: every call chooses
         state = ctx.state if ctx.state is not None else SimpleNamespace(plan=None, since=0, reference=None, stamp=None)
+        if isinstance(state, dict):  # the runtime's untyped per-layer dict, until its typed LayerState lands
+            state = state.setdefault("dynamic", SimpleNamespace(plan=None, since=0, reference=None, stamp=None))
         q = probe.q
         stamp = ("dynamic", ctx.layout, tuple(q.shape[:2]), q.dtype, str(q.device), ctx.head_offset)
         self.calls[ctx.layer] = self.calls.get(ctx.layer, 0) + 1
