@@ -187,7 +187,8 @@ def test_forced_blocks_are_the_diagonal_the_sink_and_the_text():
 
 
 # ---------------------------------------------------------------------------- the method
-from types import SimpleNamespace  # noqa: E402
+from vidsparse.core.state import LayerState  # noqa: E402
+from vidsparse.runtime.runtime import SparseRuntime  # noqa: E402
 
 import torch.nn.functional as F  # noqa: E402
 
@@ -198,8 +199,7 @@ from vidsparse.runtime.runtime import SparseRuntime  # noqa: E402
 
 
 def _layer_state():
-    """Stand-in for the runtime's per-layer state (`vidsparse.core.state.LayerState`): what the planner reads."""
-    return SimpleNamespace(plan=None, since=0, reference=None, stamp=None)
+    return LayerState()
 
 
 def _local_qkv(layout, batch=2, heads=2, dim=64, seed=0, sharp=4.0):
@@ -292,10 +292,14 @@ def test_mask_reuse_follows_every_and_resets_between_generations():
     assert plans[0] is plans[1] is plans[2] and plans[3] is plans[4] is plans[5] and plans[6] is not plans[5]
     assert plans[3] is not plans[2]
     assert planner.report()["dynamic"]["recomputes"] == {"0": 3} and planner.report()["dynamic"]["calls"] == {"0": 7}
-    # another layout (or batch) is a new mask at once
+    # another layout (or batch) is a new mask at once: the runtime clears a layer's state made for another stamp
+    runtime = SparseRuntime(planner.config, planner, "test", "start")
+    runtime.state.layers[0] = state
     small = TokenLayout(2, 4, 4, text_len=16, text_position="start")
     qs, ks, vs = _local_qkv(small)
-    assert _plan(planner, small, qs, ks, vs, state).groups[0].mask.seq_len == small.seq_len
+    runtime.grid, runtime.step = (small.frames, small.height, small.width), 7
+    plan, _, _ = runtime.plan(0, qs, ks, vs, small.text_len)
+    assert plan.groups[0].mask.seq_len == small.seq_len
     assert planner.report()["dynamic"]["recomputes"] == {"0": 4}
     # a new generation: the runtime hands out fresh state, so the first call computes a new mask at once (the
     # counts add up over generations, like the runtime's own stats, for the report read after the pipeline's reset)
@@ -328,3 +332,45 @@ def test_dynamic_options_are_validated_and_the_preset_builds():
             SparseConfig.make("dynamic", **bad)
     preset = PRESETS["dynamic"]
     assert preset.method == "dynamic" and 0 < preset.top_p < 1 and preset.warmup_steps > 0
+
+
+def test_the_hybrid_forced_to_dynamic_equals_dynamic():
+    layout = TokenLayout(2, 4, 8, text_len=16, text_position="start")
+    q, k, v = _local_qkv(layout)
+    options = dict(q_block=16, k_block=16)
+    alone = planner_for(SparseConfig.make("dynamic", top_p=0.8, **options))
+    forced = planner_for(SparseConfig.make("hybrid", force="dynamic", top_p=0.8, **options))
+    a, b = _plan(alone, layout, q, k, v), _plan(forced, layout, q, k, v)
+    assert torch.equal(a.groups[0].mask.to_blocks(), b.groups[0].mask.to_blocks())
+    assert a.groups[0].orders == b.groups[0].orders
+
+
+def test_the_hybrids_dynamic_candidate_is_scored_and_runs_as_dynamic_does():
+    """A head whose attention is local is cheapest as the dynamic candidate when that is the only sparse one; its
+    group runs the mask dynamic itself would, and the measured error is the error that mask makes on the rows."""
+    layout = TokenLayout(2, 4, 8, text_len=16, text_position="start")
+    q, k, v = _local_qkv(layout)
+    options = dict(q_block=16, k_block=16, rows_per_frame=8, every=1)
+    hybrid = planner_for(SparseConfig.make("hybrid", candidates=["dynamic"], eps=0.5, top_p=0.8, **options))
+    plan = _plan(hybrid, layout, q, k, v, LayerState())
+    groups = {g.labels[0]: g for g in plan.groups}
+    assert "dynamic" in groups
+    alone = _plan(planner_for(SparseConfig.make("dynamic", top_p=0.8, q_block=16, k_block=16)), layout, q, k, v)
+    heads = list(groups["dynamic"].heads)
+    assert torch.equal(groups["dynamic"].mask.to_blocks()[0], alone.groups[0].mask.to_blocks()[0][heads])
+    runtime = SparseRuntime(hybrid.config, hybrid, "test", "start")
+    out = runtime.execute(plan, q, k, v, layout)
+    config = SparseConfig.make("dynamic", q_block=16, k_block=16)
+    expected = SparseRuntime(config, planner_for(config), "test", "start").execute(alone, q, k, v, layout)
+    torch.testing.assert_close(out[:, heads], expected[:, heads], atol=1e-5, rtol=1e-4)
+    # the measured error of the candidate is the error its mask makes on the sampled rows
+    from vidsparse.methods.hybrid import CANDIDATES
+
+    probe = Probe(q, k, v, layout)
+    ctx = PlanContext(0, 0, "cond", layout, q.shape[1], q.device, 20, LayerState())
+    errors, _, _ = hybrid.measure(ctx, probe, hybrid.table(layout, q.device))
+    rows = probe.sample_rows(8)
+    scores = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    exact = (scores.softmax(-1) @ v.double())[:, :, rows]
+    actual = (expected.double()[:, :, rows] - exact).flatten(-2).norm(dim=-1) / exact.flatten(-2).norm(dim=-1)
+    torch.testing.assert_close(errors[..., CANDIDATES.index("dynamic")].double(), actual, atol=1e-4, rtol=1e-3)

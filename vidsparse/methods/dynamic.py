@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
@@ -35,6 +34,7 @@ from .registry import register_method
 from ..core.layout import HILBERT, TokenLayout
 from ..core.mask import SparseMask
 from ..core.plan import AttentionPlan, PlanContext, Probe
+from ..core.state import LayerState
 from ..kernels.block_scores import block_scores, estimate_block_mass, key_block_bias, pool_blocks
 
 __all__ = ["DynamicOptions", "DynamicPlanner", "forced_blocks", "pooled_drift", "top_p_blocks"]
@@ -152,18 +152,11 @@ class DynamicPlanner(Planner):
 
     def __init__(self, config: SparseConfig):
         super().__init__(config)
-        self._memo: dict = {}
         self.recomputes: dict[int, int] = {}  # layer -> calls that computed a new mask
         self.drift_recomputes: dict[int, int] = {}  # layer -> of those, the ones that drift brought forward
         self.calls: dict[int, int] = {}
         # per-layer, per-head top_p ([L, H] float32), from a calibration; None: options.top_p everywhere
         self.top_p_table: torch.Tensor | None = None
-
-    def reset(self) -> None:
-        """Between generations. The masks live in the runtime's per-layer state, which it drops itself; the counts
-        are kept, as the runtime keeps its per-layer stats: pipelines reset at the end of every call, before the
-        report is read."""
-        self._memo.clear()
 
     def report(self) -> dict:
         return {"dynamic": {
@@ -173,17 +166,12 @@ class DynamicPlanner(Planner):
             "drift_recomputes": {str(k): v for k, v in sorted(self.drift_recomputes.items())},
         }}
 
-    def _memoised(self, key, build):
-        if key not in self._memo:
-            self._memo[key] = build()
-        return self._memo[key]
-
     def permutation(self, layout: TokenLayout, device) -> torch.Tensor:
-        return self._memoised(("perm", layout, str(device)), lambda: HILBERT.permutation(layout, device))
+        return self.memoised(("perm", layout, str(device)), lambda: HILBERT.permutation(layout, device))
 
     def forced(self, layout: TokenLayout, device) -> torch.Tensor:
         o = self.config.options
-        return self._memoised(("forced", layout, str(device)),
+        return self.memoised(("forced", layout, str(device)),
                               lambda: forced_blocks(layout, o.q_block, o.k_block, o.sink, device))
 
     def top_p(self, ctx: PlanContext):
@@ -191,7 +179,7 @@ class DynamicPlanner(Planner):
         if self.top_p_table is None:
             return self.config.options.top_p
         row = self.top_p_table[ctx.layer, ctx.head_offset : ctx.head_offset + ctx.heads]
-        return self._memoised(("top_p", ctx.layer, ctx.head_offset, ctx.heads, str(ctx.device)),
+        return self.memoised(("top_p", ctx.layer, ctx.head_offset, ctx.heads, str(ctx.device)),
                               lambda: row.to(ctx.device))
 
     def choose(self, ctx: PlanContext, probe: Probe, pooled_k: torch.Tensor | None = None):
@@ -216,14 +204,12 @@ class DynamicPlanner(Planner):
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         o = self.config.options
-        # outside the runtime there is no state to reuse: every call chooses
-        state = ctx.state if ctx.state is not None else SimpleNamespace(plan=None, since=0, reference=None, stamp=None)
-        if isinstance(state, dict):  # the runtime's untyped per-layer dict, until its typed LayerState lands
-            state = state.setdefault("dynamic", SimpleNamespace(plan=None, since=0, reference=None, stamp=None))
+        # outside the runtime there is no state to reuse: every call chooses. Inside it, the runtime clears the
+        # layer's state when a call's layout, batch, dtype or padding differs from what the plan was made for.
+        state = ctx.state if ctx.state is not None else LayerState()
         q = probe.q
-        stamp = ("dynamic", ctx.layout, tuple(q.shape[:2]), q.dtype, str(q.device), ctx.head_offset)
         self.calls[ctx.layer] = self.calls.get(ctx.layer, 0) + 1
-        fresh = state.plan is None or state.stamp != stamp
+        fresh = state.plan is None
         if not fresh:
             state.since += 1
         due = fresh or state.since >= o.every
@@ -236,7 +222,7 @@ class DynamicPlanner(Planner):
                 self.drift_recomputes[ctx.layer] = self.drift_recomputes.get(ctx.layer, 0) + 1
         if due:
             state.plan, pooled_k = self.choose(ctx, probe, pooled_k)
-            state.since, state.stamp = 0, stamp
+            state.since = 0
             # half the bytes of float32 are enough to tell drift apart: 5.7 MB a layer at HunyuanVideo 720p
             state.reference = pooled_k.to(torch.bfloat16) if o.drift > 0 else None
             self.recomputes[ctx.layer] = self.recomputes.get(ctx.layer, 0) + 1
