@@ -131,7 +131,7 @@ def method_plan(cfg, entry: str, steps: int, name: str, setting: dict | None = N
     config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted.
     """
     from vidsparse.app.configs import method_config
-    from vidsparse.app.generate import MethodPlan
+    from vidsparse.app.configs import MethodPlan
 
     config = method_config(cfg, entry)
     options = {k: v for k, v in (setting or {}).items() if k != STEP_CACHE}
@@ -230,7 +230,7 @@ def run_one(pipe, plan, cases: list[dict], kwargs: dict, dense: list[np.ndarray]
             first_block_cache: float | None = None) -> dict:
     """Generate every case with one plan; its row (quality against `dense` unless this is dense) and the videos.
     `first_block_cache`: stack diffusers' FirstBlockCache at this threshold on the transformer for the run."""
-    from vidsparse.app.generate import run_method
+    from vidsparse.app.runs import run_method
 
     if first_block_cache is not None:
         from diffusers.hooks import FirstBlockCacheConfig

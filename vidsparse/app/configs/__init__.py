@@ -29,6 +29,8 @@ Example::
     (30, 480)
     >>> method_config(cfg, "spatial")
     SparseConfig(method='spatial', warmup_steps=12, warmup_layers=0, backend='auto', options=SpatialOptions(frames=2, q_block=128, k_block=128))
+    >>> plan_method(cfg, "spatial", 10).config.warmup_steps  # a run of 10 steps: the warm-up keeps its share
+    4
     >>> sorted(call_kwargs(cfg))[:3]
     ['guidance_scale', 'height', 'num_frames']
 """
@@ -50,8 +52,8 @@ from ...methods.config import SparseConfig
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "NON_CALL_KEYS", "ModelConfigError", "apply_scheduler_config", "call_kwargs", "load_model_config",
-    "method_config", "model_names",
+    "NON_CALL_KEYS", "MethodPlan", "ModelConfigError", "apply_scheduler_config", "call_kwargs", "load_model_config",
+    "method_config", "model_names", "plan_method",
 ]
 
 SECTIONS = ("model", "generate", "methods", "search")
@@ -253,6 +255,63 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
             name, sparse.warmup_steps, steps,
         )
     return sparse
+
+
+@dataclasses.dataclass
+class MethodPlan:
+    """A method as one run uses it: its SparseConfig for this run's step count, and what the report must say.
+
+    Attributes:
+        name: the config's method name.
+        config: the SparseConfig; its warm-up scaled to this run's step count when the run's steps differ from the
+            config's own (`round(warmup_steps * steps / config_steps)`).
+        notes: sentences for the terminal and the report (a scaled warm-up, a run that stays dense throughout).
+        dense_throughout: a sparse method whose warm-up covers every step: it ran dense.
+    """
+
+    name: str
+    config: SparseConfig
+    notes: list[str] = dataclasses.field(default_factory=list)
+    dense_throughout: bool = False
+
+
+def plan_method(cfg: DictConfig, name: str, steps: int | None, overrides: Sequence[str] = ()) -> MethodPlan:
+    """The `MethodPlan` of method `name` of `cfg` for a run of `steps` denoising steps (None: the config's).
+
+    The config's warm-up steps are stated for its own `generate.num_inference_steps`; when the run has a different
+    step count, the warm-up keeps its share of the steps, unless an override sets `methods.NAME.warmup_steps`.
+    Raises `ModelConfigError` as `method_config` does, and for a static method whose pattern file does not exist.
+
+    Example::
+
+        >>> plan = plan_method(load_model_config("yardstick"), "spatial", 8)  # 5 warm-up steps of 20
+        >>> plan.config.warmup_steps, plan.notes
+        (2, ['warm-up scaled with the steps: 5 dense steps of 20 become 2 of 8'])
+    """
+    config = method_config(cfg, name)
+    plan = MethodPlan(name, config)
+    config_steps = cfg.generate.get("num_inference_steps")
+    steps = steps or config_steps
+    if config.method == "dense" or steps is None:
+        return plan
+    explicit = any(o.split("=", 1)[0] == f"methods.{name}.warmup_steps" for o in overrides)
+    if config_steps and steps != config_steps and config.warmup_steps and not explicit:
+        scaled = round(config.warmup_steps * steps / config_steps)
+        plan.notes.append(f"warm-up scaled with the steps: {config.warmup_steps} dense steps of {config_steps} "
+                          f"become {scaled} of {steps}")
+        plan.config = config = config.replace(warmup_steps=scaled)
+    if config.warmup_steps >= steps:
+        plan.dense_throughout = True
+        plan.notes.append(f"ran dense throughout: its {config.warmup_steps} warm-up steps cover all {steps} steps "
+                          f"(set methods.{name}.warmup_steps lower, or run more --steps)")
+        if steps != config_steps:  # with the config's own steps, method_config has warned already
+            logger.warning("method %s: %s", name, plan.notes[-1])
+    patterns = getattr(config.options, "patterns", None)  # the static method's pattern file
+    if patterns and not Path(patterns).is_file():
+        raise ModelConfigError(f"method {name}: pattern file {patterns} does not exist; write it with "
+                               f"`vidsparse search --out {patterns}`, or name a shipped one (methods.{name}.patterns="
+                               "yardstick)")
+    return plan
 
 
 def resolve_patterns(value: str) -> Path:
