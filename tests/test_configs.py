@@ -194,7 +194,7 @@ def test_scheduler_settings_apply_over_the_pipelines_own():
 
 
 @pytest.mark.parametrize(("override", "match"), [
-    ("methods.spatail.frames=2", r"has no method 'spatail'; its methods: dense, spatial, temporal, profile, delta, hybrid \(valid keys "
+    ("methods.spatail.frames=2", r"has no method 'spatail'; its methods: dense, spatial, temporal, profile, delta, hybrid, dynamic \(valid keys "
                                  r"include methods.dense.method, methods.spatial.method, methods.spatial.frames"),
     ("model.pipline=CogVideoXPipeline", "has no key model.pipline; valid keys: model.pipeline, model.transformer"),
 ])
