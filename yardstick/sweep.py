@@ -161,6 +161,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="generate a setting's cases in one pipeline call where its method allows (default: on)")
     p.add_argument("--budget-s", type=float, help="launch no setting that would end past this many seconds from the "
                    "start; the skipped ones are recorded (default: no limit)")
+    p.add_argument("--backend", choices=("auto", "triton", "sdpa", "reference"), default="auto",
+                   help="every sparse method's backend (SparseConfig.backend; default: %(default)s, the Triton kernel "
+                        "where it runs)")
     p.add_argument("--quick", action="store_true", help=f"1 prompt, seed 0, {QUICK_STEPS} steps, {QUICK_SETTINGS} "
                    "settings per method: a check of the script")
     p.add_argument("--tiny", action="store_true", help="every model at 4 frames of 32 x 32; a missing long yardstick "
@@ -215,6 +218,7 @@ class Model:
     cfg: object
     kwargs: dict
     standin: bool  # the short yardstick's weights and pattern file stand in for the long one's (--tiny only)
+    backend: str  # every sparse method's SparseConfig.backend
     entry: dict  # this model's part of sweep.json
     dense: dict = field(default_factory=dict)  # "batched" / "per_case" -> the dense videos
     last_seconds: dict = field(default_factory=dict)  # batched -> seconds of the last setting run that way
@@ -265,7 +269,7 @@ def load_model(spec: ModelSpec, args, device: str, cases: list[dict]) -> Model:
                  "notes": notes},
         "cases": cases, "dense": {}, "rows": [], "skipped": [], "profile_mix": None, "hybrid_mix": None,
     }
-    return Model(spec, pipe, cfg, kwargs, standin, entry)
+    return Model(spec, pipe, cfg, kwargs, standin, args.backend, entry)
 
 
 def video_grid(pipe, kwargs: dict) -> list[int]:
@@ -287,6 +291,8 @@ def method_plan(model: Model, entry: str, name: str, setting: dict | None = None
     cfg, steps = model.cfg, model.kwargs["num_inference_steps"]
     config = method_config(cfg, entry)
     options = {k: v for k, v in (setting or {}).items() if k != STEP_CACHE}
+    if model.backend != config.backend:
+        options["backend"] = model.backend
     plan = MethodPlan(name, config.replace(**options) if options else config)
     patterns = plan.config.to_dict().get("patterns")
     if model.standin and patterns and not Path(patterns).is_file():
@@ -539,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {**environment(["python", *sys.argv[:1], *argv], device), "vidsparse_path":
                  str(Path(vidsparse.__file__).parent), "prompts_file": PROMPTS_SHOWN,
                  "prompts_requested": args.prompts, "seeds": args.seeds, "quick": args.quick, "tiny": args.tiny,
-                 "batch": args.batch, "budget_s": args.budget_s, "methods": methods, "notes": args.notes,
+                 "batch": args.batch, "backend": args.backend, "budget_s": args.budget_s, "methods": methods, "notes": args.notes,
                  "density": "realised: every step and replaced layer of every case, the dense warm-up included "
                             "(a dense call counts 1; a delta refresh step counts 1)",
                  "seconds": None},
