@@ -127,7 +127,7 @@ QUICK_STEPS, QUICK_SETTINGS = 8, 2
 MIX_SETTING = {"fraction": 0.3, "eps": 0.5}  # the profile setting whose mix is the top-level `profile_mix`
 PROFILE_LABELS = ("spatial", "temporal", "dense")
 HYBRID_MIX_SETTING = {"eps": 0.2}  # the hybrid setting whose choices are the top-level `hybrid_mix`
-HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")
+HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")  # and any candidate it adds ("dynamic", issue 20)
 MIX_MODEL = "yardstick"  # the model whose mixes are the top-level ones (bench_methods.py reads them)
 BUDGETS = (0.35, 0.4, 0.6)
 FIXED = ("spatial", "temporal")  # the fixed patterns profile chooses between, per head
@@ -508,7 +508,8 @@ def hybrid_mix(report: dict) -> dict:
         for head in layer:
             for label, n in head.items():
                 counts[label] = counts.get(label, 0.0) + n
-    chosen = {k: counts.get(k, 0.0) for k in HYBRID_LABELS}
+    labels = list(HYBRID_LABELS) + sorted(set(counts) - set(HYBRID_LABELS) - {"refresh"})
+    chosen = {k: counts.get(k, 0.0) for k in labels}
     # "dense" counts also hold the warm-up's dense calls, which never reached the planner
     heads = sum(len(layer) for layer in report["heads"]["choices"]) / max(1, len(report["heads"]["choices"]))
     chosen["dense"] -= (report["calls"] - report["sparse_calls"]) * heads
@@ -841,7 +842,7 @@ def _against_section(name: str, entry: dict, method: str, others: list[str], mar
     head = "| setting | density | PSNR | SSIM | best other at it | difference | verdict |"
     rule = "|---|---|---|---|---|---|---|"
     if mix:
-        head, rule = head + " static / spatial / temporal / delta / dense |", rule + "---|"
+        head, rule = head + " heads chose |", rule + "---|"
     lines = ["", f"## {name}: {method} against the best of {', '.join(others)} at equal density", "",
              "Each other method's PSNR curve is interpolated linearly at every point's density (no extrapolation)."
              + (" Choices: the share of head choices at the hybrid's planned calls (refresh steps and the dense "
@@ -865,7 +866,7 @@ def _against_section(name: str, entry: dict, method: str, others: list[str], mar
                 f"{cell} | {diff} | {verdict} |")
         if mix:
             shares = (r.get("hybrid") or {}).get("planner") or {}
-            line += " " + " / ".join(f"{shares.get(k, math.nan):.2f}" for k in HYBRID_LABELS) + " |"
+            line += " " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items() if v) + " |"
         lines.append(line)
     what = f"at least {margin:g} dB above" if margin else "at least as good as"
     lines += ["", f"{name}: {method} is {what} the best other method at {wins} of {wins + losses} comparable "
