@@ -76,7 +76,8 @@ def test_budget_skips_and_records(sweep, tmp_path):
                                 "--method", "spatial", "--method", "hybrid", "--device", "cpu", "--out", str(tmp_path)])
     assert status == 0
     entry = json.loads((tmp_path / "sweep.json").read_text())["models"]["yardstick"]
-    assert entry["dense"]["batched"]["density"] == 1.0  # dense always runs: every comparison needs it
+    assert list(entry["dense"]) == ["per_case"]  # one case: nothing to batch
+    assert entry["dense"]["per_case"]["density"] == 1.0  # dense always runs: every comparison needs it
     assert not entry["rows"]
     assert [(r["method"], r["setting"]) for r in entry["skipped"]] == [
         ("spatial", {"frames": 0}), ("hybrid", {"eps": 0.05}), ("spatial", {"frames": 4}), ("hybrid", {"eps": 0.5})]

@@ -2,6 +2,7 @@
 with dense on the same prompts and seeds, per model, in one report.
 
     python yardstick/sweep.py [--models yardstick,yardstick-long] [--device cuda] [--budget-s S] [--out yardstick]
+    python yardstick/sweep.py --device cuda --budget-s 320     the report's run: one H200 call of at most 6 minutes
     python yardstick/sweep.py --quick                  a check of the script on a CPU (the short model, minutes)
     python yardstick/sweep.py --quick --tiny           both models' paths on a CPU at 4 frames of 32 x 32
 
@@ -538,15 +539,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(args.prompts)
     cases = [{"prompt": p, "seed": s} for p in prompts for s in args.seeds]
+    args.batch = args.batch and len(cases) > 1  # one case: a batch of it is the per-case run
     models = [load_model(SPECS[name], args, device, cases) for name in args.models]
     methods = args.method or list(DEFAULT_METHODS)
     runs = schedule(models, methods, args.settings)
 
     results = {
-        "meta": {**environment(["python", *sys.argv[:1], *argv], device), "vidsparse_path":
+        "meta": {**environment(["python", "yardstick/sweep.py", *argv], device), "vidsparse_path":
                  str(Path(vidsparse.__file__).parent), "prompts_file": PROMPTS_SHOWN,
                  "prompts_requested": args.prompts, "seeds": args.seeds, "quick": args.quick, "tiny": args.tiny,
-                 "batch": args.batch, "backend": args.backend, "budget_s": args.budget_s, "methods": methods, "notes": args.notes,
+                 "batch": args.batch, "backend": args.backend, "budget_s": args.budget_s, "methods": methods,
+                 "notes": args.notes,
                  "density": "realised: every step and replaced layer of every case, the dense warm-up included "
                             "(a dense call counts 1; a delta refresh step counts 1)",
                  "seconds": None},
@@ -556,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(final: bool = False):
         results["meta"]["seconds"] = time.perf_counter() - t0
+        source = MIX_MODEL if MIX_MODEL in results["models"] else models[0].name  # the mixes bench_methods forces
+        results["mix_model"] = source
+        results["profile_mix"] = results["models"][source]["profile_mix"]
+        results["hybrid_mix"] = results["models"][source]["hybrid_mix"]
         (out / "sweep.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
         # the report from the rows as written (+-inf as strings), so that a stopped sweep has one too
         written = json.loads((out / "sweep.json").read_text())
@@ -611,13 +618,9 @@ def main(argv: list[str] | None = None) -> int:
             model.entry["hybrid_mix"] = row["hybrid"]["planner"]
         _progress(done, total, f"{model.name} {plan.name}", row, time.perf_counter() - started)
         save()
-    source = MIX_MODEL if MIX_MODEL in results["models"] else models[0].name
-    results["mix_model"] = source
-    results["profile_mix"] = results["models"][source]["profile_mix"]
-    results["hybrid_mix"] = results["models"][source]["hybrid_mix"]
-    if results["profile_mix"] is None and "profile" in methods:
-        logger.warning("no profile_mix: %s's setting %s did not run or failed", source, MIX_SETTING)
     save(final=True)
+    if results["profile_mix"] is None and "profile" in methods:
+        logger.warning("no profile_mix: %s's setting %s did not run or failed", results["mix_model"], MIX_SETTING)
     print(f"wrote {out / 'sweep.json'}, {out / 'SWEEP.md'}, {out / 'sweep.png'} in "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
@@ -723,7 +726,7 @@ def markdown(results: dict) -> str:
                   + ". These numbers are not a measurement of the methods.**"]
     if prompts < meta.get("prompts_requested", 0):
         lines += ["", f"{meta['prompts_requested']} prompts were asked for; the prompt file has {prompts}."]
-    lines += [f"- Note: {n}." for n in meta.get("notes", [])]
+    lines += [""] + [f"- Note: {n}." for n in meta["notes"]] if meta.get("notes") else []
     lines += _models_section(results)
     methods = _methods(results)
     lines += _budget_section(results, methods)
@@ -794,9 +797,8 @@ def _models_section(results: dict) -> list[str]:
         f"{len(e['skipped'])}"))
     row("wall time of the settings", lambda e: _secs(sum(r["seconds"] for r in e["rows"])
                                                   + sum(d["seconds"] for k, d in e["dense"].items() if k != "floor")))
-    for name in names:
-        lines += [f"- Note ({name}): {n}." for n in models[name]["meta"]["notes"]]
-    return lines
+    notes = [f"- Note ({name}): {n}." for name in names for n in models[name]["meta"]["notes"]]
+    return lines + ([""] + notes if notes else [])
 
 
 def _budget_section(results: dict, methods: list[str]) -> list[str]:
