@@ -2,6 +2,7 @@
 with dense on the same prompts and seeds, per model, in one report.
 
     python yardstick/sweep.py [--models yardstick,yardstick-long] [--device cuda] [--budget-s S] [--out yardstick]
+    python yardstick/sweep.py --device cuda --budget-s 320     the report's run: one H200 call of at most 6 minutes
     python yardstick/sweep.py --quick                  a check of the script on a CPU (the short model, minutes)
     python yardstick/sweep.py --quick --tiny           both models' paths on a CPU at 4 frames of 32 x 32
 
@@ -10,7 +11,8 @@ Models (`--models`, default both where the long yardstick's weights exist, else 
 - `yardstick-long`: 16 frames of 128 x 128, 16 x 32 x 32 = 16,384 video tokens (weights in
   `vidsparse/yardstick/weights-long/`). 16 steps rather than its config's 20 (the fewest issue 20's targets allow) and
   bfloat16 on a CUDA device (float32 on a CPU), so that both models' sweep fits about 5 minutes of an H200: its
-  attention costs about 50 times the short model's per step, and float32 attention has no tensor-core kernel.
+  attention costs about 50 times the short model's per step, and in float32 one generation of 20 steps takes 6.5 s
+  there (`cuda_seconds_20_steps_cfg` in yardstick/long_card.json), 36 settings of 8 cases about half an hour.
 Each model is loaded once with its config's scheduler (`vidsparse/app/configs/<model>.yaml`); `--steps` and `--dtype`
 override both models' defaults.
 
@@ -127,7 +129,7 @@ QUICK_STEPS, QUICK_SETTINGS = 8, 2
 MIX_SETTING = {"fraction": 0.3, "eps": 0.5}  # the profile setting whose mix is the top-level `profile_mix`
 PROFILE_LABELS = ("spatial", "temporal", "dense")
 HYBRID_MIX_SETTING = {"eps": 0.2}  # the hybrid setting whose choices are the top-level `hybrid_mix`
-HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")
+HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")  # and any candidate it adds ("dynamic", issue 20)
 MIX_MODEL = "yardstick"  # the model whose mixes are the top-level ones (bench_methods.py reads them)
 BUDGETS = (0.35, 0.4, 0.6)
 FIXED = ("spatial", "temporal")  # the fixed patterns profile chooses between, per head
@@ -161,6 +163,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="generate a setting's cases in one pipeline call where its method allows (default: on)")
     p.add_argument("--budget-s", type=float, help="launch no setting that would end past this many seconds from the "
                    "start; the skipped ones are recorded (default: no limit)")
+    p.add_argument("--backend", choices=("auto", "triton", "sdpa", "reference"), default="auto",
+                   help="every sparse method's backend (SparseConfig.backend; default: %(default)s, the Triton kernel "
+                        "where it runs)")
     p.add_argument("--quick", action="store_true", help=f"1 prompt, seed 0, {QUICK_STEPS} steps, {QUICK_SETTINGS} "
                    "settings per method: a check of the script")
     p.add_argument("--tiny", action="store_true", help="every model at 4 frames of 32 x 32; a missing long yardstick "
@@ -215,6 +220,7 @@ class Model:
     cfg: object
     kwargs: dict
     standin: bool  # the short yardstick's weights and pattern file stand in for the long one's (--tiny only)
+    backend: str  # every sparse method's SparseConfig.backend
     entry: dict  # this model's part of sweep.json
     dense: dict = field(default_factory=dict)  # "batched" / "per_case" -> the dense videos
     last_seconds: dict = field(default_factory=dict)  # batched -> seconds of the last setting run that way
@@ -265,7 +271,7 @@ def load_model(spec: ModelSpec, args, device: str, cases: list[dict]) -> Model:
                  "notes": notes},
         "cases": cases, "dense": {}, "rows": [], "skipped": [], "profile_mix": None, "hybrid_mix": None,
     }
-    return Model(spec, pipe, cfg, kwargs, standin, entry)
+    return Model(spec, pipe, cfg, kwargs, standin, args.backend, entry)
 
 
 def video_grid(pipe, kwargs: dict) -> list[int]:
@@ -287,6 +293,8 @@ def method_plan(model: Model, entry: str, name: str, setting: dict | None = None
     cfg, steps = model.cfg, model.kwargs["num_inference_steps"]
     config = method_config(cfg, entry)
     options = {k: v for k, v in (setting or {}).items() if k != STEP_CACHE}
+    if model.backend != config.backend:
+        options["backend"] = model.backend
     plan = MethodPlan(name, config.replace(**options) if options else config)
     patterns = plan.config.to_dict().get("patterns")
     if model.standin and patterns and not Path(patterns).is_file():
@@ -502,7 +510,8 @@ def hybrid_mix(report: dict) -> dict:
         for head in layer:
             for label, n in head.items():
                 counts[label] = counts.get(label, 0.0) + n
-    chosen = {k: counts.get(k, 0.0) for k in HYBRID_LABELS}
+    labels = list(HYBRID_LABELS) + sorted(set(counts) - set(HYBRID_LABELS) - {"refresh"})
+    chosen = {k: counts.get(k, 0.0) for k in labels}
     # "dense" counts also hold the warm-up's dense calls, which never reached the planner
     heads = sum(len(layer) for layer in report["heads"]["choices"]) / max(1, len(report["heads"]["choices"]))
     chosen["dense"] -= (report["calls"] - report["sparse_calls"]) * heads
@@ -531,15 +540,17 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(args.prompts)
     cases = [{"prompt": p, "seed": s} for p in prompts for s in args.seeds]
+    args.batch = args.batch and len(cases) > 1  # one case: a batch of it is the per-case run
     models = [load_model(SPECS[name], args, device, cases) for name in args.models]
     methods = args.method or list(DEFAULT_METHODS)
     runs = schedule(models, methods, args.settings)
 
     results = {
-        "meta": {**environment(["python", *sys.argv[:1], *argv], device), "vidsparse_path":
+        "meta": {**environment(["python", "yardstick/sweep.py", *argv], device), "vidsparse_path":
                  str(Path(vidsparse.__file__).parent), "prompts_file": PROMPTS_SHOWN,
                  "prompts_requested": args.prompts, "seeds": args.seeds, "quick": args.quick, "tiny": args.tiny,
-                 "batch": args.batch, "budget_s": args.budget_s, "methods": methods, "notes": args.notes,
+                 "batch": args.batch, "backend": args.backend, "budget_s": args.budget_s, "methods": methods,
+                 "notes": args.notes,
                  "density": "realised: every step and replaced layer of every case, the dense warm-up included "
                             "(a dense call counts 1; a delta refresh step counts 1)",
                  "seconds": None},
@@ -549,6 +560,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def save(final: bool = False):
         results["meta"]["seconds"] = time.perf_counter() - t0
+        source = MIX_MODEL if MIX_MODEL in results["models"] else models[0].name  # the mixes bench_methods forces
+        results["mix_model"] = source
+        results["profile_mix"] = results["models"][source]["profile_mix"]
+        results["hybrid_mix"] = results["models"][source]["hybrid_mix"]
         (out / "sweep.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
         # the report from the rows as written (+-inf as strings), so that a stopped sweep has one too
         written = json.loads((out / "sweep.json").read_text())
@@ -604,13 +619,9 @@ def main(argv: list[str] | None = None) -> int:
             model.entry["hybrid_mix"] = row["hybrid"]["planner"]
         _progress(done, total, f"{model.name} {plan.name}", row, time.perf_counter() - started)
         save()
-    source = MIX_MODEL if MIX_MODEL in results["models"] else models[0].name
-    results["mix_model"] = source
-    results["profile_mix"] = results["models"][source]["profile_mix"]
-    results["hybrid_mix"] = results["models"][source]["hybrid_mix"]
-    if results["profile_mix"] is None and "profile" in methods:
-        logger.warning("no profile_mix: %s's setting %s did not run or failed", source, MIX_SETTING)
     save(final=True)
+    if results["profile_mix"] is None and "profile" in methods:
+        logger.warning("no profile_mix: %s's setting %s did not run or failed", results["mix_model"], MIX_SETTING)
     print(f"wrote {out / 'sweep.json'}, {out / 'SWEEP.md'}, {out / 'sweep.png'} in "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
@@ -716,7 +727,7 @@ def markdown(results: dict) -> str:
                   + ". These numbers are not a measurement of the methods.**"]
     if prompts < meta.get("prompts_requested", 0):
         lines += ["", f"{meta['prompts_requested']} prompts were asked for; the prompt file has {prompts}."]
-    lines += [f"- Note: {n}." for n in meta.get("notes", [])]
+    lines += [""] + [f"- Note: {n}." for n in meta["notes"]] if meta.get("notes") else []
     lines += _models_section(results)
     methods = _methods(results)
     lines += _budget_section(results, methods)
@@ -787,9 +798,8 @@ def _models_section(results: dict) -> list[str]:
         f"{len(e['skipped'])}"))
     row("wall time of the settings", lambda e: _secs(sum(r["seconds"] for r in e["rows"])
                                                   + sum(d["seconds"] for k, d in e["dense"].items() if k != "floor")))
-    for name in names:
-        lines += [f"- Note ({name}): {n}." for n in models[name]["meta"]["notes"]]
-    return lines
+    notes = [f"- Note ({name}): {n}." for name in names for n in models[name]["meta"]["notes"]]
+    return lines + ([""] + notes if notes else [])
 
 
 def _budget_section(results: dict, methods: list[str]) -> list[str]:
@@ -835,7 +845,7 @@ def _against_section(name: str, entry: dict, method: str, others: list[str], mar
     head = "| setting | density | PSNR | SSIM | best other at it | difference | verdict |"
     rule = "|---|---|---|---|---|---|---|"
     if mix:
-        head, rule = head + " static / spatial / temporal / delta / dense |", rule + "---|"
+        head, rule = head + " heads chose |", rule + "---|"
     lines = ["", f"## {name}: {method} against the best of {', '.join(others)} at equal density", "",
              "Each other method's PSNR curve is interpolated linearly at every point's density (no extrapolation)."
              + (" Choices: the share of head choices at the hybrid's planned calls (refresh steps and the dense "
@@ -859,7 +869,7 @@ def _against_section(name: str, entry: dict, method: str, others: list[str], mar
                 f"{cell} | {diff} | {verdict} |")
         if mix:
             shares = (r.get("hybrid") or {}).get("planner") or {}
-            line += " " + " / ".join(f"{shares.get(k, math.nan):.2f}" for k in HYBRID_LABELS) + " |"
+            line += " " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items() if v) + " |"
         lines.append(line)
     what = f"at least {margin:g} dB above" if margin else "at least as good as"
     lines += ["", f"{name}: {method} is {what} the best other method at {wins} of {wins + losses} comparable "
