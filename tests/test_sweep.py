@@ -16,8 +16,12 @@ SWEEP = Path(__file__).resolve().parents[1] / "yardstick" / "sweep.py"
 def cpu_paths():
     """The PyTorch paths a CPU run of the sweep takes: conftest puts Triton in its interpreter (read at each launch),
     which runs the kernels at a hundredth of the speed."""
+    import triton
+
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TRITON_INTERPRET", raising=False)
+        if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
+            mp.setattr(triton.knobs.runtime, "interpret", False)
         yield
 
 
