@@ -111,7 +111,7 @@ def test_density_target_picks_the_closest_window():
     layout = TokenLayout(13, 30, 45, 226)  # CogVideoX-5b at 480x720
     for target in (0.15, 0.3, 0.6):
         spec = bench.parse_methods(f"spatial:density={target}")[0]
-        chosen = bench.method_config(spec, layout, None, "cpu")
+        chosen = bench.bench_method_config(spec, layout, None, "cpu")
         assert chosen.warmup_steps == 0
         gaps = {f: abs(bench.mask_density(SparseConfig.make(method="spatial", frames=f), layout, "cpu") - target)
                 for f in range(layout.frames)}

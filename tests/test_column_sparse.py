@@ -447,3 +447,37 @@ def test_topk_bad_input(kwargs, message):
         topk_columns(q, bad_k, lse, **{"q_block": 64, **kwargs})
     with pytest.raises(ValueError, match=re.escape("lse must be a float tensor [B, H, S] = [1, 2, 217]")):
         topk_columns(q, k, lse[:, :, :5], q_block=64, count=3)
+
+
+# ---------------------------------------------------------------------------------------------- narrow lists
+# A width-1 list once made ptxas crash on the H200 (triton 3.6): Triton specialised the width and the list's
+# stride, both 1. The launcher pads such a list; every narrow width must compile and match the reference.
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_narrow_lists(width):
+    q, k, v = qkv(1, 2, 150, 64, seed=21)
+    columns, counts = _columns(1, 2, 150, 64, width, seed=21, min_count=width)
+    _check(q, k, v, columns, counts, q_block=64, config=_config())
+    counts_over = torch.full_like(counts, 5)  # past the width: reads only the list, padded or not
+    out = column_sparse_attention(q, k, v, columns, counts_over, q_block=64, config=_config())
+    torch.testing.assert_close(out, column_sparse_attention(q, k, v, columns, counts.clamp(max=width), q_block=64,
+                                                            config=_config()))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("width", [1, 2, 3, 8])
+@pytest.mark.parametrize(("head_dim", "padded", "lse"), [(64, True, True), (64, True, False), (128, False, True),
+                                                         (128, False, False), (128, True, False), (128, True, True)])
+def test_narrow_lists_compile_on_the_gpu(width, head_dim, padded, lse):
+    """The cases that crashed ptxas at width 1 (issue 23), at a model-like length, default kernel config."""
+    s = 4096
+    q, k, v = qkv(1, 4, s, head_dim, dtype=torch.bfloat16, seed=22)
+    padding = (torch.arange(s, device=DEVICE) >= s - 100).unsqueeze(0) if padded else None
+    columns, counts = _columns(1, 4, s, 128, width, seed=22, min_count=1)
+    out = column_sparse_attention(q, k, v, columns, counts, q_block=128, key_padding_mask=padding, return_lse=lse)
+    out = out[0] if lse else out
+    golden = column_sparse_attention_reference(q.double(), k.double(), v.double(), columns, counts, q_block=128,
+                                               key_padding_mask=padding)
+    golden = golden[0] if isinstance(golden, tuple) else golden
+    live = torch.isfinite(golden).all(-1) & (golden.abs().sum(-1) > 0)
+    assert torch.isfinite(out).all()
+    assert rel_err(out[live], golden[live]) <= 2e-2

@@ -44,7 +44,7 @@ def test_shipped_configs_are_the_real_models_and_the_builtins():
 @pytest.mark.parametrize("name", model_names())
 def test_every_config_loads_and_every_method_builds(name):
     cfg = load_model_config(name)
-    assert {"dense", "spatial", "temporal", "profile", "delta", "hybrid"} <= set(cfg.methods)
+    assert {"dense", "spatial", "temporal", "profile", "delta", "hybrid", "dynamic"} <= set(cfg.methods)
     hybrid = method_config(cfg, "hybrid")
     steps = cfg.generate.num_inference_steps
     # the hybrid's warm-up: its first refresh steps run full attention, and its delta schedule fits the steps
@@ -196,7 +196,7 @@ def test_scheduler_settings_apply_over_the_pipelines_own():
 
 
 @pytest.mark.parametrize(("override", "match"), [
-    ("methods.spatail.frames=2", r"has no method 'spatail'; its methods: dense, spatial, temporal, profile, delta, hybrid \(valid keys "
+    ("methods.spatail.frames=2", r"has no method 'spatail'; its methods: dense, spatial, temporal, profile, delta, hybrid, dynamic \(valid keys "
                                  r"include methods.dense.method, methods.spatial.method, methods.spatial.frames"),
     ("model.pipline=CogVideoXPipeline", "has no key model.pipline; valid keys: model.pipeline, model.transformer"),
 ])

@@ -281,7 +281,7 @@ def test_unsupported_transformer_is_a_clear_error():
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ("sparse-please", r"unknown preset 'sparse-please'; choose one of \[.*'dense', 'hybrid', 'profile', 'spatial', 'temporal'"),
+        ("sparse-please", r"unknown preset 'sparse-please'; choose one of \[.*'dense', 'dynamic', 'hybrid', 'profile', 'spatial', 'temporal'"),
         ({"method": "diagonal"}, r"method must be one of \('dense', 'spatial', 'temporal', .*'static'.*\); got 'diagonal'"),
         ({"method": "spatial", "radius": 1}, r"method 'spatial' has no option 'radius'; its options: frames, q_block"),
         ({"method": "spatial", "frames": -1}, r"frames must be an int >= 0; got -1"),

@@ -82,13 +82,13 @@ def test_out_ending_in_mp4_with_several_prompts_is_refused(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------- 2: warm-up and --steps
 def test_warmup_scales_with_steps_and_a_dense_throughout_run_says_so(caplog):
     from vidsparse.app.configs import load_model_config
-    from vidsparse.app.generate import plan_method
+    from vidsparse.app.configs import plan_method
 
     cfg = load_model_config("yardstick")  # 5 warm-up steps of 20
     scaled = plan_method(cfg, "spatial", 8)
     assert scaled.config.warmup_steps == 2 and not scaled.dense_throughout
     assert "5 dense steps of 20 become 2 of 8" in scaled.notes[0]
-    with caplog.at_level(logging.WARNING, logger="vidsparse.app.generate"):
+    with caplog.at_level(logging.WARNING, logger="vidsparse.app.configs"):
         stated = ["methods.spatial.warmup_steps=4"]  # stated by the user: kept as it is
         kept = plan_method(load_model_config("yardstick", stated), "spatial", 4, stated)
     assert kept.config.warmup_steps == 4 and kept.dense_throughout

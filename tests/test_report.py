@@ -245,9 +245,10 @@ def test_pngs_decode_with_sensible_sizes(report):
 def test_lpips_values_when_available(tmp_path, monkeypatch):
     """With LPIPS available the mean per method is recorded (the scorer here is a stand-in)."""
     import vidsparse.app.report as report_module
+    from vidsparse.app.report import scores
 
     monkeypatch.setattr(report_module, "lpips_available", lambda: (True, "LPIPS (stand-in)"))
-    monkeypatch.setattr(report_module, "lpips_per_frame",
+    monkeypatch.setattr(scores, "lpips_per_frame",
                         lambda a, b: np.abs(a.astype(float) - b).mean(axis=(1, 2, 3)) / 255)
     runs = make_runs()
     runs = [MethodRun(r.name, r.config, [v[:3] for v in r.videos], r.seconds_total, r.seconds_per_step, r.density,
@@ -330,13 +331,13 @@ def test_pattern_letters_and_colours_are_the_same_in_every_figure():
 
 
 def test_choices_table_shows_how_often_each_head_ran_each_choice():
-    from vidsparse.app.report import _choices_table
+    from vidsparse.app.report.text import choices_table
 
     method = {"heads": {"choices": [[{"spatial": 3.0, "dense": 1.0}, {"temporal": 4.0}], [{"dense": 4.0}, {}]]}}
-    header, rows = _choices_table(method)
+    header, rows = choices_table(method)
     assert header == ["layer", "head 0", "head 1"]
     assert rows[0] == ["0", "D 1 S 3", "T 4"] and rows[1] == ["1", "D 4", ""]
-    assert _choices_table({"heads": {"choices": [[{"spatial": 2.0}]]}}) is None  # one choice per head: no table
+    assert choices_table({"heads": {"choices": [[{"spatial": 2.0}]]}}) is None  # one choice per head: no table
 
 
 def test_pareto_front_keeps_the_points_nothing_beats_on_cost_and_quality():

@@ -226,7 +226,7 @@ def long_card(args) -> dict:
     """The long yardstick's measurements and figures (`--long`): see the module docstring."""
     import sys
 
-    from vidsparse.runinfo import environment
+    from vidsparse.app.runinfo import environment
 
     weights = args.weights or LONG_WEIGHTS_DIR
     pipe = load_yardstick(weights, device=args.device, long=True)

@@ -1,30 +1,62 @@
-"""Quality against realised attention density on the yardstick: every sparse method swept over one knob, compared at
-equal density on the same prompts and seeds.
+"""Quality against realised attention density on both yardsticks: every sparse method swept over one knob, compared
+with dense on the same prompts and seeds, per model, in one report.
 
-    python yardstick/sweep.py [--device cuda] [--prompts N] [--steps 20] [--quick] [--out yardstick]
+    python yardstick/sweep.py [--models yardstick,yardstick-long] [--device cuda] [--budget-s S] [--out yardstick]
+    python yardstick/sweep.py --device cuda --budget-s 320     the report's run: one H200 call of at most 6 minutes
+    python yardstick/sweep.py --quick                  a check of the script on a CPU (the short model, minutes)
+    python yardstick/sweep.py --quick --tiny           both models' paths on a CPU at 4 frames of 32 x 32
 
-The yardstick pipeline (`vidsparse.app.models`) is loaded once, in float32 (`--dtype`), with its config's `generate`
-settings (`vidsparse/app/configs/yardstick.yaml`). The prompts are the first N of
-`search/prompts/yardstick-eval.txt`, each with seed 0. Dense ("dense": the stock computation) runs once per prompt;
-then every setting of every method is installed with `vidsparse.apply`, generates the same prompts and seeds, and is
-removed. A setting is the config's method entry with one knob overridden (`SWEEPS`); the config's warm-up (5 dense
-steps of 20, q_block / k_block 32) keeps its share of the steps when `--steps` differs, as in `vidsparse compare`.
+Models (`--models`, default both where the long yardstick's weights exist, else the short one with a note):
+- `yardstick`: 9 frames of 64 x 64, a grid of 9 x 16 x 16 = 2,304 video tokens; its config's 20 steps, float32;
+- `yardstick-long`: 16 frames of 128 x 128, 16 x 32 x 32 = 16,384 video tokens (weights in
+  `vidsparse/yardstick/weights-long/`). 16 steps rather than its config's 20 (the fewest issue 20's targets allow) and
+  bfloat16 on a CUDA device (float32 on a CPU), so that both models' sweep fits about 5 minutes of an H200: its
+  attention costs about 50 times the short model's per step, and in float32 one generation of 20 steps takes 6.5 s
+  there (`cuda_seconds_20_steps_cfg` in yardstick/long_card.json), 36 settings of 8 cases about half an hour.
+Each model is loaded once with its config's scheduler (`vidsparse/app/configs/<model>.yaml`); `--steps` and `--dtype`
+override both models' defaults.
+
+Cases: the first `--prompts` (4) prompts of `search/prompts/yardstick-eval.txt` (two training-style, two held-out
+combinations, none among the calibration prompts) times the `--seeds` (0,1): 8 videos per setting and model. Dense (the
+stock computation) generates them once per model; then every setting of every method is installed with
+`vidsparse.apply`, generates the same cases, and is removed. A setting is the config's method entry with one knob
+overridden (`SWEEPS`, 5 settings a method); the config's warm-up (5 dense steps of 20) keeps its share of the steps
+when the steps differ, as in `vidsparse compare`. `dynamic` is swept when this vidsparse registers it and the model
+config has a `dynamic` section, and is skipped with a note otherwise. `hybrid+fbc` (hybrid stacked with diffusers'
+FirstBlockCache) runs only when asked for (`--method hybrid+fbc`).
+
+Batching: the methods that choose per batch element, or before the call (`PER_ELEMENT`), generate all cases of a
+setting in one pipeline call (a batch of 8 prompts, 16 with CFG), which generates what one case at a time does, to
+rounding. hybrid (whose choice per head is the worst batch element's), the step cache and dynamic with a drift check
+run one case per call. Each is compared with the dense run of its own kind; the report gives the PSNR of the two dense
+runs against each other, the rounding floor that batching puts under every comparison. `--no-batch` runs every
+setting one case per call.
 
 For every setting:
-- density: `handle.report()["density"]`, the realised density over every step and replaced layer of every prompt,
-  the dense warm-up included (a dense call counts 1). For "delta" a refresh step counts 1 as well;
-- PSNR and SSIM of the decoded video against dense (`vidsparse.app.metrics`): the mean over every frame of every prompt,
-  and the worst frame;
+- density: `handle.report()["density"]`, the realised density over every step and replaced layer of every case, the
+  dense warm-up included (a dense call counts 1). For "delta" a refresh step counts 1 as well;
+- PSNR and SSIM of the decoded video against dense (`vidsparse.app.metrics`): the mean over every frame of every
+  case, and the worst frame;
 - seconds: the wall time of the setting's generations (on the CPU, the sparse methods run a PyTorch fallback, so
   times measure nothing there).
-For "profile" the per-head choice counts are summed over the run, and the share of spatial / temporal / dense
-choices the planner made during the sparse steps is kept; the setting fraction 0.3, eps 0.5 gives the top-level
-`profile_mix`, which forces the same mix at full size elsewhere.
+For "profile" and "hybrid" the per-head choices are kept. The short yardstick's profile setting fraction 0.3, eps 0.5
+gives the top-level `profile_mix`, and its hybrid eps 0.2 the top-level `hybrid_mix`, which
+`pipelines/bench_methods.py` forces at full size.
 
-Writes into --out: `sweep.json` (rewritten after every run, so a stopped sweep keeps what it measured), `SWEEP.md`
-(a table per method, the best PSNR under density budgets, profile against the better of spatial and temporal at
-equal density) and `sweep.png` (PSNR and SSIM against density). A setting that raises is recorded with its error and
-the sweep goes on. `--quick` (1 prompt, 8 steps, 2 settings per method) checks the script on a CPU in a few minutes.
+Time: settings run in rounds, each round one more setting of every method of every model, the ends of each knob's
+range first, so a stopped sweep still has every curve's span. `--budget-s S` launches no setting that would end past
+S seconds from the start (its expected time: the last setting of the same model and batching); what it skipped is
+recorded, so a device call always returns a report.
+
+Writes into --out: `sweep.json` (both models; rewritten after every setting, so a stopped sweep keeps what it
+measured), `SWEEP.md` (per method a table with both models side by side, the best PSNR under density budgets per
+model, profile against spatial and temporal, hybrid and dynamic against the others at equal density) and `sweep.png`
+(PSNR and SSIM against density, a column per model, the Pareto front marked). A setting that raises is recorded with
+its error and the sweep goes on.
+
+`--tiny` runs every model at 4 frames of 32 x 32 through its own config (block sizes, voxels, refresh steps), a CPU
+check of the flow. With it, and only with it, a missing long yardstick is stood in for by the short yardstick's
+weights and pattern file, labelled as such in the json and the report: its numbers then measure nothing.
 
 Run it from the repository root, with this checkout's vidsparse importable (an editable install of it, or
 `PYTHONPATH=.`); the JSON records which vidsparse ran.
@@ -39,6 +71,7 @@ import math
 import sys
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,59 +79,127 @@ import torch
 
 logger = logging.getLogger("yardstick.sweep")
 
-PROMPTS_FILE = Path("search/prompts/yardstick-eval.txt")
-SEED = 0
-# method -> (the yardstick config's method entry, the settings: each overrides one knob of that entry)
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS_FILE = ROOT / "search" / "prompts" / "yardstick-eval.txt"
+PROMPTS_SHOWN = "search/prompts/yardstick-eval.txt"
+SEEDS = (0, 1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How the sweep runs one built-in yardstick.
+
+    Attributes:
+        name: the built-in and its model config (`vidsparse/app/configs/<name>.yaml`).
+        steps: denoising steps (None: the config's).
+        cuda_dtype: weights and activations on a CUDA device (a CPU runs float32).
+        goal: issue 20's hybrid target: at least this PSNR (dB) and SSIM (None: no SSIM target) at density at most.
+    """
+
+    name: str
+    steps: int | None
+    cuda_dtype: str
+    goal: tuple[float, float | None, float]
+
+
+SPECS = {
+    "yardstick": ModelSpec("yardstick", None, "float32", (28.0, None, 0.40)),
+    "yardstick-long": ModelSpec("yardstick-long", 16, "bfloat16", (30.0, 0.95, 0.35)),
+}
+TINY = {"num_frames": 4, "height": 32, "width": 32}  # --tiny: every model at this size
+# method -> (the model config's method entry, its settings in knob order: each overrides one knob of that entry)
 SWEEPS: dict[str, tuple[str, list[dict]]] = {
-    "spatial": ("spatial", [{"frames": f} for f in (0, 1, 2, 3)]),
+    "spatial": ("spatial", [{"frames": f} for f in (0, 1, 2, 3, 4)]),
     "temporal": ("temporal", [{"radius": r} for r in (0, 1, 2, 4, 6)]),
     "static": ("static", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.4)]),
-    "profile": ("profile", [{"fraction": f, "eps": e} for f in (0.1, 0.2, 0.3, 0.45) for e in (0.2, 0.5)]),
-    "delta": ("delta", [{"top_keys": t} for t in (0.05, 0.1, 0.2, 0.3)]),
-    "hybrid": ("hybrid", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.5)] + [{"density": d} for d in (0.15, 0.3)]),
-    # hybrid stacked with diffusers' FirstBlockCache (`transformer.enable_cache`) at three thresholds
+    "profile": ("profile", [{"fraction": f, "eps": 0.5} for f in (0.1, 0.2, 0.3, 0.45, 0.6)]),
+    "delta": ("delta", [{"top_keys": t} for t in (0.05, 0.1, 0.2, 0.3, 0.4)]),
+    "hybrid": ("hybrid", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.5)]),
+    "dynamic": ("dynamic", [{"top_p": p} for p in (0.5, 0.7, 0.8, 0.9, 0.95)]),
+    # hybrid stacked with diffusers' FirstBlockCache (`transformer.enable_cache`) at three thresholds: on request
     "hybrid+fbc": ("hybrid", [{"eps": 0.2, "first_block_cache": t} for t in (0.05, 0.1, 0.2)]),
 }
+DEFAULT_METHODS = tuple(m for m in SWEEPS if m != "hybrid+fbc")
 STEP_CACHE = "first_block_cache"  # a setting key that is not a method option: the step cache stacked on the method
-# --quick: two settings per method, spread over its range (profile's includes the mix setting)
-QUICK_SETTINGS = {
-    "spatial": [{"frames": 0}, {"frames": 2}],
-    "temporal": [{"radius": 1}, {"radius": 4}],
-    "static": [{"eps": 0.1}, {"eps": 0.3}],
-    "profile": [{"fraction": 0.1, "eps": 0.2}, {"fraction": 0.3, "eps": 0.5}],
-    "delta": [{"top_keys": 0.05}, {"top_keys": 0.2}],
-    "hybrid": [{"eps": 0.1}, {"density": 0.3}],
-    "hybrid+fbc": [{"eps": 0.2, "first_block_cache": 0.1}],
-}
-QUICK_STEPS, QUICK_PROMPTS = 8, 1
+# Methods whose choices are made per batch element or before the call: a batch of cases generates what the cases one
+# at a time do, to rounding (float32 on a CPU, 4 x 32 x 32, 3 steps: at most 7e-5 of the pixel range apart; hybrid
+# 0.44 apart, its choice being the worst batch element's).
+PER_ELEMENT = frozenset({"dense", "spatial", "temporal", "static", "profile", "delta", "dynamic"})
+QUICK_STEPS, QUICK_SETTINGS = 8, 2
 MIX_SETTING = {"fraction": 0.3, "eps": 0.5}  # the profile setting whose mix is the top-level `profile_mix`
 PROFILE_LABELS = ("spatial", "temporal", "dense")
 HYBRID_MIX_SETTING = {"eps": 0.2}  # the hybrid setting whose choices are the top-level `hybrid_mix`
-HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")
-BUDGETS = (0.4, 0.6)
+HYBRID_LABELS = ("static", "spatial", "temporal", "delta", "dense")  # and any candidate it adds ("dynamic", issue 20)
+MIX_MODEL = "yardstick"  # the model whose mixes are the top-level ones (bench_methods.py reads them)
+BUDGETS = (0.35, 0.4, 0.6)
 FIXED = ("spatial", "temporal")  # the fixed patterns profile chooses between, per head
+FIXED_METHODS = ("static", "spatial", "temporal")  # what issue 20 measures dynamic against
 
 
 # ---------------------------------------------------------------------------------------- setup
+def long_weights() -> Path:
+    from vidsparse.yardstick import LONG_WEIGHTS_DIR
+
+    return LONG_WEIGHTS_DIR / "transformer" / "diffusion_pytorch_model.safetensors"
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", help="comma-separated built-ins, of " + ", ".join(SPECS) + " (default: both where the "
+                   "long yardstick's weights exist, else yardstick)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="weights and activations (default: %(default)s, for a clean comparison)")
-    p.add_argument("--prompts", type=int, default=4,
-                   help=f"the first N prompts of {PROMPTS_FILE} (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the config's, 20)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="weights and activations (default: auto: float32 for yardstick; bfloat16 for yardstick-long on "
+                        "CUDA, float32 on a CPU)")
+    p.add_argument("--prompts", type=int, help=f"the first N prompts of {PROMPTS_SHOWN} (default: 4; --quick 1)")
+    p.add_argument("--seeds", help="comma-separated seeds, each with every prompt (default: 0,1; --quick 0)")
+    p.add_argument("--steps", type=int, help="denoising steps of every model (default: yardstick 20, "
+                   f"yardstick-long {SPECS['yardstick-long'].steps}; --quick {QUICK_STEPS})")
+    p.add_argument("--settings", type=int, help="the first N settings of each method, in sweep order (the ends of "
+                   f"its range first; default: all 5; --quick {QUICK_SETTINGS})")
     p.add_argument("--method", action="append", choices=tuple(SWEEPS),
-                   help="sweep only this method (repeat; default: all)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"{QUICK_PROMPTS} prompt, {QUICK_STEPS} steps, 2 settings per method: a check of the script")
+                   help="sweep only this method (repeat; default: " + ", ".join(DEFAULT_METHODS) + ")")
+    p.add_argument("--batch", action=argparse.BooleanOptionalAction, default=True,
+                   help="generate a setting's cases in one pipeline call where its method allows (default: on)")
+    p.add_argument("--budget-s", type=float, help="launch no setting that would end past this many seconds from the "
+                   "start; the skipped ones are recorded (default: no limit)")
+    p.add_argument("--backend", choices=("auto", "triton", "sdpa", "reference"), default="auto",
+                   help="every sparse method's backend (SparseConfig.backend; default: %(default)s, the Triton kernel "
+                        "where it runs)")
+    p.add_argument("--quick", action="store_true", help=f"1 prompt, seed 0, {QUICK_STEPS} steps, {QUICK_SETTINGS} "
+                   "settings per method: a check of the script")
+    p.add_argument("--tiny", action="store_true", help="every model at 4 frames of 32 x 32; a missing long yardstick "
+                   "runs on the short one's weights, labelled (a CPU check of the flow)")
     p.add_argument("--out", default="yardstick", help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
-    if args.quick:
-        args.prompts = QUICK_PROMPTS
-        args.steps = args.steps or QUICK_STEPS
-    if args.prompts < 1 or (args.steps is not None and args.steps < 1):
-        p.error("--prompts and --steps must be at least 1")
+    args.prompts = args.prompts if args.prompts is not None else 1 if args.quick else 4
+    args.steps = args.steps if args.steps is not None else QUICK_STEPS if args.quick else None
+    args.settings = args.settings if args.settings is not None else QUICK_SETTINGS if args.quick else None
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [0] if args.quick else list(SEEDS)
+    except ValueError:
+        p.error(f"--seeds {args.seeds}: give comma-separated integers")
+    if args.prompts < 1 or (args.steps is not None and args.steps < 1) or (args.settings is not None
+                                                                           and args.settings < 1):
+        p.error("--prompts, --steps and --settings must be at least 1")
+    if args.budget_s is not None and args.budget_s <= 0:
+        p.error("--budget-s must be positive")
+    have_long = long_weights().is_file()
+    args.notes = []
+    if args.models:
+        args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in args.models if m not in SPECS]
+        if unknown or not args.models:
+            p.error(f"--models {','.join(unknown) or '(none)'}: give some of {', '.join(SPECS)}")
+        if "yardstick-long" in args.models and not have_long and not args.tiny:
+            p.error(f"--models yardstick-long: no weights at {long_weights().relative_to(ROOT)}; train them "
+                    "(yardstick/long_session.sh), or add --tiny to check the flow on the short yardstick's weights")
+    elif have_long or args.tiny:
+        args.models = list(SPECS)
+    else:
+        args.models = ["yardstick"]
+        args.notes.append(f"yardstick-long not swept: no weights at {long_weights().relative_to(ROOT)} (train them "
+                          "with yardstick/long_session.sh)")
     return args
 
 
@@ -106,36 +207,99 @@ def read_prompts(n: int) -> list[str]:
     lines = [line.strip() for line in PROMPTS_FILE.read_text().splitlines()]
     prompts = [line for line in lines if line and not line.startswith("#")]
     if n > len(prompts):
-        logger.warning("--prompts %d: %s has only %d prompts; using them all", n, PROMPTS_FILE, len(prompts))
+        logger.warning("--prompts %d: %s has only %d prompts; using them all", n, PROMPTS_SHOWN, len(prompts))
     return prompts[:n]
 
 
-def load_pipeline(device: str, dtype: torch.dtype):
-    """The yardstick pipeline and its model config, as `vidsparse compare` loads them."""
+@dataclass
+class Model:
+    """One model of the sweep: its pipeline, config, call arguments and its entry of the results."""
+
+    spec: ModelSpec
+    pipe: object
+    cfg: object
+    kwargs: dict
+    standin: bool  # the short yardstick's weights and pattern file stand in for the long one's (--tiny only)
+    backend: str  # every sparse method's SparseConfig.backend
+    entry: dict  # this model's part of sweep.json
+    dense: dict = field(default_factory=dict)  # "batched" / "per_case" -> the dense videos
+    last_seconds: dict = field(default_factory=dict)  # batched -> seconds of the last setting run that way
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def load_model(spec: ModelSpec, args, device: str, cases: list[dict]) -> Model:
+    """A model's pipeline (as `vidsparse compare` loads it) and its json entry, on `device` in its dtype."""
+    from vidsparse.app.configs import apply_scheduler_config, call_kwargs, load_model_config
     from vidsparse.app.models import load_builtin
-    from vidsparse.app.configs import apply_scheduler_config, load_model_config
 
-    cfg = load_model_config("yardstick")
-    pipe, _ = load_builtin("yardstick")
+    cfg = load_model_config(spec.name)
+    standin = spec.name == "yardstick-long" and not long_weights().is_file()
+    if standin:  # parse_args allows it with --tiny only
+        from vidsparse.yardstick import WEIGHTS_DIR, load_yardstick
+
+        pipe = load_yardstick()
+        pipe.set_progress_bar_config(disable=True)
+        weights = (f"{_shown(WEIGHTS_DIR)}: the short yardstick's, standing in for the absent long "
+                   "weights (--tiny): these numbers measure nothing")
+    else:
+        from vidsparse.yardstick import LONG_WEIGHTS_DIR, WEIGHTS_DIR
+
+        pipe, _ = load_builtin(spec.name)
+        weights = _shown(LONG_WEIGHTS_DIR if spec.name == "yardstick-long" else WEIGHTS_DIR)
     apply_scheduler_config(pipe, cfg)
+    dtype = args.dtype if args.dtype != "auto" else spec.cuda_dtype if device == "cuda" else "float32"
     pipe = pipe.to(device)
-    if pipe.transformer.dtype != dtype:  # the built-in is float32; cast only for another dtype
-        pipe = pipe.to(dtype=dtype)
-    return pipe, cfg
+    if pipe.transformer.dtype != getattr(torch, dtype):  # the built-ins load in float32
+        pipe = pipe.to(dtype=getattr(torch, dtype))
+    kwargs = call_kwargs(cfg)
+    kwargs["num_inference_steps"] = args.steps or spec.steps or kwargs["num_inference_steps"]
+    if args.tiny:
+        kwargs.update(TINY)
+    grid = video_grid(pipe, kwargs)
+    notes = []
+    if spec.steps and not args.steps and spec.steps != cfg.generate.get("num_inference_steps"):
+        notes.append(f"{spec.steps} steps, not the config's {cfg.generate.get('num_inference_steps')}: both models' "
+                     "sweep fits the time (yardstick/sweep.py)")
+    if standin:
+        notes.append(weights)
+    entry = {
+        "meta": {"steps": kwargs["num_inference_steps"], "dtype": dtype, "generate": kwargs, "grid": grid,
+                 "video_tokens": math.prod(grid), "weights": weights, "standin": standin, "tiny": args.tiny,
+                 "notes": notes},
+        "cases": cases, "dense": {}, "rows": [], "skipped": [], "profile_mix": None, "hybrid_mix": None,
+    }
+    return Model(spec, pipe, cfg, kwargs, standin, args.backend, entry)
 
 
-def method_plan(cfg, entry: str, steps: int, name: str, setting: dict | None = None):
-    """A `MethodPlan` of the config's method `entry` with `setting` over its fields, for a run of `steps` steps.
+def video_grid(pipe, kwargs: dict) -> list[int]:
+    """The transformer's video token grid (t, h, w) for these call arguments."""
+    scale = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size
+    frames = (kwargs["num_frames"] - 1) // pipe.vae_scale_factor_temporal + 1
+    return [frames, kwargs["height"] // scale, kwargs["width"] // scale]
 
-    As `vidsparse compare` plans it: the config's warm-up keeps its share of the steps when `steps` differs from the
-    config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted.
+
+def method_plan(model: Model, entry: str, name: str, setting: dict | None = None):
+    """A `MethodPlan` of the model config's method `entry` with `setting` over its fields, for this model's steps.
+
+    As `vidsparse compare` plans it: the config's warm-up keeps its share of the steps when the steps differ from the
+    config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted. With
+    stand-in weights, a pattern file that does not exist is replaced by the short yardstick's (noted).
     """
-    from vidsparse.app.configs import method_config
-    from vidsparse.app.generate import MethodPlan
+    from vidsparse.app.configs import MethodPlan, method_config, resolve_patterns
 
+    cfg, steps = model.cfg, model.kwargs["num_inference_steps"]
     config = method_config(cfg, entry)
     options = {k: v for k, v in (setting or {}).items() if k != STEP_CACHE}
+    if model.backend != config.backend:
+        options["backend"] = model.backend
     plan = MethodPlan(name, config.replace(**options) if options else config)
+    patterns = plan.config.to_dict().get("patterns")
+    if model.standin and patterns and not Path(patterns).is_file():
+        plan.config = plan.config.replace(patterns=str(resolve_patterns("yardstick")))
+        plan.notes.append(f"pattern file {patterns} absent: the short yardstick's stands in (--tiny)")
     config_steps = cfg.generate.get("num_inference_steps")
     warmup = plan.config.warmup_steps
     if config.method != "dense" and warmup and config_steps and steps != config_steps:
@@ -146,30 +310,141 @@ def method_plan(cfg, entry: str, steps: int, name: str, setting: dict | None = N
     if config.method != "dense" and plan.config.warmup_steps >= steps:
         plan.dense_throughout = True
         plan.notes.append(f"ran dense throughout: its {plan.config.warmup_steps} warm-up steps cover all {steps}")
+    late = [s for s in plan.config.to_dict().get("refresh_steps") or () if s >= steps]
+    if late:
+        plan.notes.append(f"refresh step(s) {', '.join(map(str, late))} of the config fall past the last of {steps} "
+                          "steps (refresh steps are not scaled, as in `vidsparse compare`)")
     return plan
 
 
-def sweep_plans(cfg, steps: int, methods: list[str], quick: bool) -> list[tuple[str, dict, object]]:
-    """(method, setting, MethodPlan) of every run but dense, in sweep order."""
+def spread(n: int) -> list[int]:
+    """0..n-1 with both ends first, then the midpoints of the gaps, widest first: [0, 4, 2, 1, 3] for 5."""
+    order = list(dict.fromkeys([0, n - 1]))[:n]
+    gaps = [(0, n - 1)] if n > 2 else []
+    while gaps:
+        lo, hi = gaps.pop(0)
+        mid = (lo + hi) // 2
+        if lo < mid < hi:
+            order.append(mid)
+            gaps += [(lo, mid), (mid, hi)]
+    return order
+
+
+def unavailable(method: str, cfg) -> str | None:
+    """Why `method` cannot be swept on a model config, or None."""
+    import vidsparse
+
+    entry = SWEEPS[method][0]
+    if entry not in vidsparse.METHODS:
+        return f"this vidsparse registers no `{entry}` method (vidsparse.METHODS)"
+    if entry not in cfg.methods:
+        return f"the model config has no `methods.{entry}` section"
+    return None
+
+
+def schedule(models: list[Model], methods: list[str], settings: int | None) -> list[tuple]:
+    """(model, method, setting, MethodPlan) of every run but dense, in rounds: each round one more setting of every
+    method of every model, each method's settings in `spread` order."""
+    queues = {}
+    for model in models:
+        for method in methods:
+            why = unavailable(method, model.cfg)
+            if why:
+                note = f"{method} not swept: {why}"
+                logger.warning("%s: %s", model.name, note)
+                model.entry["meta"]["notes"].append(note)
+                continue
+            entry, knob = SWEEPS[method]
+            chosen = [knob[i] for i in spread(len(knob))][:settings]
+            queues[model.name, method] = [(model, method, s, method_plan(model, entry, f"{method} {_setting_text(s)}",
+                                                                          s)) for s in chosen]
     runs = []
-    for method in methods:
-        entry, settings = SWEEPS[method]
-        for setting in (QUICK_SETTINGS[method] if quick else settings):
-            runs.append((method, setting, method_plan(cfg, entry, steps, f"{method} {_setting_text(setting)}",
-                                                      setting)))
+    for r in range(max((len(q) for q in queues.values()), default=0)):
+        runs += [q[r] for q in queues.values() if r < len(q)]
     return runs
+
+
+def batch_independent(config, setting: dict) -> bool:
+    """Whether a batch of cases generates what the cases one at a time do (`PER_ELEMENT`): not for hybrid, the step
+    cache (it skips a block for the whole batch) or dynamic's drift check (it reads the whole layer)."""
+    if STEP_CACHE in setting or config.method not in PER_ELEMENT:
+        return False
+    return not (config.method == "dynamic" and config.to_dict().get("drift"))
 
 
 def shown_config(config) -> dict:
     """A SparseConfig's flat fields, its pattern file relative to the repository when inside it."""
     fields = config.to_dict()
     if fields.get("patterns"):
-        path, root = Path(fields["patterns"]).resolve(), Path(__file__).resolve().parents[1]
-        fields["patterns"] = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+        fields["patterns"] = _shown(fields["patterns"])
     return fields
 
 
+def _shown(path) -> str:
+    """A path relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 # ---------------------------------------------------------------------------------------- measuring
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def generate(pipe, cases: list[dict], kwargs: dict, batched: bool) -> list[np.ndarray]:
+    """Every case's video as uint8 [F, H, W, 3]: in one pipeline call (`batched`), or one call per case. Each case's
+    noise comes from its own CPU generator seeded with its seed, as `vidsparse compare` draws it."""
+    videos = []
+    for group in ([cases] if batched else [[c] for c in cases]):
+        generators = [torch.Generator(device="cpu").manual_seed(c["seed"]) for c in group]
+        with torch.inference_mode():
+            frames = pipe(prompt=[c["prompt"] for c in group], generator=generators, output_type="np",
+                          **kwargs).frames
+        videos += [(np.clip(np.asarray(f, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+                   for f in frames]
+    return videos
+
+
+def run_one(model: Model, plan, batched: bool, dense: list[np.ndarray] | None,
+            first_block_cache: float | None = None) -> tuple[dict, list[np.ndarray]]:
+    """Generate every case of `model` with one plan; its row (quality against `dense` unless this is dense) and the
+    videos. `first_block_cache`: stack diffusers' FirstBlockCache at this threshold on the transformer for the run."""
+    import vidsparse
+
+    pipe = model.pipe
+    if first_block_cache is not None:
+        from diffusers.hooks import FirstBlockCacheConfig
+
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=first_block_cache))
+    try:
+        handle = vidsparse.apply(pipe, plan.config)
+        try:
+            _sync()
+            start = time.perf_counter()
+            videos = generate(pipe, model.entry["cases"], model.kwargs, batched)
+            _sync()
+            seconds = time.perf_counter() - start
+            report = handle.report()
+        finally:
+            handle.remove()
+    finally:
+        if first_block_cache is not None:
+            pipe.transformer.disable_cache()
+    row = {
+        "density": float(report["density"]), "seconds": seconds, "batched": batched,
+        "sparse_calls": report["sparse_calls"], "calls": report["calls"],
+        "fallbacks": report["fallbacks"], "notes": plan.notes,
+    }
+    if dense is not None:
+        row.update(quality(dense, videos))
+    if plan.config.method == "profile":
+        row["profile"] = profile_mix(report, plan.config.warmup_layers)
+    if plan.config.method == "hybrid":
+        row["hybrid"] = hybrid_mix(report)
+    return row, videos
+
+
 def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
     """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean."""
     from vidsparse.app.metrics import psnr_per_frame, ssim_per_frame
@@ -226,35 +501,6 @@ def profile_mix(report: dict, warmup_layers: int) -> dict:
     }
 
 
-def run_one(pipe, plan, cases: list[dict], kwargs: dict, dense: list[np.ndarray] | None,
-            first_block_cache: float | None = None) -> dict:
-    """Generate every case with one plan; its row (quality against `dense` unless this is dense) and the videos.
-    `first_block_cache`: stack diffusers' FirstBlockCache at this threshold on the transformer for the run."""
-    from vidsparse.app.generate import run_method
-
-    if first_block_cache is not None:
-        from diffusers.hooks import FirstBlockCacheConfig
-
-        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=first_block_cache))
-    try:
-        result = run_method(pipe, plan, cases, kwargs)
-    finally:
-        if first_block_cache is not None:
-            pipe.transformer.disable_cache()
-    report = result.report
-    row = {
-        "density": float(report["density"]), "seconds": result.seconds_total,
-        "sparse_calls": report["sparse_calls"], "calls": report["calls"],
-        "fallbacks": report["fallbacks"], "notes": plan.notes,
-    }
-    if dense is not None:
-        row.update(quality(dense, result.videos))
-    if plan.config.method == "profile":
-        row["profile"] = profile_mix(report, plan.config.warmup_layers)
-    if plan.config.method == "hybrid":
-        row["hybrid"] = hybrid_mix(report)
-    return row, result.videos
-
 
 def hybrid_mix(report: dict) -> dict:
     """A hybrid run's head choices at its choosing (non-refresh, non-warm-up) calls: the share of each candidate,
@@ -264,7 +510,8 @@ def hybrid_mix(report: dict) -> dict:
         for head in layer:
             for label, n in head.items():
                 counts[label] = counts.get(label, 0.0) + n
-    chosen = {k: counts.get(k, 0.0) for k in HYBRID_LABELS}
+    labels = list(HYBRID_LABELS) + sorted(set(counts) - set(HYBRID_LABELS) - {"refresh"})
+    chosen = {k: counts.get(k, 0.0) for k in labels}
     # "dense" counts also hold the warm-up's dense calls, which never reached the planner
     heads = sum(len(layer) for layer in report["heads"]["choices"]) / max(1, len(report["heads"]["choices"]))
     chosen["dense"] -= (report["calls"] - report["sparse_calls"]) * heads
@@ -275,14 +522,16 @@ def hybrid_mix(report: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------- the sweep
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import vidsparse
-    from vidsparse.app.configs import call_kwargs
     from vidsparse.app.runinfo import environment, json_safe
 
-    here = Path(__file__).resolve().parents[1] / "vidsparse"
+    for note in args.notes:
+        logger.warning("%s", note)
+    here = ROOT / "vidsparse"
     if Path(vidsparse.__file__).resolve().parent != here:
         logger.warning("running %s's vidsparse, not this checkout's (%s): run with PYTHONPATH=.",
                        Path(vidsparse.__file__).parent, here)
@@ -290,61 +539,91 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     prompts = read_prompts(args.prompts)
-    cases = [{"prompt": p, "seed": SEED} for p in prompts]
-
-    pipe, cfg = load_pipeline(device, getattr(torch, args.dtype))
-    kwargs = call_kwargs(cfg)
-    if args.steps:
-        kwargs["num_inference_steps"] = args.steps
-    steps = kwargs["num_inference_steps"]
-    methods = args.method or list(SWEEPS)
-    runs = sweep_plans(cfg, steps, methods, args.quick)
+    cases = [{"prompt": p, "seed": s} for p in prompts for s in args.seeds]
+    args.batch = args.batch and len(cases) > 1  # one case: a batch of it is the per-case run
+    models = [load_model(SPECS[name], args, device, cases) for name in args.models]
+    methods = args.method or list(DEFAULT_METHODS)
+    runs = schedule(models, methods, args.settings)
 
     results = {
-        "meta": {**environment(["python", *sys.argv[:1], *argv], device), "vidsparse_path":
-                 str(Path(vidsparse.__file__).parent), "dtype": args.dtype, "steps": steps, "generate": kwargs,
-                 "prompts_requested": args.prompts, "quick": args.quick,
-                 "density": "realised: every step and replaced layer of every prompt, the dense warm-up included "
-                            "(a dense call counts 1; a delta refresh step counts 1)"},
-        "cases": cases, "dense": None, "rows": [], "profile_mix": None, "hybrid_mix": None,
+        "meta": {**environment(["python", "yardstick/sweep.py", *argv], device), "vidsparse_path":
+                 str(Path(vidsparse.__file__).parent), "prompts_file": PROMPTS_SHOWN,
+                 "prompts_requested": args.prompts, "seeds": args.seeds, "quick": args.quick, "tiny": args.tiny,
+                 "batch": args.batch, "backend": args.backend, "budget_s": args.budget_s, "methods": methods,
+                 "notes": args.notes,
+                 "density": "realised: every step and replaced layer of every case, the dense warm-up included "
+                            "(a dense call counts 1; a delta refresh step counts 1)",
+                 "seconds": None},
+        "models": {m.name: m.entry for m in models},
+        "profile_mix": None, "hybrid_mix": None, "mix_model": None,
     }
 
-    def save():
+    def save(final: bool = False):
+        results["meta"]["seconds"] = time.perf_counter() - t0
+        source = MIX_MODEL if MIX_MODEL in results["models"] else models[0].name  # the mixes bench_methods forces
+        results["mix_model"] = source
+        results["profile_mix"] = results["models"][source]["profile_mix"]
+        results["hybrid_mix"] = results["models"][source]["hybrid_mix"]
         (out / "sweep.json").write_text(json.dumps(json_safe(results), indent=1) + "\n")
+        # the report from the rows as written (+-inf as strings), so that a stopped sweep has one too
+        written = json.loads((out / "sweep.json").read_text())
+        (out / "SWEEP.md").write_text(markdown(written))
+        if final:
+            plot(written, out / "sweep.png")
 
-    total = len(runs) + 1
-    dense_plan = method_plan(cfg, "dense", steps, "dense")
-    started = time.perf_counter()
-    dense_row, dense_videos = run_one(pipe, dense_plan, cases, kwargs, None)
-    results["dense"] = dense_row
-    _progress(1, total, "dense", dense_row, time.perf_counter() - started)
-    save()
-    for i, (method, setting, plan) in enumerate(runs, start=2):
+    # dense of every model first, in each way that its settings generate (see "Batching" above)
+    modes = {m.name: sorted({args.batch and batch_independent(plan.config, s) for mm, _, s, plan in runs
+                             if mm is m} | {args.batch}, reverse=True) for m in models}
+    total, done = len(runs) + sum(len(v) for v in modes.values()), 0
+    for model in models:
+        dense_plan = method_plan(model, "dense", "dense")
+        for batched in modes[model.name]:
+            kind = "batched" if batched else "per_case"
+            started = time.perf_counter()
+            row, model.dense[kind] = run_one(model, dense_plan, batched, None)
+            model.entry["dense"][kind] = row
+            model.last_seconds[batched] = row["seconds"]
+            done += 1
+            _progress(done, total, f"{model.name} dense ({kind.replace('_', ' ')})", row,
+                      time.perf_counter() - started)
+        if len(model.dense) == 2:  # the rounding floor that batching puts under the comparisons
+            model.entry["dense"]["floor"] = quality(model.dense["batched"], model.dense["per_case"])
+        save()
+    for model, method, setting, plan in runs:
+        done += 1
+        batched = args.batch and batch_independent(plan.config, setting)
         row = {"method": method, "setting": setting, "config": shown_config(plan.config)}
+        expected, spent = model.last_seconds[batched], time.perf_counter() - t0
+        if args.budget_s is not None and spent + expected > args.budget_s:
+            row["skipped"] = (f"not launched: {spent:.0f} s of --budget-s {args.budget_s:g} spent, and the setting "
+                              f"would take about {expected:.0f} s more")
+            model.entry["skipped"].append(row)
+            print(f"[{done}/{total}] {model.name} {plan.name}: skipped ({row['skipped']})", file=sys.stderr)
+            continue
         started = time.perf_counter()
         try:
-            measured, _ = run_one(pipe, plan, cases, kwargs, dense_videos, setting.get(STEP_CACHE))
+            dense_videos = model.dense["batched" if batched else "per_case"]
+            measured, _ = run_one(model, plan, batched, dense_videos, setting.get(STEP_CACHE))
             if STEP_CACHE in setting:  # attention calls made against dense's: the share of layer calls not skipped
-                measured["calls_kept"] = measured["calls"] / max(1, dense_row["calls"])
+                measured["calls_kept"] = measured["calls"] / max(1, model.entry["dense"]["per_case"]["calls"])
             row.update(measured)
+            model.last_seconds[batched] = measured["seconds"]
         except Exception as exc:  # one failing setting is recorded, and the sweep goes on
             row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             row["traceback"] = traceback.format_exc(limit=-3)
             row["seconds"] = time.perf_counter() - started
-        results["rows"].append(row)
+        model.entry["rows"].append(row)
         if method == "profile" and setting == MIX_SETTING and "profile" in row:
-            results["profile_mix"] = row["profile"]["planner"]
+            model.entry["profile_mix"] = row["profile"]["planner"]
         if method == "hybrid" and setting == HYBRID_MIX_SETTING and "hybrid" in row:
-            results["hybrid_mix"] = row["hybrid"]["planner"]
-        _progress(i, total, plan.name, row, time.perf_counter() - started)
+            model.entry["hybrid_mix"] = row["hybrid"]["planner"]
+        _progress(done, total, f"{model.name} {plan.name}", row, time.perf_counter() - started)
         save()
+    save(final=True)
     if results["profile_mix"] is None and "profile" in methods:
-        logger.warning("no profile_mix: the setting %s did not run or failed", MIX_SETTING)
-
-    results = json.loads((out / "sweep.json").read_text())  # the rows as written: +-inf as strings
-    (out / "SWEEP.md").write_text(markdown(results))
-    plot(results, out / "sweep.png")
-    print(f"wrote {out / 'sweep.json'}, {out / 'SWEEP.md'}, {out / 'sweep.png'}", file=sys.stderr)
+        logger.warning("no profile_mix: %s's setting %s did not run or failed", results["mix_model"], MIX_SETTING)
+    print(f"wrote {out / 'sweep.json'}, {out / 'SWEEP.md'}, {out / 'sweep.png'} in "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
     return 0
 
 
@@ -394,65 +673,185 @@ def interpolate(rows: list[dict], density: float) -> float | None:
     return None
 
 
+def _cell_row(entry: dict, method: str, setting: dict) -> dict | None:
+    """The model's row (measured, failed or skipped) of one setting, or None."""
+    for r in entry["rows"] + entry["skipped"]:
+        if r["method"] == method and r["setting"] == setting:
+            return r
+    return None
+
+
+def pareto_front(entry: dict) -> list[dict]:
+    """The measured rows no other row beats at once in density (lower) and PSNR (higher), by density."""
+    rows = sorted((r for r in entry["rows"] if "error" not in r),
+                  key=lambda r: (r["density"], -_num(r["psnr_mean"])))
+    front, best = [], -math.inf
+    for r in rows:
+        if _num(r["psnr_mean"]) > best:
+            front.append(r)
+            best = _num(r["psnr_mean"])
+    return front
+
+
+def _methods(results: dict) -> list[str]:
+    """The methods in the report, in sweep order."""
+    seen = {r["method"] for e in results["models"].values() for r in e["rows"] + e["skipped"]}
+    return [m for m in SWEEPS if m in seen]
+
+
 def markdown(results: dict) -> str:
-    meta = results["meta"]
-    dense = results["dense"]
+    meta, models = results["meta"], results["models"]
+    names = list(models)
+    first = next(iter(models.values()), {"cases": [], "meta": {"generate": {}}})
+    prompts = len(dict.fromkeys(c["prompt"] for c in first["cases"]))
     lines = [
-        "# Quality against realised density on the yardstick",
+        "# Quality against realised density on the yardsticks",
         "",
-        f"`{meta['command']}`, {meta['date']}, {meta['device']}, {meta['dtype']}; "
-        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + ".",
+        f"`{meta['command']}`, {meta['date']}, {meta['device']}; "
+        + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + f"; {_secs(meta.get('seconds'))} in all.",
         "",
-        f"{len(results['cases'])} prompt(s) of `{PROMPTS_FILE}`, seed {SEED}, {meta['steps']} steps, "
-        f"CFG {meta['generate'].get('guidance_scale')}. Every method against dense on the same prompts and seeds. "
-        "Density is the realised density over every step and replaced layer of every prompt, the dense warm-up "
-        "included (a dense call counts 1); for `delta` its refresh steps count 1 as well. PSNR and SSIM: the mean "
-        "over every frame of every prompt, and the worst frame (`vidsparse.app.metrics`). Seconds: the wall time of all "
-        "of a setting's generations (on a CPU the sparse methods run a PyTorch fallback: the times measure "
-        "nothing there).",
-        "",
-        f"Dense: density {dense['density']:.3f}, {dense['seconds']:.1f} s.",
+        f"{prompts} prompt(s) of `{meta['prompts_file']}` x seed(s) {', '.join(map(str, meta['seeds']))}: "
+        f"{len(first['cases'])} case(s) per setting and model, CFG {first['meta']['generate'].get('guidance_scale')}. "
+        "Every method against dense on the same cases, per model. Density is the realised density over every step "
+        "and replaced layer of every case, the dense warm-up included (a dense call counts 1); for `delta` its "
+        "refresh steps count 1 as well. PSNR and SSIM: the mean over every frame of every case, and the worst frame "
+        "(`vidsparse.app.metrics`). Seconds: the wall time of all of a setting's generations (on a CPU the sparse "
+        "methods run a PyTorch fallback: the times measure nothing there). The settings of a method batched all "
+        "cases in one pipeline call where the method chooses per batch element (`yardstick/sweep.py`, \"Batching\"), "
+        "and are compared with the dense run made the same way.",
     ]
-    if meta.get("quick"):
-        lines += ["", "**`--quick`: a check of the script (1 prompt, few steps, 2 settings per method); these numbers "
-                  "are not a measurement of the methods.**"]
-    if len(results["cases"]) < meta.get("prompts_requested", 0):
-        lines += ["", f"{meta['prompts_requested']} prompts were asked for; the prompt file has "
-                  f"{len(results['cases'])}."]
-    methods = list(dict.fromkeys(r["method"] for r in results["rows"]))
-    for method in methods:
-        lines += ["", f"## {method}", "", "| setting | density | PSNR dB | worst PSNR | SSIM | worst SSIM | s |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in _rows(results, method):
-            kept = f" (attention calls kept: {r['calls_kept']:.2f})" if "calls_kept" in r else ""
-            lines.append(f"| {_setting_text(r['setting'])}{kept} | {r['density']:.3f} | {_db(r['psnr_mean'])} | "
-                         f"{_db(r['psnr_worst'])} | {r['ssim_mean']:.3f} | {r['ssim_worst']:.3f} | "
-                         f"{r['seconds']:.1f} |")
-        for r in results["rows"]:
-            if r["method"] == method and "error" in r:
-                lines.append(f"| {_setting_text(r['setting'])} | failed: {r['error']} | | | | | |")
-        notes = sorted({n for r in results["rows"] if r["method"] == method for n in r.get("notes", [])})
-        lines += [""] + [f"Note: {n}." for n in notes] if notes else []
+    if meta.get("quick") or meta.get("tiny"):
+        lines += ["", "**" + ("`--quick`: a check of the script (few cases, steps and settings)" if meta.get("quick")
+                              else "") + ("; " if meta.get("quick") and meta.get("tiny") else "")
+                  + ("`--tiny`: every model at 4 frames of 32 x 32" if meta.get("tiny") else "")
+                  + ". These numbers are not a measurement of the methods.**"]
+    if prompts < meta.get("prompts_requested", 0):
+        lines += ["", f"{meta['prompts_requested']} prompts were asked for; the prompt file has {prompts}."]
+    lines += [""] + [f"- Note: {n}." for n in meta["notes"]] if meta.get("notes") else []
+    lines += _models_section(results)
+    methods = _methods(results)
     lines += _budget_section(results, methods)
-    if "profile" in methods:
-        lines += _equal_density_section(results)
-        lines += _mix_section(results)
-    if "hybrid" in methods:
-        lines += _pareto_section(results, [m for m in methods if not m.startswith("hybrid")])
+    lines += ["", "## Every setting, the models side by side", "",
+              "Each method's knob in its own order; `s` is the wall time of a setting's generations."]
+    for method in methods:
+        header = "| setting | " + " | ".join(f"{n} density | PSNR dB | worst PSNR | SSIM | s" for n in names) + " |"
+        lines += ["", f"### {method}", "", header, "|---|" + "---|---|---|---|---|" * len(names)]
+        for setting in SWEEPS[method][1]:
+            cells = []
+            for name in names:
+                r = _cell_row(models[name], method, setting)
+                if r is None:
+                    cells.append("not run | | | |")
+                elif "skipped" in r:
+                    cells.append("skipped: budget | | | |")
+                elif "error" in r:
+                    cells.append(f"failed: {r['error'][:80]} | | | |")
+                else:
+                    kept = f" (calls kept {r['calls_kept']:.2f})" if "calls_kept" in r else ""
+                    cells.append(f"{r['density']:.3f}{kept} | {_db(r['psnr_mean'])} | {_db(r['psnr_worst'])} | "
+                                 f"{r['ssim_mean']:.3f} | {r['seconds']:.1f}")
+            if any(_cell_row(models[n], method, setting) for n in names):
+                lines.append(f"| {_setting_text(setting)} | " + " | ".join(cells) + " |")
+        for name in names:
+            notes = sorted({n for r in models[name]["rows"] if r["method"] == method for n in r.get("notes", [])})
+            lines += [""] + [f"Note ({name}): {n}." for n in notes] if notes else []
+    for name in names:
+        entry = models[name]
+        lines += _front_section(name, entry)
+        if "profile" in methods:
+            lines += _equal_density_section(name, entry)
+            lines += _mix_section(name, entry)
+        if "hybrid" in methods:
+            others = [m for m in methods if not m.startswith("hybrid")]
+            lines += _against_section(name, entry, "hybrid", others, margin=0.0, mix=True)
+            lines += _goal_line(name, entry)
+        if "dynamic" in methods:
+            lines += _against_section(name, entry, "dynamic", list(FIXED_METHODS), margin=2.0)
     return "\n".join(lines) + "\n"
 
 
-def _pareto_section(results: dict, others: list[str]) -> list[str]:
-    """Hybrid against the best single method at each hybrid point's density, and what its heads chose."""
-    curves = {m: _rows(results, m) for m in others}
-    lines = ["", "## hybrid against the best single method at equal density (the Pareto front)", "",
-             "Every other method's PSNR curve is interpolated linearly at each hybrid point's density (no "
-             "extrapolation). Choices: the share of head choices at the hybrid's planned calls (refresh steps "
-             "and the dense warm-up left out).", "",
-             "| hybrid setting | density | PSNR | SSIM | best other at it | difference | verdict | static / spatial / "
-             "temporal / delta / dense |", "|---|---|---|---|---|---|---|---|"]
+def _secs(value) -> str:
+    return "?" if value is None else f"{_num(value):.0f} s"
+
+
+def _models_section(results: dict) -> list[str]:
+    models = results["models"]
+    names = list(models)
+    lines = ["", "## The models", "", "| | " + " | ".join(f"`{n}`" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+
+    def row(label, cell):
+        lines.append(f"| {label} | " + " | ".join(cell(models[n]) for n in names) + " |")
+
+    row("video grid (t x h x w)", lambda e: " x ".join(map(str, e["meta"]["grid"]))
+        + f" = {e['meta']['video_tokens']:,} tokens")
+    row("frames x height x width", lambda e: "{num_frames} x {height} x {width}".format(**e["meta"]["generate"]))
+    row("steps, dtype", lambda e: f"{e['meta']['steps']}, {e['meta']['dtype']}")
+    row("weights", lambda e: e["meta"]["weights"])
+    row("dense: density, s (batched / one case per call)", lambda e: " / ".join(
+        f"{d['density']:.3f}, {d['seconds']:.1f} s" for k, d in e["dense"].items() if k != "floor") or "not run")
+    row("rounding floor: dense batched against one case per call", lambda e: (
+        f"PSNR {_db(e['dense']['floor']['psnr_mean'])} dB (worst {_db(e['dense']['floor']['psnr_worst'])}), "
+        f"SSIM {e['dense']['floor']['ssim_mean']:.4f}") if "floor" in e["dense"] else "one way only")
+    row("settings measured / failed / skipped for time", lambda e: (
+        f"{sum('error' not in r for r in e['rows'])} / {sum('error' in r for r in e['rows'])} / "
+        f"{len(e['skipped'])}"))
+    row("wall time of the settings", lambda e: _secs(sum(r["seconds"] for r in e["rows"])
+                                                  + sum(d["seconds"] for k, d in e["dense"].items() if k != "floor")))
+    notes = [f"- Note ({name}): {n}." for name in names for n in models[name]["meta"]["notes"]]
+    return lines + ([""] + notes if notes else [])
+
+
+def _budget_section(results: dict, methods: list[str]) -> list[str]:
+    names = list(results["models"])
+    lines = ["", "## Best PSNR within a density budget", "",
+             "| method | " + " | ".join(f"{n}: density <= {b}" for n in names for b in BUDGETS) + " |",
+             "|---|" + "---|" * (len(BUDGETS) * len(names))]
+    for method in methods:
+        cells = []
+        for name in names:
+            rows = _rows(results["models"][name], method)
+            for budget in BUDGETS:
+                within = [r for r in rows if r["density"] <= budget]
+                if not within:
+                    least = min((r["density"] for r in rows), default=None)
+                    cells.append("none" + (f" (sparsest {least:.3f})" if least is not None else " measured"))
+                    continue
+                best = max(within, key=lambda r: _num(r["psnr_mean"]))
+                cells.append(f"{_db(best['psnr_mean'])} dB ({_setting_text(best['setting'])}, "
+                             f"density {best['density']:.3f})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _front_section(name: str, entry: dict) -> list[str]:
+    front = pareto_front(entry)
+    lines = ["", f"## {name}: the Pareto front", "",
+             "The settings that no other setting of any method beats in both density and PSNR (marked in "
+             "`sweep.png`).", "", "| method | setting | density | PSNR dB | SSIM |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {_setting_text(r['setting'])} | {r['density']:.3f} | {_db(r['psnr_mean'])} | "
+              f"{r['ssim_mean']:.3f} |" for r in front]
+    return lines if front else lines + ["| (nothing measured) | | | | |"]
+
+
+def _against_section(name: str, entry: dict, method: str, others: list[str], margin: float,
+                     mix: bool = False) -> list[str]:
+    """`method` against the best of `others` at each of its points' density (linear interpolation, no
+    extrapolation); `margin`: the dB above the best that counts as a win (issue 20: 2 dB for dynamic)."""
+    curves = {m: _rows(entry, m) for m in others}
+    mine = _rows(entry, method)
+    if not mine:
+        return []
+    head = "| setting | density | PSNR | SSIM | best other at it | difference | verdict |"
+    rule = "|---|---|---|---|---|---|---|"
+    if mix:
+        head, rule = head + " heads chose |", rule + "---|"
+    lines = ["", f"## {name}: {method} against the best of {', '.join(others)} at equal density", "",
+             "Each other method's PSNR curve is interpolated linearly at every point's density (no extrapolation)."
+             + (" Choices: the share of head choices at the hybrid's planned calls (refresh steps and the dense "
+                "warm-up left out)." if mix else ""), "", head, rule]
     wins = losses = outside = 0
-    for r in _rows(results, "hybrid"):
+    for r in mine:
         d, own = r["density"], _num(r["psnr_mean"])
         known = {m: v for m in others if (v := interpolate(curves[m], d)) is not None}
         if not known:
@@ -462,54 +861,50 @@ def _pareto_section(results: dict, others: list[str]) -> list[str]:
             best = max(known, key=known.get)
             delta = own - known[best]
             cell, diff = f"{best} {known[best]:.2f}", f"{delta:+.2f} dB"
-            verdict = "hybrid on the front" if delta >= 0 else "**hybrid below**"
-            wins, losses = wins + (delta >= 0), losses + (delta < 0)
-        mix = (r.get("hybrid") or {}).get("planner") or {}
-        shares = " / ".join(f"{mix.get(k, math.nan):.2f}" for k in HYBRID_LABELS)
-        lines.append(f"| {_setting_text(r['setting'])} | {d:.3f} | {_db(r['psnr_mean'])} | {r['ssim_mean']:.3f} | "
-                     f"{cell} | {diff} | {verdict} | {shares} |")
-    lines += ["", f"Hybrid is at least as good as the best other method at {wins} of {wins + losses} comparable "
+            won = delta >= margin
+            verdict = (f"{method} on the front" if not margin else f"{method} {margin:g} dB above") if won else \
+                f"**{method} below" + (f" {margin:g} dB over it**" if margin else "**")
+            wins, losses = wins + won, losses + (not won)
+        line = (f"| {_setting_text(r['setting'])} | {d:.3f} | {_db(r['psnr_mean'])} | {r['ssim_mean']:.3f} | "
+                f"{cell} | {diff} | {verdict} |")
+        if mix:
+            shares = (r.get("hybrid") or {}).get("planner") or {}
+            line += " " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items() if v) + " |"
+        lines.append(line)
+    what = f"at least {margin:g} dB above" if margin else "at least as good as"
+    lines += ["", f"{name}: {method} is {what} the best other method at {wins} of {wins + losses} comparable "
               f"point(s)" + (f"; {outside} lie outside every other curve's range." if outside else ".")]
-    goal = [r for r in _rows(results, "hybrid") if r["density"] <= 0.4]
-    met = [r for r in goal if _num(r["psnr_mean"]) >= 30 and r["ssim_mean"] >= 0.95]
-    lines += ["", "Goal PSNR >= 30 dB and SSIM >= 0.95 at density <= 0.4: "
-              + (f"met by {', '.join(_setting_text(r['setting']) for r in met)}." if met else
-                 "not met: no hybrid setting reaches density 0.4." if not goal else
-                 f"not met ({len(goal)} hybrid setting(s) at density <= 0.4; best PSNR there "
-                 f"{max(_num(r['psnr_mean']) for r in goal):.2f} dB).")]
     return lines
 
 
-def _budget_section(results: dict, methods: list[str]) -> list[str]:
-    lines = ["", "## Best PSNR within a density budget", "",
-             "| method | " + " | ".join(f"density <= {b}" for b in BUDGETS) + " |",
-             "|---|" + "---|" * len(BUDGETS)]
-    for method in methods:
-        cells = []
-        for budget in BUDGETS:
-            within = [r for r in _rows(results, method) if r["density"] <= budget]
-            if not within:
-                least = min((r["density"] for r in _rows(results, method)), default=None)
-                cells.append("none: no setting this sparse" + (f" (sparsest {least:.3f})" if least else ""))
-                continue
-            best = max(within, key=lambda r: _num(r["psnr_mean"]))
-            cells.append(f"{_db(best['psnr_mean'])} dB ({_setting_text(best['setting'])}, "
-                         f"density {best['density']:.3f})")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return lines
+def _goal_line(name: str, entry: dict) -> list[str]:
+    if name not in SPECS:
+        return []
+    psnr, ssim, density = SPECS[name].goal
+    goal = [r for r in _rows(entry, "hybrid") if r["density"] <= density]
+    met = [r for r in goal if _num(r["psnr_mean"]) >= psnr and (ssim is None or r["ssim_mean"] >= ssim)]
+    text = f"PSNR >= {psnr:g} dB" + (f" and SSIM >= {ssim:g}" if ssim is not None else "") + \
+        f" at density <= {density:g}"
+    return ["", f"{name}: the hybrid's goal (issue 20), {text}: "
+            + (f"met by {', '.join(_setting_text(r['setting']) for r in met)}." if met else
+               f"not met: no hybrid setting reaches density {density:g}." if not goal else
+               f"not met ({len(goal)} hybrid setting(s) at density <= {density:g}; best PSNR there "
+               f"{max(_num(r['psnr_mean']) for r in goal):.2f} dB).")]
 
 
-def _equal_density_section(results: dict) -> list[str]:
-    curves = {m: _rows(results, m) for m in FIXED}
+def _equal_density_section(name: str, entry: dict) -> list[str]:
+    curves = {m: _rows(entry, m) for m in FIXED}
+    if not _rows(entry, "profile"):
+        return []
     ranges = {m: (f"{rows[0]['density']:.3f}-{rows[-1]['density']:.3f}" if rows else "not measured")
               for m, rows in curves.items()}
-    lines = ["", "## profile against the better of spatial and temporal, at equal density", "",
+    lines = ["", f"## {name}: profile against the better of spatial and temporal, at equal density", "",
              "Each fixed pattern's PSNR curve is interpolated linearly at every profile point's density (no "
              f"extrapolation: spatial measured over density {ranges['spatial']}, temporal over {ranges['temporal']}).",
              "", "| profile setting | density | profile PSNR | spatial at it | temporal at it | difference | verdict |",
              "|---|---|---|---|---|---|---|"]
     wins = losses = outside = 0
-    for r in _rows(results, "profile"):
+    for r in _rows(entry, "profile"):
         d, own = r["density"], _num(r["psnr_mean"])
         at = {m: interpolate(rows, d) for m, rows in curves.items()}
         known = {m: v for m, v in at.items() if v is not None}
@@ -545,16 +940,19 @@ def _equal_density_section(results: dict) -> list[str]:
     return lines
 
 
-def _mix_section(results: dict) -> list[str]:
-    lines = ["", "## profile: what the heads chose", "",
+def _mix_section(name: str, entry: dict) -> list[str]:
+    rows = _rows(entry, "profile")
+    if not rows:
+        return []
+    lines = ["", f"## {name}: what profile's heads chose", "",
              "Shares of the head choices during the sparse steps (the planner's own choices; the warm-up layer left "
-             "out), every prompt of a run counted.", "",
+             "out), every case of a run counted.", "",
              "| profile setting | spatial | temporal | dense | density |", "|---|---|---|---|---|"]
-    for r in _rows(results, "profile"):
+    for r in rows:
         mix = r["profile"]["planner"] or {}
         lines.append(f"| {_setting_text(r['setting'])} | " + " | ".join(
             f"{mix.get(k, math.nan):.3f}" for k in PROFILE_LABELS) + f" | {r['density']:.3f} |")
-    mix = results.get("profile_mix")
+    mix = entry.get("profile_mix")
     lines += ["", (f"`profile_mix` (fraction {MIX_SETTING['fraction']}, eps {MIX_SETTING['eps']}): "
                    + ", ".join(f"{k} {mix[k]:.3f}" for k in PROFILE_LABELS)) if mix else
               f"`profile_mix` is missing: the setting {_setting_text(MIX_SETTING)} did not run or failed."]
@@ -562,39 +960,59 @@ def _mix_section(results: dict) -> list[str]:
 
 
 def plot(results: dict, path: Path) -> None:
-    """PSNR and SSIM against realised density, one line per method, dense marked at density 1."""
+    """A column per model: PSNR (the Pareto front over every method marked) and SSIM against realised density."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4.5), constrained_layout=True)
+    models = results["models"]
+    fig = Figure(figsize=(6.5 * max(1, len(models)) + 2.5, 8), constrained_layout=True)
     FigureCanvasAgg(fig)
-    ax_psnr, ax_ssim = fig.subplots(1, 2)
-    methods = list(dict.fromkeys(r["method"] for r in results["rows"]))
-    for i, method in enumerate(methods):
-        rows = _rows(results, method)
-        if not rows:
-            continue
-        density = [r["density"] for r in rows]
-        psnr = [_num(r["psnr_mean"]) for r in rows]
-        style = dict(marker="o", color=f"C{i}", label=method)
-        finite = [(d, p) for d, p in zip(density, psnr) if math.isfinite(p)]
-        if finite:
-            ax_psnr.plot(*zip(*finite), **style)
-        ax_ssim.plot(density, [r["ssim_mean"] for r in rows], **{**style, "label": None})
-    ax_psnr.axvline(1.0, color="black", linestyle="--", linewidth=1, label="dense (density 1: PSNR inf, SSIM 1)")
-    ax_ssim.axvline(1.0, color="black", linestyle="--", linewidth=1)
-    ax_ssim.plot([1.0], [1.0], marker="*", markersize=12, color="black", linestyle="none")
-    for ax, label in ((ax_psnr, "PSNR against dense (dB, mean over frames)"),
-                      (ax_ssim, "SSIM against dense (mean over frames)")):
-        ax.set_xlabel("realised attention density (warm-up included)")
-        ax.set_ylabel(label)
-        ax.set_xlim(0, 1.05)
-        ax.grid(alpha=0.3)
+    axes = fig.subplots(2, max(1, len(models)), squeeze=False, sharey="row")
+    colour = {m: f"C{i}" for i, m in enumerate(SWEEPS)}
+    for col, (name, entry) in enumerate(models.items()):
+        ax_psnr, ax_ssim = axes[0, col], axes[1, col]
+        for method in _methods(results):
+            rows = _rows(entry, method)
+            if not rows:
+                continue
+            style = dict(marker="o", color=colour[method], label=method)
+            finite = [(r["density"], _num(r["psnr_mean"])) for r in rows if math.isfinite(_num(r["psnr_mean"]))]
+            if finite:
+                ax_psnr.plot(*zip(*finite), **style)
+            ax_ssim.plot([r["density"] for r in rows], [r["ssim_mean"] for r in rows], **style)
+        front = [(r["density"], _num(r["psnr_mean"])) for r in pareto_front(entry)
+                 if math.isfinite(_num(r["psnr_mean"]))]
+        if front:
+            ax_psnr.plot(*zip(*front), color="black", linewidth=2.5, alpha=0.35, drawstyle="steps-post",
+                         label="Pareto front", zorder=0)
+            ax_psnr.plot(*zip(*front), marker="o", markersize=13, markerfacecolor="none", markeredgecolor="black",
+                         linestyle="none", label="on the front")
+        ax_psnr.axvline(1.0, color="black", linestyle="--", linewidth=1, label="dense (density 1: PSNR inf, SSIM 1)")
+        ax_ssim.axvline(1.0, color="black", linestyle="--", linewidth=1)
+        ax_ssim.plot([1.0], [1.0], marker="*", markersize=12, color="black", linestyle="none")
+        meta = entry["meta"]
+        grid = " x ".join(map(str, meta["grid"]))
+        ax_psnr.set_title(f"{name}: grid {grid} = {meta['video_tokens']:,} video tokens, {meta['steps']} steps, "
+                          f"{meta['dtype']}" + ("\n(STAND-IN: the short yardstick's weights)" if meta["standin"]
+                                                 else ""), fontsize=10)
+        for ax, label in ((ax_psnr, "PSNR against dense (dB, mean over frames)"),
+                          (ax_ssim, "SSIM against dense (mean over frames)")):
+            ax.set_xlabel("realised attention density (warm-up included)")
+            ax.set_ylabel(label)
+            ax.set_xlim(0, 1.05)
+            ax.grid(alpha=0.3)
+            ax.yaxis.set_tick_params(labelleft=True)
     meta = results["meta"]
-    fig.suptitle(f"yardstick: quality against density ({len(results['cases'])} prompt(s), seed {SEED}, "
-                 f"{meta['steps']} steps{', --quick' if meta.get('quick') else ''})")
-    fig.legend(*ax_psnr.get_legend_handles_labels(), loc="outside right upper")
-    fig.savefig(path, dpi=120)
+    first = next(iter(models.values()), {"cases": []})
+    fig.suptitle(f"Quality against density on the yardsticks ({len(first['cases'])} case(s): prompts x seed(s) "
+                 f"{', '.join(map(str, meta['seeds']))}" + (", --quick" if meta.get("quick") else "")
+                 + (", --tiny" if meta.get("tiny") else "") + ")")
+    handles = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper")
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The `vidsparse` command line: it parses arguments and calls the library.
 
     vidsparse generate        generate videos with a sparse attention method            (vidsparse.app.generate)
-    vidsparse compare         compare methods with dense attention: quality, speed, density report (vidsparse.app.generate,
+    vidsparse compare         compare methods with dense attention: quality, speed, density report (vidsparse.app.compare,
                               vidsparse.app.report)
     vidsparse search          the offline per-head pattern search                        (vidsparse.search)
     vidsparse bench           time full-size transformer steps on the GPU, stock vs vidsparse (vidsparse.app.bench)
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .generate import CLIError
+from .args import CLIError
 from .runinfo import environment, invocation, use_interpreter_if_needed
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_selfcheck)
 
     from .bench.cli import add_parser as add_bench
-    from .generate import add_parsers
-
+    from .compare import add_parser as add_compare
+    from .generate import add_parser as add_generate
     from .search_cli import add_parser as add_search
 
-    add_parsers(sub, common)
+    add_generate(sub, common)
+    add_compare(sub, common)
     add_search(sub, common)
     add_bench(sub)
     return parser

@@ -11,14 +11,15 @@ logger = logging.getLogger(__name__)
 
 def cmd_search(args, argv) -> int:
     from .configs import search_config
-    from .generate import CLIError, _call_kwargs, _load, _prompts
+    from .args import CLIError, read_prompts
+    from .loading import generation_kwargs, load_pipeline
     from ..search.run import SearchConfig, search
 
-    pipe, cfg, model = _load(args)
-    kwargs = _call_kwargs(pipe, cfg, args)
+    pipe, cfg, model = load_pipeline(args)
+    kwargs = generation_kwargs(pipe, cfg, args)
     fields, prompts, seeds = search_config(cfg)
     if args.prompt or args.prompts_file:
-        prompts = _prompts(args)
+        prompts = read_prompts(args)
     if not prompts:
         raise CLIError("no calibration prompts: give --prompt / --prompts-file, or a `search.prompts` list in the config")
     if args.seeds:
@@ -43,7 +44,7 @@ def cmd_search(args, argv) -> int:
 
 
 def add_parser(sub, common) -> None:
-    from .generate import _common_generation_args
+    from .args import add_generation_args
 
     p = sub.add_parser(
         "search", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -58,7 +59,7 @@ def add_parser(sub, common) -> None:
             "      --out cogvideox-5b.safetensors search.eps=0.05 search.observe=5"
         ),
     )
-    _common_generation_args(p)
+    add_generation_args(p)
     p.add_argument("--seeds", default=None, help="comma list of seeds (default: the config's search.seeds, else 0)")
     p.add_argument("--out", default="patterns.safetensors", help="the pattern file to write (default: %(default)s); "
                    "<out>.ckpt.pt holds the calls measured so far, and a rerun resumes from it")

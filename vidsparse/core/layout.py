@@ -13,6 +13,11 @@ A `TokenOrder` is a permutation of the video tokens that leaves the text where i
 - `TokenOrder.voxel(t, h, w)`: Chipmunk's voxel order: the grid cut into chunks of t x h x w (the last chunk of
   each axis may be ragged), chunk after chunk, frame-major inside a chunk, so that a query block is a compact
   piece of video.
+- `TokenOrder.hilbert()`: a 3-D Hilbert curve over (t, h, w), as in Jenga and DFSAttn. Consecutive tokens are
+  grid neighbours, so a run of n tokens is a compact piece of video at every block size n, not only at one
+  voxel size. Ragged grids (33 x 45 x 80) take the curve of the smallest power-of-two cube that holds them, with
+  the points outside the grid left out: the order is the grid points sorted by their Hilbert index. The curve
+  leaves and re-enters the grid at its faces, so a block there may hold two compact pieces instead of one.
 
 Example::
 
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["TokenLayout", "TokenOrder", "FRAME_MAJOR", "SPATIAL_MAJOR"]
+__all__ = ["TokenLayout", "TokenOrder", "FRAME_MAJOR", "HILBERT", "SPATIAL_MAJOR", "hilbert_index"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,7 @@ class TokenLayout:
 class TokenOrder:
     """A permutation of a layout's video tokens; text tokens keep their positions.
 
-    Build one with `FRAME_MAJOR`, `SPATIAL_MAJOR` or `TokenOrder.voxel(t, h, w)`. `permutation(layout)[i]` is the
+    Build one with `FRAME_MAJOR`, `SPATIAL_MAJOR`, `TokenOrder.voxel(t, h, w)` or `TokenOrder.hilbert()`. `permutation(layout)[i]` is the
     model-order index of the token at position i of this order; `inverse(layout)` undoes it.
     """
 
@@ -95,8 +100,8 @@ class TokenOrder:
     voxel_size: tuple[int, int, int] | None = None
 
     def __post_init__(self):
-        if self.kind not in ("frame", "spatial", "voxel"):
-            raise ValueError(f"TokenOrder kind must be 'frame', 'spatial' or 'voxel'; got {self.kind!r}")
+        if self.kind not in ("frame", "spatial", "voxel", "hilbert"):
+            raise ValueError(f"TokenOrder kind must be 'frame', 'spatial', 'voxel' or 'hilbert'; got {self.kind!r}")
         if (self.kind == "voxel") != (self.voxel_size is not None):
             raise ValueError("a voxel order needs voxel_size=(t, h, w), and only a voxel order takes one")
         if self.voxel_size is not None and (len(self.voxel_size) != 3 or min(self.voxel_size) < 1):
@@ -105,6 +110,11 @@ class TokenOrder:
     @classmethod
     def voxel(cls, t: int, h: int, w: int) -> "TokenOrder":
         return cls("voxel", (int(t), int(h), int(w)))
+
+    @classmethod
+    def hilbert(cls) -> "TokenOrder":
+        """The 3-D Hilbert curve over (t, h, w); see the module docstring."""
+        return cls("hilbert")
 
     @property
     def is_identity(self) -> bool:
@@ -120,6 +130,9 @@ class TokenOrder:
             return torch.arange(layout.video_len, device=device)
         if self.kind == "spatial":
             key = (row * layout.width + col) * layout.frames + frame
+        elif self.kind == "hilbert":
+            bits = max(1, (max(layout.frames, layout.height, layout.width) - 1).bit_length())
+            key = hilbert_index(torch.stack([frame, row, col]), bits)
         else:
             vt, vh, vw = self.voxel_size
             chunks_h, chunks_w = -(-layout.height // vh), -(-layout.width // vw)
@@ -141,5 +154,46 @@ class TokenOrder:
         return torch.argsort(self.permutation(layout, device))
 
 
+def hilbert_index(coords: torch.Tensor, bits: int) -> torch.Tensor:
+    """int64 `[N]`: the position along the n-D Hilbert curve of side 2**bits of each point of `coords`
+    (int64 `[n, N]`, each in `[0, 2**bits)`).
+
+    Skilling's algorithm ("Programming the Hilbert curve", AIP Conf. Proc. 707, 2004), vectorised over the points:
+    undo the excess work of the curve's rotations from the top bit down, Gray-encode, then interleave the bits of
+    the n transposed coordinates into one index (the first coordinate the most significant). Consecutive indices
+    are neighbours on the grid (one step along one axis), which `tests/test_dynamic.py` checks.
+    """
+    n = coords.shape[0]
+    if n * bits > 62:
+        raise ValueError(f"a {n}-D Hilbert index of {bits} bits a coordinate does not fit in int64")
+    x = [c.clone() for c in coords.long()]
+    q = 1 << (bits - 1)
+    while q > 1:  # inverse undo
+        p = q - 1
+        for i in range(n):
+            high = (x[i] & q) != 0
+            swap = (x[0] ^ x[i]) & p
+            # a set bit inverts the low bits of x[0]; a clear one exchanges them with x[i]'s
+            new0 = torch.where(high, x[0] ^ p, x[0] ^ swap)
+            if i:
+                x[i] = torch.where(high, x[i], x[i] ^ swap)
+            x[0] = new0
+        q >>= 1
+    for i in range(1, n):  # Gray encode
+        x[i] = x[i] ^ x[i - 1]
+    t = torch.zeros_like(x[0])
+    q = 1 << (bits - 1)
+    while q > 1:
+        t = torch.where((x[n - 1] & q) != 0, t ^ (q - 1), t)
+        q >>= 1
+    x = [xi ^ t for xi in x]
+    index = torch.zeros_like(x[0])
+    for bit in range(bits - 1, -1, -1):
+        for i in range(n):
+            index = (index << 1) | ((x[i] >> bit) & 1)
+    return index
+
+
 FRAME_MAJOR = TokenOrder("frame")
 SPATIAL_MAJOR = TokenOrder("spatial")
+HILBERT = TokenOrder("hilbert")

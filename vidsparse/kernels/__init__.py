@@ -1,5 +1,6 @@
 """Triton attention kernels. Each has one validated public launcher and a PyTorch reference beside it."""
 
+from .block_scores import block_scores, estimate_block_mass, pool_blocks
 from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attention
 from .column_sparse import ColumnKernelConfig, column_sparse_attention, topk_columns
 from .merge import merge_attention, subtract_attention
@@ -8,6 +9,9 @@ from .reference import block_sparse_attention_reference, column_sparse_attention
 
 __all__ = [
     "SUPPORTED_HEAD_DIMS",
+    "block_scores",
+    "estimate_block_mass",
+    "pool_blocks",
     "ColumnKernelConfig",
     "KernelConfig",
     "block_sparse_attention",

@@ -212,6 +212,11 @@ def column_sparse_attention(
     bias = None
     if key_padding_mask is not None:
         bias = torch.zeros(b, s, dtype=torch.float32, device=q.device).masked_fill_(key_padding_mask, float("-inf"))
+    if columns.shape[-1] == 1:
+        # Triton specialises an integer argument equal to 1; with a width-1 list both the width and the list's
+        # query-block stride are 1, and ptxas (triton 3.6, sm_90) crashes on that variant. One unused slot past
+        # every count avoids it (the counts are clamped to the old width, so the slot is never read).
+        columns, counts = torch.nn.functional.pad(columns, (0, 1)), counts.clamp(max=1)
     n_cols = columns.shape[-1]
     shared = columns.shape[0] == 1
     grid = (triton_cdiv(s, cfg.block_m), b * h)

@@ -39,7 +39,7 @@ class SparseConfig:
 
     Attributes:
         method: a registered method: "dense" (the stock computation), "spatial", "temporal", "static",
-            "profile", "delta" (see `METHODS` and each method's options class).
+            "profile", "delta", "hybrid", "dynamic" (see `METHODS` and each method's options class).
         warmup_steps: the first N denoising steps of every generation run dense (stock).
         warmup_layers: the first L replaced layers run dense at every step.
         backend: how sparse attention runs; one of `BACKENDS`.
@@ -199,6 +199,8 @@ class _Presets(dict):
         "delta": {"method": "delta", "top_keys": 0.05, "schedule_steps": 50},
         # per head the cheapest of spatial, temporal, a cached delta and dense within eps 0.2; delta's schedule
         "hybrid": {"method": "hybrid", "eps": 0.2, "schedule_steps": 50},
+        # XAttention's and SVG2's top-p 0.9 of the estimated mass per query block, after SVG's warm-up (25% of 50)
+        "dynamic": {"method": "dynamic", "top_p": 0.9, "warmup_steps": 12, "schedule_steps": 50},
     }
 
     def _fill(self):

@@ -47,7 +47,8 @@ import torch
 from .config import SparseConfig
 from .registry import register_method
 from .delta import DeltaOptions, DeltaPlanner
-from ..core.layout import FRAME_MAJOR, TokenLayout
+from .dynamic import DynamicOptions, DynamicPlanner
+from ..core.layout import FRAME_MAJOR, HILBERT, TokenLayout
 from ..core.mask import SparseMask
 from ..core.plan import AttentionPlan, DeltaSpec, HeadGroup, PlanContext, Probe
 from ..core.state import LayerState
@@ -58,7 +59,7 @@ from ..core.select import select, select_within
 
 __all__ = ["CANDIDATES", "HybridOptions", "HybridPlanner", "UNIT_COST"]
 
-CANDIDATES = ("static", "spatial", "temporal", "delta")
+CANDIDATES = ("static", "spatial", "temporal", "delta", "dynamic")
 LABELS = CANDIDATES + ("dense",)
 DENSE = LABELS.index("dense")
 PATTERNED = ("static", "spatial", "temporal")  # the candidates that run as block masks
@@ -85,6 +86,8 @@ class HybridOptions:
         fraction, frames, radius: the spatial and temporal candidates, as in "profile".
         top_keys, refresh_steps, refresh_every, voxel, rows_per_block, cache_budget, host_budget: the delta
             candidate, as in "delta".
+        top_p: the dynamic candidate: per query block the key blocks of this share of the mass estimated from this
+            call's pooled q and k, in the Hilbert order, as in "dynamic" (its mask is made when the hybrid chooses).
         rows_per_frame: sampled query rows per latent frame; head_chunk: heads scored at a time (None: as many as
             keep one chunk's scores within 2**27 floats, so small models score every head in a few launches).
         q_block, k_block: mask block sizes (q_block is also the delta candidate's query block).
@@ -106,6 +109,7 @@ class HybridOptions:
     refresh_every: int = 0
     voxel: tuple[int, int, int] = (4, 4, 8)
     rows_per_block: int = 16
+    top_p: float = 0.9
     cache_budget: int | None = None
     host_budget: int | None = None
     rows_per_frame: int = 4
@@ -134,14 +138,15 @@ class HybridOptions:
             if (value is not None or name != "head_chunk") and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1; got {value!r}")
         check_blocks(self.q_block, self.k_block)
-        # the delta and profile options check their own fields
+        # the delta, dynamic and profile options check their own fields
+        DynamicOptions(top_p=self.top_p)
         self.delta_options()
         self.profile_options()
 
     @property
     def active(self) -> tuple[str, ...]:
         """The candidates considered, in `CANDIDATES` order."""
-        wanted = self.candidates or (("static",) if self.patterns else ()) + ("spatial", "temporal", "delta")
+        wanted = self.candidates or (("static",) if self.patterns else ()) + ("spatial", "temporal", "delta", "dynamic")
         return tuple(c for c in CANDIDATES if c in wanted)
 
     def delta_options(self) -> DeltaOptions:
@@ -173,7 +178,10 @@ class HybridPlanner(Planner):
         self.uses_delta = o.force == "delta" if o.force else "delta" in o.active
         self.delta = DeltaPlanner(SparseConfig(method="delta", backend=config.backend, options=o.delta_options(),
                                                schedule_steps=config.schedule_steps))
+        self.dynamic = DynamicPlanner(SparseConfig(method="dynamic", backend=config.backend, options=DynamicOptions(
+            top_p=o.top_p, q_block=self.q_block, k_block=self.k_block), schedule_steps=config.schedule_steps))
         self.choices = 0  # choosing calls, for the report
+        self._dynamic_now = None  # the dynamic candidate's mask, from `measure` to `build` within one call
 
     @property
     def caches_deltas(self) -> bool:
@@ -231,10 +239,17 @@ class HybridPlanner(Planner):
             t["sampled"][key] = kept_keys(t["mask"], t["orders"], layout, rows)
         return t["sampled"][key]
 
+    @staticmethod
+    def _dynamic_kept(layout: TokenLayout, mask: SparseMask, rows: torch.Tensor) -> torch.Tensor:
+        """bool `[B', H, R, S]`: the keys (model order) a per-head mask in the Hilbert order keeps for the rows."""
+        position = HILBERT.inverse(layout, rows.device)  # model index -> Hilbert position
+        blocks = mask.to_blocks()  # [B', H, nQ, nK]
+        return blocks[:, :, position[rows] // mask.q_block][..., position // mask.k_block]
+
     # ---------------------------------------------------------------- choosing
     def measure(self, ctx: PlanContext, probe: Probe, t: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per (batch, head) and candidate in `CANDIDATES` order: the relative error on the sampled rows, the cost
-        and the realised density, float32 `[B, H, 4]` each (inf error for a candidate not considered)."""
+        and the realised density, float32 `[B, H, C]` each (inf error for a candidate not considered)."""
         o = self.config.options
         q = probe.q
         b, h, s, d = q.shape
@@ -243,6 +258,8 @@ class HybridPlanner(Planner):
         kept = self._kept(t, ctx.layout, rows)  # [T, R, S]
         static_rows = self._static_rows(ctx, t)
         cached = self._cached_rows(ctx, rows, q.device) if "delta" in active else None
+        dynamic = self.dynamic.choose(ctx, probe)[0].groups[0] if "dynamic" in active else None
+        dynamic_keep = None if dynamic is None else self._dynamic_kept(ctx.layout, dynamic.mask, rows)
         errors = torch.full((b, h, len(CANDIDATES)), float("inf"), device=q.device)
         chunk = o.head_chunk or max(1, (1 << 27) // (b * len(rows) * s))
         static_index = None if static_rows is None else torch.tensor(static_rows, device=q.device)
@@ -255,6 +272,8 @@ class HybridPlanner(Planner):
                     errors[:, hs, c] = sr.error(sr.partial(keep[static_index[hs]])[0])  # [Hc, R, S] masks
                 elif name in ("spatial", "temporal"):
                     errors[:, hs, c] = sr.error(sr.partial(keep[c - 1])[0])
+                elif name == "dynamic":  # [B', Hc, R, S]: this call's own key blocks per (b, h)
+                    errors[:, hs, c] = sr.error(sr.partial(dynamic_keep[:, hs].to(sr.e.dtype))[0])
                 elif cached is not None:  # a delta step: this call's columns merged with the cached rest
                     o_rest, lse_rest, keys, valid = (x[:, hs] for x in cached)
                     o_k, lse_k = sr.partial(self._now(ctx.layout, keys, valid, sr.e.dtype))
@@ -263,6 +282,9 @@ class HybridPlanner(Planner):
                            + torch.exp(lse_k - total).unsqueeze(-1) * o_k)
                     errors[:, hs, c] = sr.error(out)
         density = self._densities(ctx, t, static_index, b, h, q.device)
+        if dynamic is not None:
+            density[..., CANDIDATES.index("dynamic")] = dynamic.density.float()
+            self._dynamic_now = dynamic  # what `build` runs for the heads that choose it
         unit = torch.full((len(CANDIDATES),), UNIT_COST["sparse"], device=q.device)
         unit[CANDIDATES.index("delta")] = UNIT_COST["columns"]
         cost = density * unit
@@ -325,7 +347,7 @@ class HybridPlanner(Planner):
     def build(self, ctx: PlanContext, choice: torch.Tensor) -> AttentionPlan:
         """The plan of a choice: pattern heads, delta heads and dense heads, each group in one launch."""
         codes = choice.tolist()  # the one host read of a choosing step
-        by = {name: tuple(hd for hd, c in enumerate(codes) if LABELS[c] == name) for name in ("delta", "dense")}
+        by = {name: tuple(hd for hd, c in enumerate(codes) if LABELS[c] == name) for name in ("delta", "dynamic", "dense")}
         patterned = tuple(hd for hd, c in enumerate(codes) if LABELS[c] in PATTERNED)
         groups = []
         if patterned:
@@ -349,6 +371,14 @@ class HybridPlanner(Planner):
                 self.delta.spec.top_keys, self.delta.spec.q_block, self.delta.spec.rows_per_block,
                 heads=torch.tensor(by["delta"], device=ctx.device))
             groups.append(self.delta.group(ctx, by["delta"], False, spec))
+        if by["dynamic"]:  # this choosing call's own mask, reused until the next choice
+            g, index = self._dynamic_now, torch.tensor(by["dynamic"], device=ctx.device)
+            self._dynamic_now = None
+            m = g.mask
+            mask = SparseMask(m.kv_num_blocks.index_select(1, index), m.kv_indices.index_select(1, index), m.q_block,
+                              m.k_block, m.seq_len, m.text)
+            groups.append(HeadGroup(by["dynamic"], "sparse", mask, (HILBERT,), labels=("dynamic",),
+                                    density=g.density.index_select(-1, index)))
         if by["dense"]:
             if len(by["dense"]) == ctx.heads:
                 return AttentionPlan.dense(ctx.heads)
@@ -361,6 +391,8 @@ class HybridPlanner(Planner):
             return self.static.plan(ctx, probe)
         if o.force == "delta":
             return self.delta.plan(ctx, probe)
+        if o.force == "dynamic":
+            return self.dynamic.plan(ctx, probe)
         state = ctx.state if ctx.state is not None else LayerState()
         if self.uses_delta:
             if ctx.state is None:

@@ -32,6 +32,7 @@ BUILTIN_METHODS = {
     "profile": "vidsparse.methods.profile",
     "delta": "vidsparse.methods.delta",
     "hybrid": "vidsparse.methods.hybrid",
+    "dynamic": "vidsparse.methods.dynamic",
 }
 
 

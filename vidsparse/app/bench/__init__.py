@@ -50,10 +50,21 @@ from __future__ import annotations
 
 from .catalogue import MODELS, PIXEL_MULTIPLE, ModelSpec, Video, build_transformer
 from .cli import add_arguments, add_parser, run
-from .methods import BenchError, MethodSpec, mask_density, method_config, parse_methods
+from .methods import BenchError, MethodSpec, bench_method_config, mask_density, parse_methods
 from .timing import FAST_SDPA
 
 __all__ = [
     "FAST_SDPA", "MODELS", "PIXEL_MULTIPLE", "BenchError", "MethodSpec", "ModelSpec", "Video", "add_arguments",
-    "add_parser", "build_transformer", "mask_density", "method_config", "parse_methods", "run",
+    "add_parser", "bench_method_config", "build_transformer", "mask_density", "parse_methods", "run",
 ]
+
+
+def __getattr__(name: str):
+    # 0.1 called `bench_method_config` `method_config`, the name `vidsparse.app.configs` gives a model config's preset.
+    if name == "method_config":
+        import warnings
+
+        warnings.warn("vidsparse.app.bench.method_config is now bench_method_config; the old name goes in "
+                      "vidsparse 0.3", DeprecationWarning, stacklevel=2)
+        return bench_method_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

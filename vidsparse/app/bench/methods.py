@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ...methods.config import PRESETS, SparseConfig
 from ...core.layout import TokenLayout
 
-__all__ = ["BenchError", "MethodSpec", "mask_density", "method_config", "parse_methods"]
+__all__ = ["BenchError", "MethodSpec", "bench_method_config", "mask_density", "parse_methods", "window_text"]
 
 
 class BenchError(ValueError):
@@ -102,7 +102,7 @@ def _value(text: str):
     return text
 
 
-def method_config(spec: MethodSpec, layout: TokenLayout, block: int | None, device) -> SparseConfig:
+def bench_method_config(spec: MethodSpec, layout: TokenLayout, block: int | None, device) -> SparseConfig:
     """The method's SparseConfig on this model: the preset without warm-up steps, the spec's fields, `block` as
     the block sizes the spec does not set, and for a `density=` target the window whose mask density on
     `layout` is closest to it (density grows with the window, so the search stops once past the target)."""
@@ -138,7 +138,8 @@ def mask_density(config: SparseConfig, layout: TokenLayout, device) -> float:
     return 1.0 if mask is None else mask.density()
 
 
-def _window(config: SparseConfig | None) -> str:
+def window_text(config: SparseConfig | None) -> str:
+    """The report's window column: the window and block sizes of a spatial or temporal config, else its options."""
     if config is None or config.method == "dense":
         return "-"
     if config.method not in _WINDOW:

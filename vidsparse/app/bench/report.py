@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .timing import FAST_SDPA
 
-__all__ = ["summary_rows", "summary_table", "write_results"]
+__all__ = ["fmt_number", "summary_rows", "summary_table", "write_results"]
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
@@ -29,7 +29,8 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _num(value, fmt: str, suffix: str = "") -> str:
+def fmt_number(value, fmt: str, suffix: str = "") -> str:
+    """`value` in `fmt` with `suffix`, or "-" for None (a number that was not measured)."""
     return "-" if value is None else format(value, fmt) + suffix
 
 
@@ -43,9 +44,9 @@ def summary_table(summary: list[dict]) -> list[str]:
         flag = "" if s["finite"] else " (non-finite)"
         lines.append(
             f"| {s['model']} | {s['tokens']:,} | {s['variant']}{flag} | {s['window']} | {s['ms']:.1f} | "
-            f"{s['speedup_vs_stock']:.2f}x | {_num(s['speedup_vs_fast_sdpa'], '.2f', 'x')} | "
-            f"{_num(s['rel_l2'], '.1e')} | "
-            f"{_num(s['max_abs'], '.1e')} | {s['density']:.3f} | {_num(s['peak_gib'], '.1f')} | "
+            f"{s['speedup_vs_stock']:.2f}x | {fmt_number(s['speedup_vs_fast_sdpa'], '.2f', 'x')} | "
+            f"{fmt_number(s['rel_l2'], '.1e')} | "
+            f"{fmt_number(s['max_abs'], '.1e')} | {s['density']:.3f} | {fmt_number(s['peak_gib'], '.1f')} | "
             f"{100 * s['attention_share']:.0f}% |"
         )
     return lines
@@ -83,7 +84,7 @@ def _model_section(r: dict) -> list[str]:
     ]
     for v in r["variants"]:
         err, rep = v.get("error_vs_stock"), v.get("report")
-        errs = f"{_num(err['max_abs'], '.2e')} | {_num(err['rel_l2'], '.2e')}" if err else "- | -"
+        errs = f"{fmt_number(err['max_abs'], '.2e')} | {fmt_number(err['rel_l2'], '.2e')}" if err else "- | -"
         ran = ", ".join(f"{k} {v:.2f}" for k, v in rep.get("choices", {}).items()) if rep else ""
         dens = (f"{rep['density']:.3f} | {rep['sparse_calls']} / {rep['calls']} | "
                 f"{', '.join(rep['fallbacks']) or 'none'} | {ran or '-'}"
@@ -91,7 +92,7 @@ def _model_section(r: dict) -> list[str]:
         flag = "" if v["finite"] else " (non-finite output)"
         lines.append(
             f"| {v['name']}{flag} | {v['window']} | {v['ms']:.1f} | {', '.join(f'{t:.1f}' for t in v['times_ms'])} | "
-            f"{v['warmup_s']:.1f} | {_num(v['peak_gib'], '.1f')} | {stock['ms'] / v['ms']:.2f}x | {errs} | {dens} |"
+            f"{v['warmup_s']:.1f} | {fmt_number(v['peak_gib'], '.1f')} | {stock['ms'] / v['ms']:.2f}x | {errs} | {dens} |"
         )
     att, share = stock["attention"], stock["attention_share_in_situ"]
     limit = f"{1 / (1 - share):.1f}x" if share < 1 else "unbounded"
@@ -111,14 +112,14 @@ def _model_section(r: dict) -> list[str]:
     refusals = []
     for s in att["shapes"]:
         cells = [f"{b['ms']:.2f}" if "ms" in b else "refused" for b in s["backends"].values()]
-        lines.append(f"| {s['shape']} | {s['calls']} | {_num(s['in_situ_ms'], '.2f')} | {s['default_ms']:.2f} | "
+        lines.append(f"| {s['shape']} | {s['calls']} | {fmt_number(s['in_situ_ms'], '.2f')} | {s['default_ms']:.2f} | "
                      + " | ".join(cells) + f" | {s['fast']} |")
         refusals += [f"- {s['shape']}: {name} refused: {b['refused']}"
                      for name, b in s["backends"].items() if "refused" in b]
     lines += ["", *refusals] if refusals else []
     lines += ["", "Removal: " + "; ".join(
         f"after {c['after']}: processors and hooks restored {c['state_restored']}"
-        + (f", stock rerun max abs {_num(c['stock_rerun']['max_abs'], '.1e')} "
+        + (f", stock rerun max abs {fmt_number(c['stock_rerun']['max_abs'], '.1e')} "
            f"(bitwise {c['stock_rerun']['bitwise_equal']})"
            if "stock_rerun" in c else "")
         for c in r["restore_checks"]

@@ -16,9 +16,9 @@ from ...methods.config import SparseConfig
 from ..report import choice_shares
 from ...core.layout import TokenLayout
 from .catalogue import MODELS, ModelSpec, Video, TINY_VIDEO, build_transformer
-from .methods import MethodSpec, method_config, _window
-from .report import _num
-from .timing import FAST_SDPA, SDPARecorder, _forward, _sync, _time_forwards, fast_sdpa, replay_calls, stock_attention
+from .methods import MethodSpec, bench_method_config, window_text
+from .report import fmt_number
+from .timing import FAST_SDPA, SDPARecorder, fast_sdpa, replay_calls, run_forward, stock_attention, sync, time_forwards
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def bench_model(name: str, opts: Options, progress) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     transformer = build_transformer(spec, opts.tiny, device, opts.dtype)
-    _sync(device)
+    sync(device)
     build_s = time.perf_counter() - start
     video = opts.video(spec)
     gen = torch.Generator(device=device).manual_seed(0)
@@ -122,7 +122,7 @@ def bench_model(name: str, opts: Options, progress) -> dict:
     block = DRY_RUN_BLOCK if opts.tiny else None
     fast = Variant("stock, fast SDPA", sdpa=FAST_SDPA)
     variants = [Variant("stock"), fast, Variant("vidsparse dense", SparseConfig())]
-    variants += [Variant(m.text, method_config(m, layout, block, device)) for m in opts.methods]
+    variants += [Variant(m.text, bench_method_config(m, layout, block, device)) for m in opts.methods]
     cfg = transformer.config
     row = {
         "model": name, "class": spec.cls_name, "config_source": spec.source,
@@ -152,7 +152,7 @@ def bench_model(name: str, opts: Options, progress) -> dict:
         if variant.config is not None:
             check = {"after": variant.name, "state_restored": install_state(transformer) == state0}
             if opts.recheck == "each" or variant is variants[-1]:
-                check["stock_rerun"] = _errors(_forward(transformer, inputs), ref)
+                check["stock_rerun"] = _errors(run_forward(transformer, inputs), ref)
             row["restore_checks"].append(check)
         del out
         row["variants"].append(entry)
@@ -175,8 +175,8 @@ def _run_variant(transformer, inputs: dict, variant: Variant, runs: int, opts: O
         start = time.perf_counter()
         # Stock: the warm-up captures each attention call shape's inputs, to replay them alone.
         with SDPARecorder(device, capture=True) if stock else contextlib.nullcontext() as warm:
-            out = _forward(transformer, inputs)
-        _sync(device)
+            out = run_forward(transformer, inputs)
+        sync(device)
         warmup_s = time.perf_counter() - start
         replay = replay_calls(warm.first, opts.replay_runs, device) if stock else None
         n = runs
@@ -188,10 +188,10 @@ def _run_variant(transformer, inputs: dict, variant: Variant, runs: int, opts: O
             torch.cuda.reset_peak_memory_stats(device)
         # Stock: the timed forwards also time each attention call in situ (two event records per call).
         with SDPARecorder(device, capture=False) if stock else contextlib.nullcontext() as timed:
-            times = _time_forwards(transformer, inputs, n, device)
+            times = time_forwards(transformer, inputs, n, device)
     entry = {
         "name": variant.name, "config": None if variant.config is None else dataclasses.asdict(variant.config),
-        "window": _window(variant.config), "sdpa": list(variant.sdpa) if variant.sdpa else None,
+        "window": window_text(variant.config), "sdpa": list(variant.sdpa) if variant.sdpa else None,
         "ms": statistics.median(times), "times_ms": times, "warmup_s": warmup_s,
         "peak_gib": torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else None,
         "finite": _finite(out),
@@ -227,8 +227,8 @@ def _describe(entry: dict, stock: dict) -> str:
                  f"({100 * entry['attention_share_replay']:.0f}%)")
     else:
         err = entry["error_vs_stock"]
-        line += (f"  x{stock['ms'] / entry['ms']:.2f}  err max {_num(err['max_abs'], '.2e')} "
-                 f"rel {_num(err['rel_l2'], '.2e')}")
+        line += (f"  x{stock['ms'] / entry['ms']:.2f}  err max {fmt_number(err['max_abs'], '.2e')} "
+                 f"rel {fmt_number(err['rel_l2'], '.2e')}")
     if "backends" in entry:
         line += "  backends " + ", ".join(f"{k} x{v}" for k, v in entry["backends"].items())
     if "report" in entry:

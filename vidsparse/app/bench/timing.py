@@ -10,13 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["FAST_SDPA", "SDPARecorder", "Stopwatch", "fast_sdpa", "replay_calls", "stock_attention"]
+__all__ = [
+    "FAST_SDPA", "SDPARecorder", "Stopwatch", "fast_sdpa", "replay_calls", "run_forward", "stock_attention", "sync",
+    "time_forwards",
+]
 
 # The fast SDPA list, in priority order (torch.nn.attention.SDPBackend names).
 FAST_SDPA = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION")
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -47,32 +51,33 @@ class Stopwatch:
         return self.start.elapsed_time(self.end) if self.cuda else (self.t1 - self.t0) * 1e3
 
 
-def _forward(transformer, inputs: dict) -> torch.Tensor:
+def run_forward(transformer, inputs: dict) -> torch.Tensor:
+    """One forward (one denoising step) under inference mode; its output tensor."""
     with torch.inference_mode():
         return transformer(**inputs)[0]
 
 
-def _time_forwards(transformer, inputs: dict, runs: int, device: torch.device) -> list[float]:
+def time_forwards(transformer, inputs: dict, runs: int, device: torch.device) -> list[float]:
     """ms of `runs` forwards queued back to back; the caller has warmed up."""
     watches = []
     for _ in range(runs):
         with Stopwatch(device) as watch:
-            _forward(transformer, inputs)
+            run_forward(transformer, inputs)
         watches.append(watch)
-    _sync(device)
+    sync(device)
     return [w.ms() for w in watches]
 
 
 def _time_call(fn, runs: int, device: torch.device) -> float:
     """Median ms of `runs` calls after one untimed call (which raises if the call cannot run)."""
     fn()
-    _sync(device)
+    sync(device)
     watches = []
     for _ in range(runs):
         with Stopwatch(device) as watch:
             fn()
         watches.append(watch)
-    _sync(device)
+    sync(device)
     return statistics.median(w.ms() for w in watches)
 
 

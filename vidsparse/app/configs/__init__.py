@@ -30,6 +30,8 @@ Example::
     (30, 480)
     >>> method_config(cfg, "spatial")
     SparseConfig(method='spatial', warmup_steps=12, warmup_layers=0, backend='auto', options=SpatialOptions(frames=2, q_block=128, k_block=128), schedule_steps=30)
+    >>> plan_method(cfg, "spatial", 10).config.warmup_steps  # a run of 10 steps: the warm-up keeps its share
+    4
     >>> sorted(call_kwargs(cfg))[:3]
     ['guidance_scale', 'height', 'num_frames']
 """
@@ -51,8 +53,8 @@ from ...methods.config import SparseConfig
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "NON_CALL_KEYS", "ModelConfigError", "apply_scheduler_config", "call_kwargs", "load_model_config",
-    "method_config", "model_names",
+    "NON_CALL_KEYS", "MethodPlan", "ModelConfigError", "apply_scheduler_config", "call_kwargs", "load_model_config",
+    "method_config", "model_names", "plan_method",
 ]
 
 SECTIONS = ("model", "generate", "methods", "search")
@@ -256,6 +258,77 @@ def method_config(cfg: DictConfig, name: str) -> SparseConfig:
             name, sparse.warmup_steps, steps,
         )
     return sparse
+
+
+@dataclasses.dataclass
+class MethodPlan:
+    """A method as one run uses it: its SparseConfig for this run's step count, and what the report must say.
+
+    Attributes:
+        name: the config's method name.
+        config: the SparseConfig; its warm-up scaled to this run's step count when the run's steps differ from the
+            config's own (`round(warmup_steps * steps / config_steps)`).
+        notes: sentences for the terminal and the report (a scaled warm-up, a run that stays dense throughout).
+        dense_throughout: a sparse method whose warm-up covers every step: it ran dense.
+    """
+
+    name: str
+    config: SparseConfig
+    notes: list[str] = dataclasses.field(default_factory=list)
+    dense_throughout: bool = False
+
+
+def plan_method(cfg: DictConfig, name: str, steps: int | None, overrides: Sequence[str] = ()) -> MethodPlan:
+    """The `MethodPlan` of method `name` of `cfg` for a run of `steps` denoising steps (None: the config's).
+
+    The config's step schedule is stated for its own `generate.num_inference_steps` (the method's
+    `schedule_steps`): its warm-up, refresh steps and periods. When the run has a different step count, each keeps
+    its share of the steps (`SparseConfig.for_steps`), except a field an override sets (`methods.NAME.warmup_steps=15`
+    is stated for the run's own steps). Raises `ModelConfigError` as `method_config` does, and for a static method
+    whose pattern file does not exist.
+
+    Example::
+
+        >>> plan = plan_method(load_model_config("yardstick"), "spatial", 8)  # 5 warm-up steps of 20
+        >>> plan.config.warmup_steps, plan.notes
+        (2, ['warm-up scaled with the steps: 5 dense steps of 20 become 2 of 8'])
+    """
+    config = method_config(cfg, name)
+    plan = MethodPlan(name, config)
+    steps = steps or config.schedule_steps
+    if config.method == "dense" or steps is None:
+        return plan
+    if config.schedule_steps and steps != config.schedule_steps:
+        explicit = {o.split("=", 1)[0].split(".")[-1] for o in overrides
+                    if o.split("=", 1)[0].startswith(f"methods.{name}.")}
+        stated, scaled = config.schedule, config.for_steps(steps)
+        kept = {k: getattr(config, k) for k in stated if k in explicit and k != "stated_for"}
+        scaled = scaled.replace(**kept) if kept else scaled
+        of = config.schedule_steps
+        for k, v in stated.items():
+            now = scaled.schedule[k]
+            if k == "stated_for" or now == v:
+                continue
+            plan.notes.append(f"warm-up scaled with the steps: {v} dense steps of {of} become {now} of {steps}"
+                              if k == "warmup_steps" else
+                              f"{k} scaled with the steps: {_steps_text(v)} of {of} become {_steps_text(now)} of {steps}")
+        plan.config = config = scaled
+    if config.warmup_steps >= steps:
+        plan.dense_throughout = True
+        plan.notes.append(f"ran dense throughout: its {config.warmup_steps} warm-up steps cover all {steps} steps "
+                          f"(set methods.{name}.warmup_steps lower, or run more --steps)")
+        if steps != cfg.generate.get("num_inference_steps"):  # with the config's own, method_config has warned
+            logger.warning("method %s: %s", name, plan.notes[-1])
+    patterns = getattr(config.options, "patterns", None)  # the static method's pattern file
+    if patterns and not Path(patterns).is_file():
+        raise ModelConfigError(f"method {name}: pattern file {patterns} does not exist; write it with "
+                               f"`vidsparse search --out {patterns}`, or name a shipped one (methods.{name}.patterns="
+                               "yardstick)")
+    return plan
+
+
+def _steps_text(value) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def resolve_patterns(value: str) -> Path:
