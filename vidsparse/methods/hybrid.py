@@ -180,6 +180,9 @@ class HybridPlanner(Planner):
                                                schedule_steps=config.schedule_steps))
         self.dynamic = DynamicPlanner(SparseConfig(method="dynamic", backend=config.backend, options=DynamicOptions(
             top_p=o.top_p, q_block=self.q_block, k_block=self.k_block), schedule_steps=config.schedule_steps))
+        calibrated = self.static.file.dynamic if self.static is not None else None
+        if calibrated is not None and calibrated.top_p is not None:  # each head's own top_p from the search
+            self.dynamic.top_p_table = calibrated.top_p.float()
         self.choices = 0  # choosing calls, for the report
         self._dynamic_now = None  # the dynamic candidate's mask, from `measure` to `build` within one call
 
