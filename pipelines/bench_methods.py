@@ -203,6 +203,9 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     profile_cfg = SparseConfig.make("profile", fraction=0.25, q_block=q_block, k_block=q_block)
     if "profile" in wanted:
         variants.append(("profile", profile_cfg, "forced"))
+    if "dynamic" in wanted:  # this call's q and k choose the blocks; --dynamic-density caps them (max_density)
+        variants.append(("dynamic", SparseConfig.make("dynamic", top_p=args.dynamic_top_p, q_block=q_block,
+                                                      k_block=q_block, max_density=args.dynamic_density), None))
     for label, config, special in variants:
         if time.perf_counter() - started > args.budget_s:
             entry["variants"][label] = {"skipped": "time budget"}
@@ -215,7 +218,9 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
         handle.reset()
         times = _time(lambda: (forward(), handle.reset()), runs, device)
         report = handle.report()
-        record(label, times, first, stock, {"density": report["density"], "fallbacks": report["fallbacks"]})
+        record(label, times, first, stock, {
+            "density": report["density"], "fallbacks": report["fallbacks"],
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None})
         handle.remove()
         del handle
     # delta: refresh steps and delta steps, the whole cache on the GPU, then with a budget
@@ -450,6 +455,9 @@ def main(argv=None) -> int:
                         help="which to run (default: all): stock, dense, profile, delta, offload, hybrid, attention")
     parser.add_argument("--hybrid-mix", default=None,
                         help="static,spatial,temporal,delta,dense shares forced on the hybrid (default: the yardstick's)")
+    parser.add_argument("--dynamic-top-p", type=float, default=0.9, help="the dynamic variant's top_p")
+    parser.add_argument("--dynamic-density", type=float, default=1.0,
+                        help="the dynamic variant's max_density (e.g. the density the long yardstick measured)")
     parser.add_argument("--hybrid-every", type=int, default=4, help="the hybrid's steps between choices")
     parser.add_argument("--hybrid-cache-budget", type=float, default=None,
                         help="GiB of the hybrid's delta cache on the GPU (default: no limit); the rest goes to host memory")

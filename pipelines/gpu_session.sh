@@ -15,6 +15,11 @@
 #                                     # step's profile
 #   bash pipelines/gpu_session.sh 6   # hybrid: HunyuanVideo 720p x 129 steps (stock, dense, delta, hybrid), the
 #                                     # hybrid's choices forced to the mix of part 5's yardstick/sweep.json
+#   bash pipelines/gpu_session.sh 8   # dynamic (issue 20): both yardsticks' pattern files searched again with the
+#                                     # dynamic calibration, the sweep of both yardsticks, kernels/bench_dynamic.py,
+#                                     # the dynamic and narrow-column GPU tests
+#   DENSITY=0.3 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense and a dynamic step capped
+#                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
@@ -61,6 +66,32 @@ elif [ "$1" = "7" ]; then
     { echo "$STAMP"; timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 200 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,dense,delta,hybrid --runs 3 \
         --trace-hybrid --out "$STAGE/pipelines" 2>&1 | tail -40
+elif [ "$1" = "8" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/vidsparse/search/patterns"
+    P=vidsparse/search/patterns
+    timeout 150 python3 -m vidsparse search --model yardstick --device cuda --out $P/yardstick.safetensors \
+        > "$STAGE/search_yardstick.log" 2>&1 &
+    timeout 150 python3 -m vidsparse search --model yardstick-long --device cuda --out $P/yardstick-long.safetensors \
+        > "$STAGE/search_yardstick-long.log" 2>&1
+    wait
+    tail -n 3 "$STAGE"/search_*.log
+    cp $P/yardstick.safetensors $P/yardstick-long.safetensors "$STAGE/$P/"
+    timeout 330 python3 yardstick/sweep.py --device cuda --budget-s 280 --out "$STAGE/yardstick" 2>&1 \
+        | grep -v "it/s" | tail -50
+    timeout 100 python3 kernels/bench_dynamic.py --out "$STAGE/kernels" 2>&1 | tail -30
+    { echo "$STAMP" | sed 's| tests -p| tests/test_dynamic.py tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p|'
+      timeout 60 python3 -m pytest -q -m gpu tests/test_dynamic.py \
+        tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p no:cacheprovider 2>&1 | tail -15
+    } | tee "$STAGE/tests/GPU_RESULTS_dynamic.txt"
+elif [ "$1" = "9" ]; then
+    mkdir -p "$STAGE/pipelines"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \
+        --models hunyuanvideo --variants stock,dense,dynamic --runs 1 --dynamic-density "${DENSITY:-1.0}" \
+        --out "$STAGE/pipelines" 2>&1 | tail -10
+    if [ -f pipelines/bench_loop.py ]; then
+        PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 250 python3 pipelines/bench_loop.py \
+            --time-limit-s 230 --out "$STAGE/pipelines" 2>&1 | tail -20
+    fi
 elif [ "$1" = "6" ]; then
     mkdir -p "$STAGE/pipelines"
     # the hybrid keeps every head's delta cache (71 GB at 720p) next to its plans: 40 GiB on the GPU, the rest on the

@@ -116,6 +116,8 @@ SWEEPS: dict[str, tuple[str, list[dict]]] = {
     "delta": ("delta", [{"top_keys": t} for t in (0.05, 0.1, 0.2, 0.3, 0.4)]),
     "hybrid": ("hybrid", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.5)]),
     "dynamic": ("dynamic", [{"top_p": p} for p in (0.5, 0.7, 0.8, 0.9, 0.95)]),
+    # each head's top_p from the search's curves, chosen again under each mean density budget
+    "dynamic-calibrated": ("dynamic-calibrated", [{"density": d} for d in (0.15, 0.25, 0.35, 0.5, 0.7)]),
     # hybrid stacked with diffusers' FirstBlockCache (`transformer.enable_cache`) at three thresholds: on request
     "hybrid+fbc": ("hybrid", [{"eps": 0.2, "first_block_cache": t} for t in (0.05, 0.1, 0.2)]),
 }
@@ -335,10 +337,11 @@ def unavailable(method: str, cfg) -> str | None:
     import vidsparse
 
     entry = SWEEPS[method][0]
-    if entry not in vidsparse.METHODS:
-        return f"this vidsparse registers no `{entry}` method (vidsparse.METHODS)"
     if entry not in cfg.methods:
         return f"the model config has no `methods.{entry}` section"
+    kind = cfg.methods[entry].get("method", entry)
+    if kind not in vidsparse.METHODS:
+        return f"this vidsparse registers no `{kind}` method (vidsparse.METHODS)"
     return None
 
 
@@ -765,8 +768,9 @@ def markdown(results: dict) -> str:
             others = [m for m in methods if not m.startswith("hybrid")]
             lines += _against_section(name, entry, "hybrid", others, margin=0.0, mix=True)
             lines += _goal_line(name, entry)
-        if "dynamic" in methods:
-            lines += _against_section(name, entry, "dynamic", list(FIXED_METHODS), margin=2.0)
+        for dynamic in ("dynamic", "dynamic-calibrated"):
+            if dynamic in methods:
+                lines += _against_section(name, entry, dynamic, list(FIXED_METHODS), margin=2.0)
     return "\n".join(lines) + "\n"
 
 
