@@ -25,7 +25,8 @@
 set -u -o pipefail
 OUT=${OUT:-/tmp/vidsparse-gpu}
 mkdir -p "$OUT"
-STAGE=$(mktemp -d)
+STAGE=$OUT/stage  # under $OUT: what a stage wrote comes back even when the call is stopped at its limit
+mkdir -p "$STAGE"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/log.txt") 2>&1
@@ -69,18 +70,19 @@ elif [ "$1" = "7" ]; then
 elif [ "$1" = "8" ]; then
     mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/vidsparse/search/patterns"
     P=vidsparse/search/patterns
-    timeout 150 python3 -m vidsparse search --model yardstick --device cuda --out $P/yardstick.safetensors \
+    timeout 120 python3 -m vidsparse search --model yardstick --device cuda --out $P/yardstick.safetensors \
         > "$STAGE/search_yardstick.log" 2>&1 &
-    timeout 150 python3 -m vidsparse search --model yardstick-long --device cuda --out $P/yardstick-long.safetensors \
+    SEARCH=$!
+    timeout 120 python3 -m vidsparse search --model yardstick-long --device cuda --out $P/yardstick-long.safetensors \
         > "$STAGE/search_yardstick-long.log" 2>&1
-    wait
+    wait $SEARCH  # by pid: a bare `wait` also waits for the log's tee, which never ends
     tail -n 3 "$STAGE"/search_*.log
     cp $P/yardstick.safetensors $P/yardstick-long.safetensors "$STAGE/$P/"
-    timeout 330 python3 yardstick/sweep.py --device cuda --budget-s 280 --out "$STAGE/yardstick" 2>&1 \
+    timeout 260 python3 yardstick/sweep.py --device cuda --budget-s 215 --out "$STAGE/yardstick" 2>&1 \
         | grep -v "it/s" | tail -50
-    timeout 100 python3 kernels/bench_dynamic.py --out "$STAGE/kernels" 2>&1 | tail -30
+    timeout 90 python3 kernels/bench_dynamic.py --out "$STAGE/kernels" 2>&1 | tail -30
     { echo "$STAMP" | sed 's| tests -p| tests/test_dynamic.py tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p|'
-      timeout 60 python3 -m pytest -q -m gpu tests/test_dynamic.py \
+      timeout 50 python3 -m pytest -q -m gpu tests/test_dynamic.py \
         tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p no:cacheprovider 2>&1 | tail -15
     } | tee "$STAGE/tests/GPU_RESULTS_dynamic.txt"
 elif [ "$1" = "9" ]; then
