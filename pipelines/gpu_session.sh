@@ -18,7 +18,7 @@
 #   bash pipelines/gpu_session.sh 8   # dynamic (issue 20): both yardsticks' pattern files searched again with the
 #                                     # dynamic calibration, the sweep of both yardsticks, kernels/bench_dynamic.py,
 #                                     # the dynamic and narrow-column GPU tests
-#   DENSITY=0.3 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense and a dynamic step capped
+#   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
@@ -88,7 +88,7 @@ elif [ "$1" = "8" ]; then
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \
-        --models hunyuanvideo --variants stock,dense,dynamic --runs 1 --dynamic-density "${DENSITY:-1.0}" \
+        --models hunyuanvideo --variants stock,dense,dynamic --runs 1 --dynamic-density "${DENSITY:-1.0}" --dynamic-top-p "${TOP_P:-0.9}" \
         --out "$STAGE/pipelines" 2>&1 | tail -10
     if [ -f pipelines/bench_loop.py ]; then
         PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 250 python3 pipelines/bench_loop.py \
