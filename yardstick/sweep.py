@@ -286,8 +286,9 @@ def video_grid(pipe, kwargs: dict) -> list[int]:
 def method_plan(model: Model, entry: str, name: str, setting: dict | None = None):
     """A `MethodPlan` of the model config's method `entry` with `setting` over its fields, for this model's steps.
 
-    As `vidsparse compare` plans it: the config's warm-up keeps its share of the steps when the steps differ from the
-    config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted. With
+    As `vidsparse compare` plans it: the step schedule (warm-up, refresh steps, periods) keeps its share of the steps
+    when the steps differ from the config's own (`SparseConfig.for_steps`), and a warm-up that covers every step is
+    noted. With
     stand-in weights, a pattern file that does not exist is replaced by the short yardstick's (noted).
     """
     from vidsparse.app.configs import MethodPlan, method_config, resolve_patterns
@@ -302,20 +303,16 @@ def method_plan(model: Model, entry: str, name: str, setting: dict | None = None
     if model.standin and patterns and not Path(patterns).is_file():
         plan.config = plan.config.replace(patterns=str(resolve_patterns("yardstick")))
         plan.notes.append(f"pattern file {patterns} absent: the short yardstick's stands in (--tiny)")
-    config_steps = cfg.generate.get("num_inference_steps")
-    warmup = plan.config.warmup_steps
-    if config.method != "dense" and warmup and config_steps and steps != config_steps:
-        scaled = round(warmup * steps / config_steps)
-        plan.notes.append(f"warm-up scaled with the steps: {warmup} dense steps of {config_steps} become {scaled} "
-                          f"of {steps}")
-        plan.config = plan.config.replace(warmup_steps=scaled)
+    if config.method != "dense" and plan.config.schedule_steps and steps != plan.config.schedule_steps:
+        stated, of = plan.config.schedule, plan.config.schedule_steps
+        plan.config = plan.config.for_steps(steps)  # the whole step schedule keeps its share, as in `compare`
+        changed = [f"{k} {v} -> {plan.config.schedule[k]}" for k, v in stated.items()
+                   if k != "stated_for" and plan.config.schedule[k] != v]
+        if changed:
+            plan.notes.append(f"step schedule scaled from {of} to {steps} steps: {'; '.join(changed)}")
     if config.method != "dense" and plan.config.warmup_steps >= steps:
         plan.dense_throughout = True
         plan.notes.append(f"ran dense throughout: its {plan.config.warmup_steps} warm-up steps cover all {steps}")
-    late = [s for s in plan.config.to_dict().get("refresh_steps") or () if s >= steps]
-    if late:
-        plan.notes.append(f"refresh step(s) {', '.join(map(str, late))} of the config fall past the last of {steps} "
-                          "steps (refresh steps are not scaled, as in `vidsparse compare`)")
     return plan
 
 
@@ -449,7 +446,10 @@ def run_one(model: Model, plan, batched: bool, dense: list[np.ndarray] | None,
 
 
 def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
-    """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean."""
+    """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean.
+
+    The PSNR "mean" is the PSNR of the mean squared error over the frames (finite unless every frame is identical),
+    not the mean of per-frame PSNRs, which one identical frame makes infinite (the long yardstick's flat colours)."""
     from vidsparse.app.metrics import psnr_per_frame, ssim_per_frame
 
     psnr = [psnr_per_frame(d, v) for d, v in zip(dense, videos)]
@@ -462,8 +462,10 @@ def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
     }
 
 
-def _mean(values: np.ndarray) -> float:
-    return math.inf if np.isposinf(values).any() else float(values.mean())
+def _mean(psnr: np.ndarray) -> float:
+    """The PSNR of the frames' mean squared error, from per-frame PSNRs (an identical frame's +inf is MSE 0)."""
+    mse = (255.0**2 / np.power(10.0, psnr / 10.0)).mean()
+    return math.inf if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def profile_mix(report: dict, warmup_layers: int) -> dict:
@@ -717,8 +719,9 @@ def markdown(results: dict) -> str:
         f"{len(first['cases'])} case(s) per setting and model, CFG {first['meta']['generate'].get('guidance_scale')}. "
         "Every method against dense on the same cases, per model. Density is the realised density over every step "
         "and replaced layer of every case, the dense warm-up included (a dense call counts 1); for `delta` its "
-        "refresh steps count 1 as well. PSNR and SSIM: the mean over every frame of every case, and the worst frame "
-        "(`vidsparse.app.metrics`). Seconds: the wall time of all of a setting's generations (on a CPU the sparse "
+        "refresh steps count 1 as well. PSNR: of the mean squared error over every frame of every case (an "
+        "identical frame does not make it infinite), and the worst frame; SSIM: the mean over every frame, and the "
+        "worst (`vidsparse.app.metrics`). Seconds: the wall time of all of a setting's generations (on a CPU the sparse "
         "methods run a PyTorch fallback: the times measure nothing there). The settings of a method batched all "
         "cases in one pipeline call where the method chooses per batch element (`yardstick/sweep.py`, \"Batching\"), "
         "and are compared with the dense run made the same way.",
