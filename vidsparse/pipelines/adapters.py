@@ -2,7 +2,9 @@
 
 An adapter says which attention modules vidsparse replaces, which processor class replaces them,
 where the text sits, and how to read the latent grid (frames, rows, columns after patchify) off
-the transformer's input. It re-implements no forward.
+the transformer's input: off `hidden_states` where they keep the grid's shape, else off the forward's
+arguments (LTX takes flattened tokens with `num_frames`, `height` and `width` beside them). It
+re-implements no forward.
 """
 
 from __future__ import annotations
@@ -25,16 +27,21 @@ class ModelAdapter:
         processor: the `SparseAttnProcessor` subclass that replaces the selected processors.
         replaces: predicate on a processor key of `transformer.attn_processors`
             (e.g. "transformer_blocks.0.attn1.processor"): True where vidsparse takes over.
-        latent_grid: `(transformer, hidden_states) -> (frames, height, width)` after patchify.
+        latent_grid: `(transformer, hidden_states) -> (frames, height, width)` after patchify; None where
+            `grid_from_arguments` reads it instead.
         text_position: "start", "end", or None when the replaced layers see no text.
+        grid_from_arguments: `(transformer, arguments) -> (frames, height, width) or None`, for transformers
+            whose `hidden_states` are flattened tokens: `arguments` are the forward's, by parameter name. None
+            (no grid this forward) makes every replaced layer run dense, with the reason reported.
     """
 
     name: str
     class_name: str
     processor: type
     replaces: Callable[[str], bool]
-    latent_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int, int]]
+    latent_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int, int]] | None
     text_position: str | None
+    grid_from_arguments: Callable[[torch.nn.Module, dict], tuple[int, int, int] | None] | None = None
 
 
 _REGISTRY: dict[str, ModelAdapter] = {}
