@@ -5,6 +5,9 @@ where the text sits, and how to read the latent grid (frames, rows, columns afte
 the transformer's input: off `hidden_states` where they keep the grid's shape, else off the forward's
 arguments (LTX takes flattened tokens with `num_frames`, `height` and `width` beside them). It
 re-implements no forward.
+
+The families beyond CogVideoX, HunyuanVideo and Wan live in `families/`, one module each with the fields
+of its adapters in `ADAPTERS`; `_ensure_builtin` registers them (they import nothing from here).
 """
 
 from __future__ import annotations
@@ -116,4 +119,15 @@ def _ensure_builtin() -> None:
         "wan", "WanTransformer3DModel", WanSparseProcessor,
         replaces=lambda key: ".attn1." in key, latent_grid=_wan_grid, text_position=None,
     ))
+    from .families import ltx
+    _register_family(ltx)
+    from .families import ltx2
+    _register_family(ltx2)
+    from .families import hunyuan_video15
+    _register_family(hunyuan_video15)
     _BUILTIN_DONE = True
+
+
+def _register_family(module) -> None:
+    for fields in module.ADAPTERS:
+        register_adapter(ModelAdapter(**fields))
