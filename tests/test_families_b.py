@@ -276,3 +276,13 @@ def test_ltx2_stg_layers_perturbed_everywhere_skip_attention():
         report = handle.report()
     assert report["calls"] == report["sparse_calls"] == 1  # block 0 only
     assert _rel(out, stock) < 1e-5
+
+
+@pytest.mark.parametrize(("config", "steps"), [("ltx-video", 50), ("ltx-2", 30), ("hunyuanvideo-1.5-480p", 50),
+                                                ("hunyuanvideo-1.5-720p", 50)])
+def test_presets_name_a_supported_transformer_at_the_published_steps(config, steps):
+    from vidsparse.app.configs import load_model_config
+
+    cfg = load_model_config(config)
+    assert cfg.model.transformer in vidsparse.pipelines.supported_classes()
+    assert cfg.generate.num_inference_steps == steps
