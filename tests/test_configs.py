@@ -35,6 +35,7 @@ REAL_MODELS = [
     "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "hunyuanvideo",
     "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
 ]
+REAL_MODELS += ["ltx-video", "ltx-2", "hunyuanvideo-1.5-480p", "hunyuanvideo-1.5-720p"]  # tests/test_families_b.py
 
 
 def test_shipped_configs_are_the_real_models_and_the_builtins():
