@@ -109,4 +109,18 @@ def _ensure_builtin() -> None:
         "wan", "WanTransformer3DModel", WanSparseProcessor,
         replaces=lambda key: ".attn1." in key, latent_grid=_wan_grid, text_position=None,
     ))
+    # the families beyond CogVideoX, HunyuanVideo and Wan: one module each, listing its adapters in ADAPTERS
+    from .families import wan_vace
+    _register_family(wan_vace)
+    from .families import wan_animate
+    _register_family(wan_animate)
+    from .families import skyreels_v2
+    _register_family(skyreels_v2)
     _BUILTIN_DONE = True
+
+
+def _register_family(module) -> None:
+    """Register the adapters a family module lists: `ADAPTERS`, the fields of each `ModelAdapter` (a family module
+    does not import this one, which imports it)."""
+    for fields in module.ADAPTERS:
+        register_adapter(ModelAdapter(**fields))
