@@ -116,6 +116,8 @@ def _ensure_builtin() -> None:
     _register_family(wan_animate)
     from .families import skyreels_v2
     _register_family(skyreels_v2)
+    from .families import cosmos
+    _register_family(cosmos)
     _BUILTIN_DONE = True
 
 
