@@ -118,6 +118,8 @@ def _ensure_builtin() -> None:
     _register_family(skyreels_v2)
     from .families import cosmos
     _register_family(cosmos)
+    from .families import mochi
+    _register_family(mochi)
     _BUILTIN_DONE = True
 
 
