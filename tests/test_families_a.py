@@ -243,3 +243,17 @@ def test_skyreels_diffusion_forcing_block_causal_mask_runs_stock_and_says_so():
         report = handle.report()
     assert report["density"] == 1.0 and report["sparse_calls"] == 0
     assert any("causal_block_size > 1" in reason for reason in report["fallbacks"])
+
+
+@pytest.mark.parametrize("name", ["wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p", "wan2.1-vace-14b", "wan2.2-animate-14b",
+                                  "skyreels-v2-df-14b-540p", "cosmos-1.0-diffusion-7b-text2world", "mochi-1-preview"])
+def test_each_preset_names_a_supported_transformer_of_its_pipeline(name):
+    import diffusers
+
+    from vidsparse.app.configs import load_model_config
+    from vidsparse.pipelines import supported_classes
+
+    cfg = load_model_config(name)
+    assert cfg.model.transformer in supported_classes()
+    pipeline = getattr(diffusers, cfg.model.pipeline)
+    assert cfg.model.transformer in str(pipeline.__init__.__annotations__.get("transformer", ""))
