@@ -225,6 +225,20 @@ def test_a_sparse_step_equals_the_reference_masked_attention(family):
     assert _rel(kernel_out, stock) > 1e-4  # the pattern really dropped keys
 
 
+@pytest.mark.parametrize("family", ["wan-i2v", "wan-vace", "wan-animate", "skyreels-v2", "cosmos", "mochi"])
+def test_density_one_through_the_kernel_equals_stock_fused_projections_included(family):
+    model, inputs = FAMILIES[family]()
+    stock = _run(model, inputs)
+    if hasattr(model, "fuse_qkv_projections"):  # the Wan-architecture families (Cosmos and Mochi have none)
+        model.fuse_qkv_projections()
+        assert all(getattr(m, "fused_projections", True) for name, m in model.named_modules() if name.endswith("attn1"))
+    with vidsparse.apply(model, SPATIAL.replace(frames=64)) as handle:  # every frame: density 1 through the kernel
+        out = _run(model, inputs)
+        report = handle.report()
+    assert report["sparse_calls"] == report["calls"] > 0 and report["density"] == pytest.approx(1.0)
+    assert _rel(out, stock) < 1e-5
+
+
 def test_mochi_padded_text_stays_masked_when_sparse():
     model, inputs = mochi()
     with vidsparse.apply(model, SPATIAL):
