@@ -119,15 +119,28 @@ def _ensure_builtin() -> None:
         "wan", "WanTransformer3DModel", WanSparseProcessor,
         replaces=lambda key: ".attn1." in key, latent_grid=_wan_grid, text_position=None,
     ))
+    # the families beyond CogVideoX, HunyuanVideo and Wan: one module each, listing its adapters in ADAPTERS
     from .families import ltx
     _register_family(ltx)
     from .families import ltx2
     _register_family(ltx2)
     from .families import hunyuan_video15
     _register_family(hunyuan_video15)
+    from .families import wan_vace
+    _register_family(wan_vace)
+    from .families import wan_animate
+    _register_family(wan_animate)
+    from .families import skyreels_v2
+    _register_family(skyreels_v2)
+    from .families import cosmos
+    _register_family(cosmos)
+    from .families import mochi
+    _register_family(mochi)
     _BUILTIN_DONE = True
 
 
 def _register_family(module) -> None:
+    """Register the adapters a family module lists: `ADAPTERS`, the fields of each `ModelAdapter` (a family module
+    does not import this one, which imports it)."""
     for fields in module.ADAPTERS:
         register_adapter(ModelAdapter(**fields))
