@@ -197,7 +197,8 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
 
     Args:
         target: a pipeline (every transformer it holds, Wan 2.2's `transformer_2` included) or a
-            supported transformer (CogVideoX, HunyuanVideo, Wan).
+            supported transformer (`vidsparse.pipelines.supported_classes()`: CogVideoX, HunyuanVideo, Wan
+            and the families of `vidsparse/pipelines/families/`).
         config: a preset name (`vidsparse.PRESETS`), a `SparseConfig`, or a dict of its fields
             (`SparseConfig.from_dict`).
         planner: optional: your own planner, any object with `plan(ctx, probe) -> AttentionPlan`
