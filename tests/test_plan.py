@@ -275,6 +275,34 @@ def test_profile_classifies_planted_spatial_temporal_and_diffuse_heads(layout):
     assert rel < 0.2  # the planted heads lose little to their patterns
 
 
+def test_profile_errors_are_the_renormalised_softmax_errors_on_the_sampled_rows(monkeypatch):
+    """Each candidate's output on a sampled row is the softmax over its kept keys alone (renormalised), and its
+    error is `||O_c - O|| / ||O||` over the rows: computed here in float64 from the token-level predicates."""
+    from vidsparse.methods import profile
+
+    layout = TokenLayout(5, 4, 6, text_len=9, text_position="end")
+    kinds = ["spatial", "temporal", "diffuse"]
+    q, k, v = _planted(layout, kinds, b=2, seed=3)
+    seen = []
+    select = profile.select
+    monkeypatch.setattr(profile, "select", lambda errors, *a, **kw: seen.append(errors) or select(errors, *a, **kw))
+    planner = planner_for(SparseConfig.make("profile", frames=1, radius=1, q_block=16, k_block=16, rows_per_frame=4))
+    probe = Probe(q, k, v, layout)
+    planner.plan(PlanContext(0, 0, None, layout, len(kinds), "cpu", state=LayerState()), probe)
+    (errors,) = seen  # [B, H, 2]: spatial, temporal
+    rows = probe.sample_rows(4)
+    kept = torch.stack([_token_mask(layout, Pattern.parse("window:frames=1,radius=-1"), FRAME_MAJOR, 16, 16),
+                        _token_mask(layout, Pattern.parse("temporal:every=1,radius=1"), SPATIAL_MAJOR, 16, 16)])[:, rows]
+    scores = (q.double()[:, :, rows] @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [B, H, R, S]
+    exact = scores.softmax(-1) @ v.double()
+    expect = torch.stack([
+        ((scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v.double() - exact).flatten(-2).norm(dim=-1)
+         / exact.flatten(-2).norm(dim=-1)) for keep in kept], -1)
+    share = torch.stack([(scores.softmax(-1) * keep).sum(-1) for keep in kept], -1)  # the kept mass per row
+    assert share.min() < 0.5  # full-mass normalisation would be far off here
+    torch.testing.assert_close(errors.double(), expect, atol=1e-4, rtol=1e-4)
+
+
 def test_profile_reuses_its_choice_between_profiling_steps():
     layout = TokenLayout(4, 4, 4)
     q, k, v = _planted(layout, ["spatial", "temporal"])
