@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidsparse.core.state import LayerState
 
@@ -207,6 +208,25 @@ def test_groups_of_heads_that_are_not_neighbours_equal_masked_attention_and_are_
     assert patterns == ["spatial", "temporal", "dense", "spatial", "temporal"]
     with pytest.raises(ValueError, match="distinct"):
         HeadGroup((1, 1))
+
+
+def test_a_consecutive_group_out_of_order_runs_each_head_on_its_own_mask():
+    """Group (1, 0): its head 0 is model head 1. Run as the slice 0:2 each head would get the other's mask."""
+    layout = LAYOUTS[1]
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))
+    local, frame = Pattern.parse("window:frames=0,radius=1"), Pattern.parse("window:frames=0,radius=-1")
+    mask = SparseMask.stack_heads([local.mask(layout, 1, 16, 16), frame.mask(layout, 1, 16, 16)])
+    swapped = HeadGroup((1, 0), "sparse", mask, labels=("local", "frame"), label_index=torch.tensor([[0, 1]]))
+    assert swapped.contiguous is None
+    full = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool)
+    allowed = torch.stack([_token_mask(layout, frame, FRAME_MAJOR, 16, 16),  # model head 0: the group's head 1
+                           _token_mask(layout, local, FRAME_MAJOR, 16, 16), full])
+    expect = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=allowed)
+    for plan in (AttentionPlan((swapped, HeadGroup((2,), "dense"))), AttentionPlan((swapped,))):
+        heads = plan.num_heads
+        out = _runtime().execute(plan, q[:, :heads], k[:, :heads], v[:, :heads], layout)
+        torch.testing.assert_close(out.double(), expect[:, :heads], atol=2e-5, rtol=1e-4)
 
 
 def test_per_head_orders_chosen_on_the_device_equal_masked_attention():
