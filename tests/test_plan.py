@@ -311,8 +311,9 @@ def test_profile_errors_are_the_renormalised_softmax_errors_on_the_sampled_rows(
     planner.plan(PlanContext(0, 0, None, layout, len(kinds), "cpu", state=LayerState()), probe)
     (errors,) = seen  # [B, H, 2]: spatial, temporal
     rows = probe.sample_rows(4)
-    kept = torch.stack([_token_mask(layout, Pattern.parse("window:frames=1,radius=-1"), FRAME_MAJOR, 16, 16),
-                        _token_mask(layout, Pattern.parse("temporal:every=1,radius=1"), SPATIAL_MAJOR, 16, 16)])[:, rows]
+    spatial, temporal = Pattern.parse("window:frames=1,radius=-1"), Pattern.parse("temporal:every=1,radius=1")
+    kept = torch.stack([_token_mask(layout, spatial, FRAME_MAJOR, 16, 16),
+                        _token_mask(layout, temporal, SPATIAL_MAJOR, 16, 16)])[:, rows]  # bool [2, R, S]
     scores = (q.double()[:, :, rows] @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [B, H, R, S]
     exact = scores.softmax(-1) @ v.double()
     expect = torch.stack([
