@@ -186,6 +186,19 @@ def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
         torch.testing.assert_close(out[:, h], ref, atol=1e-5, rtol=1e-4, msg=f"head {h} ({name})")
 
 
+def test_the_worst_batch_element_decides_a_heads_choice():
+    """Head 0 is spatial in batch element 0 and diffuse in element 1: no pattern fits both, so it runs dense."""
+    first, second = _planted(LAYOUT, ["spatial", "temporal"], seed=0), _planted(LAYOUT, ["diffuse", "temporal"], seed=1)
+    q, k, v = (torch.cat(pair) for pair in zip(first, second))
+    runtime, planner = _planner(candidates=["spatial", "temporal"], eps=0.2, fraction=0.3)
+    ctx = PlanContext(0, 0, None, LAYOUT, 2, q.device, state=LayerState())
+    errors, _, _ = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
+    spatial, temporal = LABELS.index("spatial"), LABELS.index("temporal")
+    assert errors[0, 0, spatial] < 0.2 < errors[1, 0, spatial] and (errors[:, 0, temporal] > 0.2).all()
+    assert (errors[:, 1, temporal] < 0.2).all()
+    assert planner.choose(ctx, Probe(q, k, v, LAYOUT)).tolist() == [LABELS.index("dense"), temporal]
+
+
 @pytest.mark.parametrize("target", [0.2, 0.45, 0.6, 0.8])
 def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(target):
     q, k, v = _planted(LAYOUT, KINDS)
