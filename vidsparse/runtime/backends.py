@@ -3,7 +3,7 @@
 | name | runs | where |
 |---|---|---|
 | `triton` | `block_sparse_attention`, the Triton kernel | CUDA, or the CPU under `TRITON_INTERPRET=1`; head dims 64 and 128 |
-| `sdpa` | torch SDPA with an additive token mask per distinct mask row (cached per runtime) | small sequences anywhere |
+| `sdpa` | torch SDPA, an additive token mask per distinct mask row (cached) | small sequences anywhere |
 | `reference` | `block_sparse_attention_reference`, chunked over query rows | anywhere, any size (slow) |
 
 `SparseConfig(backend="auto")` takes the first that can run, in that order, and the runtime reports every reason a
