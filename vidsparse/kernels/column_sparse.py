@@ -291,12 +291,11 @@ def topk_columns(
         scale: softmax scale of the attention, default `1 / sqrt(D)`.
         seed: shifts the sampled rows (see `_sample_rows`).
         max_elements: bound on the float32 elements held at once. The work is chunked over heads,
-            and over query blocks within a head: on CUDA (and under the interpreter) a Triton kernel
-            writes only the masses, `B x S` a query block, so peak extra memory is about
-            `4 x max_elements` bytes: at the default 2^28, 0.9 GB for HunyuanVideo 720p (two heads a
-            chunk), whatever the head count. The PyTorch fallback (other head dims, CPU without the
-            interpreter) holds the per-row scores, `rows_per_block` times more a query block, within
-            the same bound (plus their copy in q's dtype).
+            and over query blocks within a head: the Triton kernel (CUDA, or the interpreter) and the
+            PyTorch path (other head dims, CPU without the interpreter, which computes the per-row
+            scores a few query blocks at a time) write only the masses, `B x S` a query block, so peak
+            extra memory is about `4 x max_elements` bytes: at the default 2^28, 0.9 GB for
+            HunyuanVideo 720p (two heads a chunk), whatever the head count.
 
     Returns:
         `(columns, counts)`: int32 `[B, H, nQ, K]` ascending, and int32 `[B, H, nQ]`. Counts are K
@@ -347,7 +346,7 @@ def topk_columns(
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
     use_kernel = _mass_kernel_runs(q, rows_per_block)
-    per_block = b * s * (1 if use_kernel else rows_per_block)  # elements held per (head, query block)
+    per_block = b * s  # mass elements held per (head, query block)
     heads_per_chunk = max(1, min(h, max_elements // max(1, per_block * n_q)))
     blocks_per_chunk = n_q if heads_per_chunk > 1 else max(1, min(n_q, max_elements // max(1, per_block)))
     columns = torch.empty(b, h, n_q, count, dtype=_INDEX_DTYPE, device=q.device)
@@ -370,6 +369,7 @@ def topk_columns(
 
 
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
+_MASS_PIECE = 1 << 19  # float32 scores the PyTorch mass path holds at a time (2 MB)
 _MASS_BLOCK_N = 64
 
 
@@ -425,10 +425,20 @@ def _block_mass(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.T
 
 
 def _block_mass_reference(q, k, lse_safe, rows, q0: int, q1: int, scale: float) -> torch.Tensor:
-    """`_block_mass` in PyTorch: the per-row scores `[B, hc, n * R, S]` are materialised (in q's
-    dtype, then float32), R times the memory of the kernel's result."""
+    """`_block_mass` in PyTorch: the per-row scores are computed in q's dtype, then float32, a few query blocks
+    of one (batch, head) at a time (about `_MASS_PIECE` scores, which stay in the CPU's cache)."""
     b, hc, s, _ = q.shape
+    n, r = q1 - q0, rows.shape[1]
     sel = rows[q0:q1].reshape(-1)  # [n * R]
-    scores = torch.matmul(q[:, :, sel], k.transpose(-1, -2)).float()
-    scores.mul_(scale).sub_(lse_safe[:, :, sel].unsqueeze(-1)).exp_()
-    return scores.view(b, hc, q1 - q0, rows.shape[1], s).sum(3)
+    q_rows, lse_rows = q[:, :, sel], lse_safe[:, :, sel].unsqueeze(-1)
+    mass = torch.empty(b, hc, n, s, dtype=torch.float32, device=q.device)
+    per = max(1, _MASS_PIECE // (r * s))  # query blocks a piece
+    for i in range(b):
+        for j in range(hc):
+            keys = k[i, j].transpose(0, 1)
+            for n0 in range(0, n, per):
+                n1 = min(n, n0 + per)
+                scores = torch.matmul(q_rows[i, j, n0 * r : n1 * r], keys).float()
+                scores.mul_(scale).sub_(lse_rows[i, j, n0 * r : n1 * r]).exp_()
+                torch.sum(scores.view(n1 - n0, r, s), 1, out=mass[i, j, n0:n1])
+    return mass

@@ -68,13 +68,20 @@ def _row_indices(perms: torch.Tensor, order_index: torch.Tensor | None, b: int, 
 def permute_tokens_reference(
     x: torch.Tensor, perms: torch.Tensor, order_index: torch.Tensor | None = None, *, inverse: bool = False
 ) -> torch.Tensor:
-    """`permute_tokens` in plain PyTorch (torch.gather, and scatter for the inverse)."""
+    """`permute_tokens` in plain PyTorch: an `index_select` of whole token rows (the inverse gathers by the inverse
+    permutation, which equals scattering by the permutation)."""
     validate_permute_inputs(x, perms, order_index)
     b, h, s, d = x.shape
-    index = _row_indices(perms, order_index, b, h).unsqueeze(-1).expand(b, h, s, d)
+    if order_index is None:
+        perm = perms[0].long()
+        if inverse:
+            perm = torch.empty_like(perm).scatter_(0, perm, torch.arange(s, device=x.device))
+        return x.index_select(2, perm)
+    index = _row_indices(perms, order_index, b, h)  # [B, H, S]
     if inverse:
-        return torch.empty(b, h, s, d, dtype=x.dtype, device=x.device).scatter_(2, index, x)
-    return torch.gather(x, 2, index).contiguous()
+        index = torch.empty_like(index).scatter_(-1, index, torch.arange(s, device=x.device).expand(b, h, s))
+    rows = index + torch.arange(0, b * h * s, s, device=x.device).view(b, h, 1)  # rows of x viewed as [B H S, D]
+    return x.reshape(b * h * s, d).index_select(0, rows.reshape(-1)).view(b, h, s, d)
 
 
 def permute_tokens(

@@ -16,6 +16,8 @@ from ..core.mask import SparseMask
 
 __all__ = ["block_sparse_attention_reference", "column_sparse_attention_reference"]
 
+_PIECE = 1 << 20  # elements the column reference works on at a time (4 MB in float32: in the CPU's cache)
+
 
 def block_sparse_attention_reference(
     q: torch.Tensor,
@@ -97,41 +99,40 @@ def column_sparse_attention_reference(
     live = torch.arange(n_cols, device=q.device) < counts.clamp(max=n_cols).unsqueeze(-1)  # [B', H, nQ, K]
     if bool(((columns < 0) | (columns >= s))[live].any()):
         raise ValueError(f"every live column index must be in [0, S={s})")
-    index = torch.where(live, columns, 0).long().expand(b, h, n_q, n_cols)
-    live = live.expand(b, h, n_q, n_cols)
     key_ok = torch.ones(b, s, dtype=torch.bool, device=q.device)
     if key_padding_mask is not None:
         key_ok = ~key_padding_mask
-    text_len = 0 if text is None else text[1] - text[0]
+    # Each block's keys: its column entries, then the text range (a listed text key counts twice, as in the kernel).
+    index = torch.where(live, columns, 0).long().expand(b, h, n_q, n_cols)
+    ok = live.expand(b, h, n_q, n_cols) & key_ok.gather(1, index.reshape(b, -1)).view(b, h, n_q, n_cols)
+    if text is not None:
+        text_len = text[1] - text[0]
+        index = torch.cat([index, torch.arange(*text, device=q.device).expand(b, h, n_q, text_len)], -1)
+        ok = torch.cat([ok, key_ok[:, text[0] : text[1]].view(b, 1, 1, text_len).expand(b, h, n_q, text_len)], -1)
+    width = index.shape[-1]
+    blocks = b * h * n_q
+    keys = (index + torch.arange(0, b * h * s, s, device=q.device).view(b, h, 1, 1)).reshape(blocks, width)
+    bias = torch.zeros(blocks, 1, width, dtype=compute, device=q.device).masked_fill_(~ok.reshape(blocks, 1, width),
+                                                                                     float("-inf"))
 
-    # Query blocks per chunk: the gathered keys and the scores of a block take (K + T) x (D + q_block).
-    per_block = b * h * (n_cols + text_len) * (d + q_block)
-    chunk = max(1, max_elements // max(1, per_block))
+    # Query blocks per chunk: the gathered keys and values and the scores of a block take K' x (2 D + q_block),
+    # kept to about `_PIECE` elements so that they stay in the CPU's cache.
+    chunk = max(1, min(_PIECE, max_elements) // (width * (2 * d + q_block)))
     pad = n_q * q_block - s
-    qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, pad)).view(b, h, n_q, q_block, d)
-    kc, vc = k.to(compute), v.to(compute)
-    out = torch.empty(b, h, n_q, q_block, d, dtype=compute, device=q.device)
-    lse = torch.empty(b, h, n_q, q_block, dtype=torch.float32, device=q.device)
-    for q0 in range(0, n_q, chunk):
-        q1 = min(n_q, q0 + chunk)
-        idx = index[:, :, q0:q1]  # [B, H, n, K]
-        flat = idx.reshape(b, h, -1, 1).expand(-1, -1, -1, d)
-        k_cols = kc.gather(2, flat).view(b, h, q1 - q0, n_cols, d)
-        v_cols = vc.gather(2, flat).view(b, h, q1 - q0, n_cols, d)
-        ok = live[:, :, q0:q1] & key_ok.gather(1, idx.reshape(b, -1)).view(b, h, q1 - q0, n_cols)
-        scores = torch.einsum("bhnqd,bhnkd->bhnqk", qc[:, :, q0:q1], k_cols) * scale
-        scores = scores.masked_fill(~ok.unsqueeze(3), float("-inf"))
-        values = v_cols
-        if text is not None:
-            k_text, v_text = kc[:, :, text[0] : text[1]], vc[:, :, text[0] : text[1]]
-            text_scores = torch.einsum("bhnqd,bhkd->bhnqk", qc[:, :, q0:q1], k_text) * scale
-            text_ok = key_ok[:, text[0] : text[1]].view(b, 1, 1, 1, text_len)
-            scores = torch.cat([scores, text_scores.masked_fill(~text_ok, float("-inf"))], dim=-1)
-            values = torch.cat([v_cols, v_text.unsqueeze(2).expand(-1, -1, q1 - q0, -1, -1)], dim=3)
-        row_lse = torch.logsumexp(scores, dim=-1)  # -inf for rows that see no live key
-        probs = torch.exp(scores - row_lse.nan_to_num(neginf=0.0).unsqueeze(-1))
-        out[:, :, q0:q1] = torch.einsum("bhnqk,bhnkd->bhnqd", probs, values)
-        lse[:, :, q0:q1] = row_lse.float()
+    qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, pad)).view(blocks, q_block, d)
+    kc, vc = (t.to(compute).reshape(b * h * s, d) for t in (k, v))
+    out = torch.empty(blocks, q_block, d, dtype=compute, device=q.device)
+    lse = torch.empty(blocks, q_block, dtype=torch.float32, device=q.device)
+    for i0 in range(0, blocks, chunk):
+        i1 = min(blocks, i0 + chunk)
+        at = keys[i0:i1].reshape(-1)
+        k_cols, v_cols = (t.index_select(0, at).view(i1 - i0, width, d) for t in (kc, vc))
+        scores = torch.baddbmm(bias[i0:i1], qc[i0:i1], k_cols.transpose(1, 2), alpha=scale)  # [n, q_block, K']
+        peak = scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # 0 for rows that see no live key
+        scores.sub_(peak).exp_()
+        total = scores.sum(-1, keepdim=True)
+        out[i0:i1] = torch.bmm(scores, v_cols) / total.clamp_min(torch.finfo(compute).tiny)  # 0 for those rows
+        lse[i0:i1] = (total.log() + peak).squeeze(-1).float()  # and -inf
     out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(out_dtype or q.dtype).contiguous()
     lse = lse.view(b, h, n_q * q_block)[:, :, :s].contiguous()
     return (out, lse) if return_lse else out
