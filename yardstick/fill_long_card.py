@@ -3,7 +3,7 @@
     python yardstick/fill_long_card.py --from OUT
 
 `OUT` is the folder `yardstick/long_session.sh` wrote (on the device, $OUT). This script, on the CPU:
-1. copies each file to its place (`weights-long/transformer/*` -> `vidsparse/yardstick/weights-long/transformer/`,
+1. copies each file to its place (`weights-long/{transformer,scheduler}/*` -> `vidsparse/yardstick/weights-long/...`,
    `patterns/*` -> `vidsparse/search/patterns/`, `yardstick/*` -> `yardstick/`, `training/*` -> `yardstick/training/`);
 2. draws `yardstick/long_loss.png` from `yardstick/training/long_loss.json` (`make_card.loss_plot`);
 3. replaces every `TODO(gpu):NAME` in `yardstick/README.md` with that number from `long_card.json`, the training
@@ -23,6 +23,7 @@ from make_card import final_loss, loss_plot
 ROOT = Path(__file__).resolve().parent.parent
 PLACES = {
     "weights-long/transformer": ROOT / "vidsparse/yardstick/weights-long/transformer",
+    "weights-long/scheduler": ROOT / "vidsparse/yardstick/weights-long/scheduler",  # a shifted noise schedule
     "patterns": ROOT / "vidsparse/search/patterns",
     "yardstick": ROOT / "yardstick",
     "training": ROOT / "yardstick/training",

@@ -58,6 +58,9 @@ else
     # training's own start (imports, model, workers) and final save; about 7.1 on a warm machine.
     MINUTES=${MINUTES:-$(awk -v s=$(( $(left) - 85 - 40 )) 'BEGIN { printf "%.2f", s / 60 }')}
     TRAIN="--minutes $MINUTES --batch ${BATCH:-8} --lr ${LR:-3e-4} --workers ${WORKERS:-6} --save-every-min 2"
+    # The noise levels: 16,384 tokens carry about 7x the small model's redundant signal at one noise level, so the
+    # long model trains and samples with the SNR divided by SNR_SHIFT (the scheduler's snr_shift_scale). At 1, the
+    # first run's model drew flat colour: the scene's layout was settled in the first sampling step.
     SEARCH="--device cuda"
     CARD="--device cuda"
 fi
@@ -70,8 +73,12 @@ stage "training ($SIZE $TRAIN)" | tee -a "$LOG"
 TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
 [ $DRY = 1 ] && TRAIN_LIMIT=300
 [ $TRAIN_LIMIT -lt 30 ] && TRAIN_LIMIT=30  # `timeout 0` would mean no limit
-eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN \
-    --init vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors 2>&1 | tee -a "$LOG"
+# INIT: the weights to fine-tune (default the shipped small yardstick's; a second session passes the long one's).
+INIT=${INIT:-vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors}
+SHIFT="--snr-shift-scale ${SNR_SHIFT:-4}"
+cp "$INIT" "$WORK/init.safetensors"  # the assembly below replaces weights-long, which INIT may point into
+eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN $SHIFT \
+    --init "$WORK/init.safetensors" 2>&1 | tee -a "$LOG"
 echo "training exit $?" | tee -a "$LOG"
 [ -f "$WORK/run/loss.json" ] && cp "$WORK/run/loss.json" "$OUT/training/long_loss.json"
 [ -f "$WORK/run/train.json" ] && cp "$WORK/run/train.json" "$OUT/training/long_train.json"
@@ -83,10 +90,14 @@ fi
 
 stage "assembling vidsparse/yardstick/weights-long" | tee -a "$LOG"
 rm -rf vidsparse/yardstick/weights-long
-timeout 120 python3 -m vidsparse.yardstick.train --assemble "$TRAINED" $SIZE --transformer-only \
+timeout 120 python3 -m vidsparse.yardstick.train --assemble "$TRAINED" $SIZE $SHIFT --transformer-only \
     --out vidsparse/yardstick/weights-long 2>&1 | tee -a "$LOG"
 cp vidsparse/yardstick/weights-long/transformer/config.json \
    vidsparse/yardstick/weights-long/transformer/diffusion_pytorch_model.safetensors "$OUT/weights-long/transformer/"
+if [ -d vidsparse/yardstick/weights-long/scheduler ]; then  # a shifted schedule: the sampler's noise levels too
+    mkdir -p "$OUT/weights-long/scheduler"
+    cp vidsparse/yardstick/weights-long/scheduler/* "$OUT/weights-long/scheduler/"
+fi
 ls -l "$OUT/weights-long/transformer" | tee -a "$LOG"
 
 LIMIT=$(( $(left) - 8 ))

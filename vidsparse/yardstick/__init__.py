@@ -91,10 +91,13 @@ def _text_encoder_config(vocab_size: int) -> T5Config:
     )
 
 
-def build_components(seed: int = 0, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH) -> dict:
+def build_components(
+    seed: int = 0, frames: int = FRAMES, height: int = HEIGHT, width: int = WIDTH, snr_shift_scale: float = 1.0,
+) -> dict:
     """Fresh, untrained components of the yardstick pipeline; weights drawn from `seed` (the training script's start).
 
     `frames`, `height` and `width` (pixels) are the training size: the transformer's `sample_*` (`transformer_config`).
+    `snr_shift_scale` is the scheduler's (1: CogVideoX-5b's; the long yardstick trains at more noise).
 
     The T5 encoder's weights come from `seed` and stay frozen in training; both it and the transformer are then saved
     with the trained weights, so loading never depends on torch's random number generator.
@@ -106,7 +109,7 @@ def build_components(seed: int = 0, frames: int = FRAMES, height: int = HEIGHT, 
         transformer = CogVideoXTransformer3DModel(**transformer_config(frames, height, width))
     return dict(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=PixelUnshuffleVAE(), transformer=transformer,
-        scheduler=CogVideoXDDIMScheduler(**SCHEDULER_CONFIG),
+        scheduler=CogVideoXDDIMScheduler(**{**SCHEDULER_CONFIG, "snr_shift_scale": snr_shift_scale}),
     )
 
 

@@ -99,23 +99,26 @@ def _save(transformer, ema: dict, components: dict, out: Path, losses: list | No
 
 def assemble(
     transformer_file: Path, out: Path, seed: int = 0, size: tuple[int, int, int] = (FRAMES, HEIGHT, WIDTH),
-    transformer_only: bool = False,
+    transformer_only: bool = False, snr_shift_scale: float = 1.0,
 ) -> Path:
     """A complete pipeline folder from trained transformer weights alone: the other components are rebuilt from `seed`
     (the frozen T5 and the tokenizer are deterministic), so a GPU run only needs to bring back one file.
 
     `size` (frames, height, width in pixels) is the training size, written as the transformer config's `sample_*`.
     With `transformer_only`, `out` gets `transformer/` alone (the long yardstick's folder: `load_yardstick` takes
-    the other components from the shipped yardstick's).
+    the other components from the shipped yardstick's). A `snr_shift_scale` other than 1 (the training's) writes
+    `scheduler/` too, since the sampler must use the noise levels the model was trained at.
     """
     from safetensors.torch import load_file
 
-    components = build_components(seed, *size)
+    components = build_components(seed, *size, snr_shift_scale=snr_shift_scale)
     ema = {k: v.float() for k, v in load_file(str(transformer_file)).items()}
     if transformer_only:
         half = type(components["transformer"]).from_config(components["transformer"].config).to(torch.float16)
         half.load_state_dict({k: v.half() for k, v in ema.items()})
         half.save_pretrained(out / "transformer")
+        if snr_shift_scale != 1.0:
+            components["scheduler"].save_pretrained(out / "scheduler")
     else:
         _save(components["transformer"], ema, components, out)
     return out
@@ -133,6 +136,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=FRAMES, help="video frames of the training clips")
     parser.add_argument("--height", type=int, default=HEIGHT, help="pixels; a multiple of 4 (2 x 2 latent, patch 2)")
     parser.add_argument("--width", type=int, default=WIDTH, help="pixels; a multiple of 4")
+    parser.add_argument("--snr-shift-scale", type=float, default=1.0,
+                        help="divide every noise level's signal-to-noise ratio by this (the scheduler's "
+                             "snr_shift_scale): larger videos carry more redundant signal at the same level, so they "
+                             "need more noise (CogVideoX-2b uses 3 at 480p); the long yardstick uses 4")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
     parser.add_argument("--batch", type=int, default=48, help="per GPU")
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{args.frames} x {args.height} x {args.width}")
     size = (args.frames, args.height, args.width)
     if args.assemble:
-        assemble(args.assemble, args.out, args.seed, size, args.transformer_only)
+        assemble(args.assemble, args.out, args.seed, size, args.transformer_only, args.snr_shift_scale)
         return
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logger.info("training at %d x %d x %d on %d x %s (%s), torch %s", *size, world, device,
                 torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", torch.__version__)
-    components = build_components(args.seed, *size)
+    components = build_components(args.seed, *size, snr_shift_scale=args.snr_shift_scale)
     tokenizer, text_encoder, vae = components["tokenizer"], components["text_encoder"].to(device), components["vae"]
     scheduler, transformer = components["scheduler"], components["transformer"]
     if args.init:
@@ -255,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
             "minutes": args.minutes if not args.steps else None,
             "seconds_per_step": round(per_step, 4) if per_step else None,
             "compile": args.compile, "seconds": round(elapsed, 1), "init": str(args.init) if args.init else None,
+            "snr_shift_scale": args.snr_shift_scale,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
             "torch": torch.__version__,
