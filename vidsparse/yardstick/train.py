@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--snr-shift-scale", type=float, default=1.0,
                         help="divide every noise level's signal-to-noise ratio by this (the scheduler's "
                              "snr_shift_scale): larger videos carry more redundant signal at the same level, so they "
-                             "need more noise (CogVideoX-2b uses 3 at 480p); the long yardstick uses 4")
+                             "need more noise (CogVideoX-2b uses 3 at 480p)")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
     parser.add_argument("--batch", type=int, default=48, help="per GPU")
