@@ -40,13 +40,13 @@ class Executor:
     backend: str
     fall_back: Callable[[str], None]
     store: DeltaStore = field(default_factory=DeltaStore)
-    token_masks: _backends.TokenMasks = field(default_factory=_backends.TokenMasks, repr=False)
+    mask_rows: _backends.MaskRowsCache = field(default_factory=_backends.MaskRowsCache, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)  # permutations, head indices, full masks
 
     def clear(self) -> None:
-        """Forget every memoised tensor (permutations, head indices, full masks, token masks)."""
+        """Forget every memoised tensor (permutations, head indices, full masks, the sdpa backend's mask rows)."""
         self._memo.clear()
-        self.token_masks.clear()
+        self.mask_rows.clear()
 
     # ------------------------------------------------------------------ plans and groups
     def run(self, plan: AttentionPlan, q, k, v, layout: TokenLayout, key_padding=None,
@@ -89,7 +89,7 @@ class Executor:
     def sparse(self, q, k, v, mask: SparseMask, key_padding=None, return_lse: bool = False, out_dtype=None):
         """Block-sparse attention on the configured backend (see `backends`)."""
         backend = _backends.pick_backend(self.backend, q, mask, self.fall_back, need_lse=return_lse)
-        return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks, out_dtype=out_dtype)
+        return backend.run(q, k, v, mask, key_padding, return_lse, self.mask_rows, out_dtype=out_dtype)
 
     # ------------------------------------------------------------------ cached deltas
     def refresh(self, g: HeadGroup, q, k, v, layout: TokenLayout, key_padding, state: LayerState, key):
