@@ -30,7 +30,8 @@ from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_
 from ..kernels.block_sparse import _interpreting
 from ..core.mask import SparseMask
 
-__all__ = ["Backend", "BACKENDS", "column_attention", "pick_backend", "register_backend", "sdpa_returns_lse"]
+__all__ = ["Backend", "BACKENDS", "column_attention", "fuses_refresh", "pick_backend", "register_backend",
+           "sdpa_returns_lse"]
 
 _MASK_ROW_ELEMENTS = 1 << 26  # elements of the sdpa backend's mask rows, B x H x nQ x S (256 MB in float32)
 _MASK_ROW_CACHE_BYTES = 1 << 28  # all cached mask rows together (256 MB), least recently used dropped first
@@ -167,6 +168,13 @@ def sdpa_returns_lse(q: torch.Tensor) -> bool:
     """Whether the sdpa backend returns the log-sum-exp for q (torch's CPU flash attention does; elsewhere it runs
     the reference)."""
     return q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
+def fuses_refresh(name: str, q: torch.Tensor) -> bool:
+    """Whether a cached-delta refresh under backend `name` computes its full attention and its columns in one pass
+    (`attention_and_topk_columns`): on the CPU where the sdpa backend would run its full attention."""
+    runs_sdpa = name == "sdpa" or (name == "auto" and _triton_unavailable(q, None) is not None)
+    return runs_sdpa and sdpa_returns_lse(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _sdpa(q, k, v, mask, key_padding, return_lse, cache=None, out_dtype=None):

@@ -5,8 +5,8 @@ groups of heads that are not neighbours are gathered and scattered. The cached-d
 layer's `LayerState.delta` through the `DeltaStore`:
 
 - **refresh**: full attention `o, lse`; per query block the `top_keys` share of key columns with the most mass
-  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached
-  in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
+  (`topk_columns`; on the CPU both in one pass, `attention_and_topk_columns`); their attention `o_k, lse_k`; the
+  rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
   amplifies their error by `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a
   rest that is mostly rounding where the columns hold nearly all the mass;
 - **delta**: only those columns (and the text) with this call's q, k, v, merged with the cached rest by log-sum-exp.
@@ -93,13 +93,18 @@ class Executor:
 
     # ------------------------------------------------------------------ cached deltas
     def refresh(self, g: HeadGroup, q, k, v, layout: TokenLayout, key_padding, state: LayerState, key):
-        from ..kernels import subtract_attention, topk_columns
+        from ..kernels import attention_and_topk_columns, subtract_attention, topk_columns
 
         spec, text = g.delta, layout.text_range
-        out, lse = self.sparse(q, k, v, self.full_mask(layout, q.shape[1], spec.q_block, q.device), key_padding,
-                               return_lse=True, out_dtype=torch.float32)
-        columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
-                                       rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
+        if _backends.fuses_refresh(self.backend, q):  # the CPU: the sampled rows' scores serve both
+            out, lse, columns, counts = attention_and_topk_columns(
+                q, k, v, q_block=spec.q_block, fraction=spec.top_keys, rows_per_block=spec.rows_per_block, text=text,
+                key_padding_mask=key_padding)
+        else:
+            out, lse = self.sparse(q, k, v, self.full_mask(layout, q.shape[1], spec.q_block, q.device), key_padding,
+                                   return_lse=True, out_dtype=torch.float32)
+            columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
+                                           rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
                                                 text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
                                                 out_dtype=torch.float32)
