@@ -442,10 +442,11 @@ def attention_and_topk_columns(
     lse_rows = torch.empty(bh, n_q * r, 1, dtype=compute)
     mass = torch.empty(bh, n_q, 1, s, dtype=compute)
     per = max(1, _ROWS_PIECE // (bh * r * s))  # query blocks a piece
+    buffer = torch.empty(bh, min(per, n_q) * r, s, dtype=compute)  # one allocation: fresh pages cost a fault each
     for n0 in range(0, n_q, per):
         n1 = min(n_q, n0 + per)
         piece = slice(n0 * r, n1 * r)
-        scores = torch.bmm(q_rows[:, piece], keys).mul_(scale)  # [BH, n R, S]
+        scores = torch.bmm(q_rows[:, piece], keys, out=buffer[:, : (n1 - n0) * r]).mul_(scale)  # [BH, n R, S]
         if pad is not None:
             scores.add_(pad)
         peak = scores.amax(-1, keepdim=True)

@@ -116,23 +116,27 @@ def column_sparse_attention_reference(
                                                                                      float("-inf"))
 
     # Query blocks per chunk: the gathered keys and values and the scores of a block take K' x (2 D + q_block),
-    # kept to about `_PIECE` elements so that they stay in the CPU's cache.
-    chunk = max(1, min(_PIECE, max_elements) // (width * (2 * d + q_block)))
+    # kept to about `_PIECE` elements so that they stay in the CPU's cache, in buffers allocated once (a fresh
+    # allocation of that size costs a page fault per page on the CPU).
+    chunk = max(1, min(blocks, min(_PIECE, max_elements) // (width * (2 * d + q_block))))
     pad = n_q * q_block - s
     qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, pad)).view(blocks, q_block, d)
     kc, vc = (t.to(compute).reshape(b * h * s, d) for t in (k, v))
     out = torch.empty(blocks, q_block, d, dtype=compute, device=q.device)
     lse = torch.empty(blocks, q_block, dtype=torch.float32, device=q.device)
+    k_buf, v_buf = (torch.empty(chunk * width, d, dtype=compute, device=q.device) for _ in range(2))
+    s_buf = torch.empty(chunk, q_block, width, dtype=compute, device=q.device)
     for i0 in range(0, blocks, chunk):
         i1 = min(blocks, i0 + chunk)
-        at = keys[i0:i1].reshape(-1)
-        k_cols, v_cols = (t.index_select(0, at).view(i1 - i0, width, d) for t in (kc, vc))
-        scores = torch.baddbmm(bias[i0:i1], qc[i0:i1], k_cols.transpose(1, 2), alpha=scale)  # [n, q_block, K']
-        peak = scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # 0 for rows that see no live key
+        n, at = i1 - i0, keys[i0:i1].reshape(-1)
+        k_cols, v_cols = (torch.index_select(t, 0, at, out=buf[: n * width]).view(n, width, d)
+                          for t, buf in ((kc, k_buf), (vc, v_buf)))
+        scores = torch.baddbmm(bias[i0:i1], qc[i0:i1], k_cols.transpose(1, 2), alpha=scale, out=s_buf[:n])
+        peak = scores.amax(-1, keepdim=True).nan_to_num_(neginf=0.0)  # 0 for rows that see no live key
         scores.sub_(peak).exp_()
         total = scores.sum(-1, keepdim=True)
-        out[i0:i1] = torch.bmm(scores, v_cols) / total.clamp_min(torch.finfo(compute).tiny)  # 0 for those rows
-        lse[i0:i1] = (total.log() + peak).squeeze(-1).float()  # and -inf
+        torch.bmm(scores, v_cols, out=out[i0:i1]).div_(total.clamp_min(torch.finfo(compute).tiny))  # 0 for those
+        lse[i0:i1] = total.log_().add_(peak).squeeze(-1)  # and -inf
     out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(out_dtype or q.dtype).contiguous()
     lse = lse.view(b, h, n_q * q_block)[:, :, :s].contiguous()
     return (out, lse) if return_lse else out
