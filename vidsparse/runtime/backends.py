@@ -229,7 +229,9 @@ def _attend_rows(q, k, v, bias, q_block: int, pad, return_lse):
     if pad is not None:
         bias = bias + pad  # [B, H, nQ, S]
     bias = bias.expand(b, h, n_q, s).reshape(b * h, n_q, 1, s)
-    q = F.pad(q, (0, 0, 0, n_q * q_block - s)).reshape(b * h, n_q, q_block, d)  # the ragged last block: padded
+    if n_q * q_block > s:  # the ragged last block: padded
+        q = F.pad(q, (0, 0, 0, n_q * q_block - s))
+    q = q.reshape(b * h, n_q, q_block, d)
     k, v = (t.reshape(b * h, 1, s, d).expand(b * h, n_q, s, d) for t in (k, v))
     empty = torch.isinf(bias).all(-1, keepdim=True)  # query blocks without a live key: [B H, nQ, 1, 1]
     if not return_lse:
