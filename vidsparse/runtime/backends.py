@@ -3,7 +3,7 @@
 | name | runs | where |
 |---|---|---|
 | `triton` | `block_sparse_attention`, the Triton kernel | CUDA, or the CPU under `TRITON_INTERPRET=1`; head dims 64 and 128 |
-| `sdpa` | torch SDPA, each query block with its row of the mask (see below) | small sequences anywhere |
+| `sdpa` | torch SDPA by query blocks, or on the CPU their gathered keys (see below) | small sequences anywhere |
 | `reference` | `block_sparse_attention_reference`, chunked over query rows | anywhere, any size (slow) |
 
 `SparseConfig(backend="auto")` takes the first that can run, in that order, and the runtime reports every reason a
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_attention_reference
+from ..kernels.reference import block_sparse_attention_gathered
 from ..kernels.block_sparse import _interpreting
 from ..core.mask import SparseMask
 
@@ -102,27 +103,45 @@ def _triton(q, k, v, mask, key_padding_mask, return_lse, cache=None, out_dtype=N
 
 # ---------------------------------------------------------------------------------------------- sdpa
 # Torch SDPA takes an additive mask, but a block mask expanded to tokens is S x S per head: building it costs more
-# than half an attention call, and reading it a tenth more. The sdpa backend instead runs each query block as its own
-# SDPA "head" (q viewed as [B H, nQ, q_block, D]; k and v as [B H, 1, S, D] broadcast over the query blocks, no
-# copy) with the block's row of the mask over the keys, [B H, nQ, 1, S], broadcast over its rows: the mask costs
-# nQ x S a head, and the call about what a call with a token mask costs.
+# than half an attention call, and reading it a tenth more. The sdpa backend runs a mask's heads one of three ways:
+# - heads whose rows visit every block: SDPA without a mask;
+# - on the CPU, at a density under `_GATHER_BELOW`: each query block over the keys of its blocks only, gathered
+#   (`block_sparse_attention_gathered`), whose cost follows the density;
+# - otherwise each query block as its own SDPA "head" (q viewed as [B H, nQ, q_block, D]; k and v as [B H, 1, S, D]
+#   broadcast over the query blocks, no copy) with the block's row of the mask over the keys, [B H, nQ, 1, S],
+#   broadcast over its rows: the mask costs nQ x S a head, and the call about what a call with a token mask costs.
+# At the yardstick's shape on the CPU (S = 2,336, blocks of 32) the gathered path takes about 0.15 + 1.7 x density
+# of a dense SDPA call and the mask rows about 1.2 (`python pipelines/cpu_fallback_speed.py` measures the steps).
+_GATHER_BELOW = 0.5
+
+
 @dataclass(frozen=True)
 class MaskRows:
     """A `SparseMask` as the sdpa backend runs it.
 
-    `bias`: float `[B', H, nQ, S]`, each query block's additive row over the keys (0 = visit, -inf = skip), in the
-    compute dtype; `full`: the heads whose rows visit every block in every batch row (they run without a mask)."""
+    `full`: the heads whose rows visit every block in every batch row; `part`: the mask of the other heads (None
+    without any) and `density`, the share of blocks it visits; `bias`: float `[B', len(part heads), nQ, S]`, each
+    query block's additive row over the keys (0 = visit, -inf = skip) in the compute dtype, or None where the other
+    heads run gathered."""
 
-    bias: torch.Tensor
     full: tuple[int, ...]
+    part: SparseMask | None
+    density: float
+    bias: torch.Tensor | None
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
 
 
 class MaskRowsCache:
     """The sdpa backend's `MaskRows` of recently used masks, least recently used dropped first within a byte budget.
-    Planners hand out the same mask object while a pattern holds; each is read on the host once (its full heads)."""
+    Planners hand out the same mask object while a pattern holds; each is read on the host once (its full heads and
+    density)."""
 
-    def __init__(self, budget: int = _MASK_ROW_CACHE_BYTES):
+    def __init__(self, budget: int = _MASK_ROW_CACHE_BYTES, max_masks: int = 256):
         self.budget = budget
+        self.max_masks = max_masks
         self.entries: OrderedDict[tuple, tuple[SparseMask, MaskRows]] = OrderedDict()
 
     def get(self, mask: SparseMask, dtype: torch.dtype) -> MaskRows:
@@ -133,25 +152,36 @@ class MaskRowsCache:
             return entry[1]
         rows = _mask_rows(mask, dtype)
         self.entries[key] = (mask, rows)
-        while self.nbytes > self.budget and len(self.entries) > 1:
+        while len(self.entries) > 1 and (self.nbytes > self.budget or len(self.entries) > self.max_masks):
             self.entries.popitem(last=False)
         return rows
 
     @property
     def nbytes(self) -> int:
-        return sum(rows.bias.numel() * rows.bias.element_size() for _, rows in self.entries.values())
+        return sum(rows.nbytes for _, rows in self.entries.values())
 
     def clear(self) -> None:
         self.entries.clear()
 
 
 def _mask_rows(mask: SparseMask, dtype: torch.dtype) -> MaskRows:
-    """The `MaskRows` of a mask (one host read: which heads are full)."""
+    """The `MaskRows` of a mask (one host read: its full heads and density)."""
     blocks = mask.to_blocks()  # [B', H, nQ, nK]
     full = blocks.flatten(2).all(-1).all(0).tolist()
-    bias = torch.zeros(blocks.shape, dtype=dtype, device=blocks.device).masked_fill_(~blocks, float("-inf"))
-    bias = bias.repeat_interleave(mask.k_block, dim=-1)[..., : mask.seq_len]
-    return MaskRows(bias, tuple(h for h, f in enumerate(full) if f))
+    part_heads = [h for h, f in enumerate(full) if not f]
+    if not part_heads:
+        return MaskRows(tuple(range(mask.num_heads)), None, 1.0, None)
+    if len(part_heads) < mask.num_heads:
+        index = torch.tensor(part_heads, device=mask.device)
+        mask = SparseMask(mask.kv_num_blocks.index_select(1, index), mask.kv_indices.index_select(1, index),
+                          mask.q_block, mask.k_block, mask.seq_len, mask.text)
+        blocks = blocks.index_select(1, index)
+    density = blocks.float().mean().item()
+    bias = None
+    if mask.device.type != "cpu" or density >= _GATHER_BELOW:
+        bias = torch.zeros(blocks.shape, dtype=dtype, device=blocks.device).masked_fill_(~blocks, float("-inf"))
+        bias = bias.repeat_interleave(mask.k_block, dim=-1)[..., : mask.seq_len]
+    return MaskRows(tuple(h for h, f in enumerate(full) if f), mask, density, bias)
 
 
 def _sdpa_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
@@ -187,18 +217,23 @@ def _sdpa(q, k, v, mask, key_padding, return_lse, cache=None, out_dtype=None):
     if key_padding is not None:  # [B, 1, 1, S]: -inf on padded keys
         pad = torch.zeros(key_padding.shape, dtype=compute, device=q.device).masked_fill_(key_padding, float("-inf"))
         pad = pad[:, None, None, :]
+
+    def part(q, k, v):  # the heads that are not full
+        if rows.bias is None:
+            return block_sparse_attention_gathered(q, k, v, rows.part, key_padding_mask=key_padding,
+                                                   return_lse=return_lse)
+        return _attend_rows(q, k, v, rows.bias, mask.q_block, pad, return_lse)
+
     h = q.shape[1]
-    if len(rows.full) == h:
+    if rows.part is None:
         got = _attend(q, k, v, pad, return_lse)
     elif not rows.full:
-        got = _attend_rows(q, k, v, rows.bias, mask.q_block, pad, return_lse)
-    else:  # the full heads without a mask, the others by their rows
+        got = part(q, k, v)
+    else:  # the full heads without a mask, the others as their mask says
         full = torch.tensor(rows.full, device=q.device)
-        part = torch.tensor([i for i in range(h) if i not in rows.full], device=q.device)
-        pick = lambda x, heads: x.index_select(1, heads)  # noqa: E731
-        parts = [(full, _attend(pick(q, full), pick(k, full), pick(v, full), pad, return_lse)),
-                 (part, _attend_rows(pick(q, part), pick(k, part), pick(v, part), pick(rows.bias, part), mask.q_block,
-                                     pad, return_lse))]
+        others = torch.tensor([i for i in range(h) if i not in rows.full], device=q.device)
+        parts = [(full, _attend(*(x.index_select(1, full) for x in (q, k, v)), pad, return_lse)),
+                 (others, part(*(x.index_select(1, others) for x in (q, k, v))))]
         out = torch.empty(q.shape, dtype=compute, device=q.device)
         lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
         for heads, part_got in parts:
