@@ -5,7 +5,9 @@ from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attent
 from .column_sparse import ColumnKernelConfig, attention_and_topk_columns, column_sparse_attention, topk_columns
 from .merge import merge_attention, subtract_attention
 from .permute import permute_tokens, permute_tokens_reference
-from .reference import block_sparse_attention_reference, column_sparse_attention_reference
+from .reference import (
+    block_sparse_attention_gathered, block_sparse_attention_reference, column_sparse_attention_reference,
+)
 
 __all__ = [
     "SUPPORTED_HEAD_DIMS",
@@ -16,6 +18,7 @@ __all__ = [
     "ColumnKernelConfig",
     "KernelConfig",
     "block_sparse_attention",
+    "block_sparse_attention_gathered",
     "block_sparse_attention_reference",
     "column_sparse_attention",
     "column_sparse_attention_reference",

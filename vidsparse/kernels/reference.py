@@ -3,7 +3,9 @@ against, and the fallbacks where the Triton kernels cannot run.
 
 Each computes exactly what its kernel computes, in float32 (float64 for float64 inputs), chunked
 over query rows so that it never holds more than about `max_elements` scores: both run at 119k
-tokens without building the S x S matrix.
+tokens without building the S x S matrix. `block_sparse_attention_gathered` computes what
+`block_sparse_attention_reference` does over each query block's own keys only, gathered like the
+column reference's, at a cost that follows the mask's density: the CPU fallback of sparse masks.
 """
 
 from __future__ import annotations
