@@ -99,39 +99,10 @@ class _ForcedMix:
         return self._draws[key]
 
 
-class _ForcedHybrid:
-    """Wraps a HybridPlanner: runs its real measurement and choice (so their cost is in the time), then returns a
-    fixed seeded per-(layer, head) draw with the given mix of its candidates (random weights make every head
-    diffuse, so the real choice would say nothing about trained heads)."""
-
-    def __init__(self, planner, mix: dict, seed: int = 0):
-        from vidsparse.methods.hybrid import LABELS
-
-        self.planner, self.seed, self._draws = planner, seed, {}
-        self.p = torch.tensor([float(mix.get(label, 0.0)) for label in LABELS])
-        self.choose = planner.choose
-        planner.choose = self._choose
-
-    def _choose(self, ctx, probe):
-        real = self.choose(ctx, probe)
-        key = (ctx.layer, real.numel(), str(real.device))
-        if key not in self._draws:
-            gen = torch.Generator().manual_seed(self.seed + ctx.layer)
-            self._draws[key] = torch.multinomial(self.p, real.numel(), replacement=True, generator=gen).to(real.device)
-        return self._draws[key]
-
-
 def _hybrid_mix(args) -> dict:
-    if args.hybrid_mix:
-        values = [float(x) for x in args.hybrid_mix.split(",")]
-        return {**dict(zip(("static", "spatial", "temporal", "delta", "dense"), values)), "source": "--hybrid-mix"}
-    sweep = ROOT / "yardstick" / "sweep.json"
-    if sweep.exists():
-        mix = json.loads(sweep.read_text()).get("hybrid_mix")
-        if mix:
-            return {**{k: float(v) for k, v in mix.items()}, "source": "yardstick/sweep.json"}
-    return {"static": 0.2, "spatial": 0.2, "temporal": 0.1, "delta": 0.4, "dense": 0.1,
-            "source": "default (no yardstick sweep found)"}
+    from vidsparse.app.bench.forced import hybrid_mix
+
+    return hybrid_mix(args.hybrid_mix, ROOT / "yardstick" / "sweep.json")
 
 
 def hybrid_schedule(steps: int, refresh_steps, every: int) -> dict:
@@ -203,6 +174,9 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     profile_cfg = SparseConfig.make("profile", fraction=0.25, q_block=q_block, k_block=q_block)
     if "profile" in wanted:
         variants.append(("profile", profile_cfg, "forced"))
+    if "dynamic" in wanted:  # this call's q and k choose the blocks; --dynamic-density caps them (max_density)
+        variants.append(("dynamic", SparseConfig.make("dynamic", top_p=args.dynamic_top_p, q_block=q_block,
+                                                      k_block=q_block, max_density=args.dynamic_density), None))
     for label, config, special in variants:
         if time.perf_counter() - started > args.budget_s:
             entry["variants"][label] = {"skipped": "time budget"}
@@ -215,7 +189,9 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
         handle.reset()
         times = _time(lambda: (forward(), handle.reset()), runs, device)
         report = handle.report()
-        record(label, times, first, stock, {"density": report["density"], "fallbacks": report["fallbacks"]})
+        record(label, times, first, stock, {
+            "density": report["density"], "fallbacks": report["fallbacks"],
+            "peak_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None})
         handle.remove()
         del handle
     # delta: refresh steps and delta steps, the whole cache on the GPU, then with a budget
@@ -270,6 +246,7 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
     (`--hybrid-mix`); the static candidate's patterns are the yardstick's searched ones dealt out to this model."""
     import vidsparse
     from vidsparse import SparseConfig
+    from vidsparse.app.bench.forced import ForcedMixHybrid
     from vidsparse.app.report import choice_shares
 
     if time.perf_counter() - started > args.budget_s:
@@ -284,8 +261,7 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
                                    args.hybrid_cache_budget * 2**30),
                                voxel=[2, 4, 4] if tiny else [4, 4, 8])
     fresh()
-    handle = vidsparse.apply(transformer, config)
-    _ForcedHybrid(handle.runtimes[0].planner, mix)
+    handle = vidsparse.apply(transformer, config, planner=ForcedMixHybrid(config, mix))
     refresh_out = forward()  # step 0: refresh, every head
     choose_out = forward()   # step 1: measures, chooses, builds the plan
     forward()                # step 2: reuses it (warm)
@@ -324,23 +300,15 @@ def hybrid_variant(transformer, name, args, entry, forward, record, stock, fresh
 
 def transplanted_patterns(transformer, name, q_block, tiny, device) -> str:
     """A pattern file for this model: the yardstick's searched patterns dealt out to its layers and heads."""
-    from vidsparse.app.configs import resolve_patterns
+    from vidsparse.app.bench import forced
     from vidsparse.core.layout import TokenLayout
-    from vidsparse.core.pattern_file import PatternFile
 
-    cfg = transformer.config
-    heads = cfg.num_attention_heads
-    layers = sum(1 for key in transformer.attn_processors if not key.startswith("context_embedder.")
-                 and (".attn1." in key or not name.startswith("wan")))
     if name == "hunyuanvideo":
         grid, text_len, position = ((5, 4, 8), 16, "end") if tiny else ((33, 45, 80), 256, "end")
     else:
         grid, text_len, position = ((5, 4, 8), 16, "start") if tiny else ((13, 30, 45), 226, "start")
     layout = TokenLayout(*grid, text_len=text_len, text_position=position)
-    source = PatternFile.load(resolve_patterns("yardstick"))
-    path = Path(tempfile.mkdtemp()) / "transplanted.safetensors"
-    source.transplant(transformer, layers, heads, layout, q_block, q_block, device=device).save(path)
-    return str(path)
+    return forced.transplanted_patterns(transformer, layout, q_block, device, Path(tempfile.mkdtemp()))
 
 
 def schedules(v: dict) -> dict:
@@ -450,6 +418,9 @@ def main(argv=None) -> int:
                         help="which to run (default: all): stock, dense, profile, delta, offload, hybrid, attention")
     parser.add_argument("--hybrid-mix", default=None,
                         help="static,spatial,temporal,delta,dense shares forced on the hybrid (default: the yardstick's)")
+    parser.add_argument("--dynamic-top-p", type=float, default=0.9, help="the dynamic variant's top_p")
+    parser.add_argument("--dynamic-density", type=float, default=1.0,
+                        help="the dynamic variant's max_density (e.g. the density the long yardstick measured)")
     parser.add_argument("--hybrid-every", type=int, default=4, help="the hybrid's steps between choices")
     parser.add_argument("--hybrid-cache-budget", type=float, default=None,
                         help="GiB of the hybrid's delta cache on the GPU (default: no limit); the rest goes to host memory")

@@ -15,12 +15,18 @@
 #                                     # step's profile
 #   bash pipelines/gpu_session.sh 6   # hybrid: HunyuanVideo 720p x 129 steps (stock, dense, delta, hybrid), the
 #                                     # hybrid's choices forced to the mix of part 5's yardstick/sweep.json
+#   bash pipelines/gpu_session.sh 8   # dynamic (issue 20): both yardsticks' pattern files searched again with the
+#                                     # dynamic calibration, the sweep of both yardsticks, kernels/bench_dynamic.py,
+#                                     # the dynamic and narrow-column GPU tests
+#   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
+#                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
 # Results land in $OUT/results.tar.gz (the files as they go in the repository) and $OUT/log.txt.
 set -u -o pipefail
 OUT=${OUT:-/tmp/vidsparse-gpu}
 mkdir -p "$OUT"
-STAGE=$(mktemp -d)
+STAGE=$OUT/stage  # under $OUT: what a stage wrote comes back even when the call is stopped at its limit
+mkdir -p "$STAGE"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 exec > >(tee "$OUT/log.txt") 2>&1
@@ -61,6 +67,33 @@ elif [ "$1" = "7" ]; then
     { echo "$STAMP"; timeout 120 python3 -m pytest -q -m gpu tests -p no:cacheprovider 2>&1; } | tee "$STAGE/tests/GPU_RESULTS.txt"
     timeout 200 python3 pipelines/bench_methods.py --models cogvideox-5b --variants stock,dense,delta,hybrid --runs 3 \
         --trace-hybrid --out "$STAGE/pipelines" 2>&1 | tail -40
+elif [ "$1" = "8" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/yardstick" "$STAGE/vidsparse/search/patterns"
+    P=vidsparse/search/patterns
+    timeout 120 python3 -m vidsparse search --model yardstick --device cuda --out $P/yardstick.safetensors \
+        > "$STAGE/search_yardstick.log" 2>&1 &
+    SEARCH=$!
+    timeout 120 python3 -m vidsparse search --model yardstick-long --device cuda --out $P/yardstick-long.safetensors \
+        > "$STAGE/search_yardstick-long.log" 2>&1
+    wait $SEARCH  # by pid: a bare `wait` also waits for the log's tee, which never ends
+    tail -n 3 "$STAGE"/search_*.log
+    cp $P/yardstick.safetensors $P/yardstick-long.safetensors "$STAGE/$P/"
+    timeout 260 python3 yardstick/sweep.py --device cuda --budget-s 215 --out "$STAGE/yardstick" 2>&1 \
+        | grep -v "it/s" | tail -50
+    timeout 90 python3 kernels/bench_dynamic.py --out "$STAGE/kernels" 2>&1 | tail -30
+    { echo "$STAMP" | sed 's| tests -p| tests/test_dynamic.py tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p|'
+      timeout 50 python3 -m pytest -q -m gpu tests/test_dynamic.py \
+        tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p no:cacheprovider 2>&1 | tail -15
+    } | tee "$STAGE/tests/GPU_RESULTS_dynamic.txt"
+elif [ "$1" = "9" ]; then
+    mkdir -p "$STAGE/pipelines"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \
+        --models hunyuanvideo --variants stock,dense,dynamic --runs 1 --dynamic-density "${DENSITY:-1.0}" --dynamic-top-p "${TOP_P:-0.9}" \
+        --out "$STAGE/pipelines" 2>&1 | tail -10
+    if [ -f pipelines/bench_loop.py ]; then
+        PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 250 python3 pipelines/bench_loop.py \
+            --time-limit-s 230 --out "$STAGE/pipelines" 2>&1 | tail -20
+    fi
 elif [ "$1" = "6" ]; then
     mkdir -p "$STAGE/pipelines"
     # the hybrid keeps every head's delta cache (71 GB at 720p) next to its plans: 40 GiB on the GPU, the rest on the

@@ -354,6 +354,26 @@ def test_topk_leaves_out_text_and_padding():
     assert columns.shape[-1] == 20 and (counts == 20).all()
 
 
+@pytest.mark.parametrize("text", [(0, 24), (217 - 24, 217)], ids=["text-first", "text-last"])
+def test_topk_never_lists_a_text_key_even_the_most_attended(text):
+    """Every text key, its last one included, draws far more attention than any video key: none is listed."""
+    q, k, _ = qkv(B, 2, 217, 64, seed=19)
+    direction = torch.randn(64, generator=torch.Generator().manual_seed(19)).to(DEVICE)
+    direction /= direction.norm()
+    q += 8 * direction
+    k[:, :, text[0] : text[1]] += 8 * direction
+    k[:, :, text[1] - 1] += 4 * direction  # the last text key the most attractive of all
+    lse = _full_lse(q, k, k)
+    video = 217 - (text[1] - text[0])
+    columns, counts = topk_columns(q, k, lse, q_block=64, count=video, text=text)  # room for every video key
+    assert (counts == video).all()
+    listed = columns[torch.arange(video, device=DEVICE) < counts.unsqueeze(-1)]
+    assert not ((listed >= text[0]) & (listed < text[1])).any(), "a text key was listed"
+    everything = torch.arange(217, device=DEVICE)
+    video_keys = everything[(everything < text[0]) | (everything >= text[1])].int()
+    assert torch.equal(columns, video_keys.expand_as(columns))
+
+
 def test_topk_counts_fall_short_where_padding_leaves_fewer_keys():
     q, k, v = qkv(B, 2, 105, 64, seed=15)
     padding = torch.ones(B, 105, dtype=torch.bool, device=DEVICE)

@@ -35,6 +35,13 @@ REAL_MODELS = [
     "cogvideox-2b", "cogvideox-5b", "cogvideox1.5-5b", "hunyuanvideo",
     "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
 ]
+REAL_MODELS += ["ltx-video", "ltx-2", "hunyuanvideo-1.5-480p", "hunyuanvideo-1.5-720p"]  # tests/test_families_b.py
+REAL_MODELS += [  # the families of vidsparse/pipelines/families/ (issue 22)
+    "wan2.1-i2v-14b-480p", "wan2.1-i2v-14b-720p", "wan2.1-vace-14b", "wan2.2-animate-14b", "skyreels-v2-df-14b-540p",
+    "cosmos-1.0-diffusion-7b-text2world", "mochi-1-preview",
+]
+# Temporal VAE factors other than 4 (Wan's, CogVideoX's and HunyuanVideo's): a video has factor x k + 1 frames.
+TEMPORAL_FACTOR = {"mochi-1-preview": 6, "cosmos-1.0-diffusion-7b-text2world": 8}
 
 
 def test_shipped_configs_are_the_real_models_and_the_builtins():
@@ -59,7 +66,8 @@ def test_every_config_loads_and_every_method_builds(name):
     assert cfg.generate.dtype in ("float32", "float16", "bfloat16")
     kwargs = call_kwargs(cfg)
     assert not set(NON_CALL_KEYS) & set(kwargs)
-    assert {"height", "width", "num_frames", "num_inference_steps"} <= set(kwargs)
+    assert {"height", "width", "num_inference_steps"} <= set(kwargs)
+    assert "num_frames" in kwargs or "segment_frame_length" in kwargs  # Wan-Animate's pipeline takes a segment length
 
 
 @pytest.mark.parametrize("name", REAL_MODELS)
@@ -67,7 +75,8 @@ def test_real_model_configs_name_their_weights_and_latent_friendly_sizes(name):
     cfg = load_model_config(name)
     assert "/" in cfg.model.weights  # a Hugging Face repository id, informational
     assert cfg.generate.height % 16 == 0 and cfg.generate.width % 16 == 0  # 8x VAE, 2x2 patches
-    assert (cfg.generate.num_frames - 1) % 4 == 0  # 4x temporal VAE: 4k + 1 frames
+    frames = cfg.generate.get("num_frames", cfg.generate.get("segment_frame_length"))
+    assert (frames - 1) % TEMPORAL_FACTOR.get(name, 4) == 0  # 4x temporal VAE: 4k + 1 frames
 
 
 @pytest.mark.parametrize("name", BUILTINS)

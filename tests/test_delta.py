@@ -231,3 +231,61 @@ def test_the_cached_rest_at_r_099_is_float32_accurate_in_the_merged_output(backe
     # lse_rest = lse + log(1 - r): float32's rounding of the two lse, amplified by 1 / (1 - r)
     eps = torch.finfo(torch.float32).eps
     assert ((entry.lse_rest.double() - lse_rest).abs() <= 8 * eps * (1 + lse_rest.abs()) / (1 - share)).all()
+
+
+def _voxel_permutation(layout: TokenLayout, voxel) -> torch.Tensor:
+    """int64 `[S]`: the model-order token at each position of the voxel order, built from the definition alone:
+    chunk after chunk (frame-major over the chunks), frame-major inside a chunk, text in place."""
+    vt, vh, vw = voxel
+    coords = [(t, h, w) for t in range(layout.frames) for h in range(layout.height) for w in range(layout.width)]
+    video = sorted(range(len(coords)), key=lambda i: (
+        coords[i][0] // vt, coords[i][1] // vh, coords[i][2] // vw, coords[i][0] % vt, coords[i][1] % vh,
+        coords[i][2] % vw))
+    perm = torch.arange(layout.seq_len)
+    perm[layout.video_start : layout.video_start + layout.video_len] = torch.tensor(video) + layout.video_start
+    return perm
+
+
+@pytest.mark.parametrize("layout", [TokenLayout(3, 5, 6, text_len=6), TokenLayout(3, 5, 6, text_len=6,
+                                                                                   text_position="end")], ids=str)
+def test_a_delta_step_is_the_column_delta_of_voxel_blocks(layout):
+    """Refresh and delta steps work on query blocks of the voxel order: against the delta step's math done in
+    PyTorch on tokens permuted into voxel order, with new inputs at the delta step and a quarter of the keys."""
+    voxel, q_block, top_keys = (2, 2, 4), 16, 0.25
+    perm = _voxel_permutation(layout, voxel)
+    assert not torch.equal(perm, torch.arange(layout.seq_len))  # voxel blocks are not runs of the model order
+    assert layout.seq_len % q_block == 0  # every row of every block sampled: the columns are the exact top-K
+    runtime, planner = _setup(layout, top_keys=top_keys, voxel=voxel, q_block=q_block, rows_per_block=q_block)
+    gen = torch.Generator().manual_seed(4)
+    b, h, s, d = 2, 2, layout.seq_len, 64
+    refresh, now = [tuple(torch.randn(b, h, s, d, generator=gen) for _ in range(3)) for _ in range(2)]
+    state = LayerState()
+    assert _step(runtime, planner, state, layout, 0, *refresh)[0] == "refresh"
+    mode, out = _step(runtime, planner, state, layout, 1, *now)
+    assert mode == "delta"
+
+    # the reference, in voxel order, in float64
+    text = torch.zeros(s, dtype=torch.bool)
+    text[slice(*layout.text_range)] = True
+    text = text[perm]
+    q, k, v = (x.double()[:, :, perm] for x in refresh)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+    blocks = torch.arange(s) // q_block
+    probs = scores.softmax(-1)
+    mass = torch.stack([probs[:, :, blocks == i].sum(2) for i in range(s // q_block)], 2)  # [B, H, nQ, S]
+    count = round(top_keys * layout.video_len)
+    top = mass.masked_fill(text, -1.0).topk(count, -1).indices  # [B, H, nQ, K] voxel positions
+    listed = torch.zeros(b, h, s // q_block, s, dtype=torch.bool).scatter_(-1, top, True)[:, :, blocks] | text
+    rest = scores.masked_fill(listed, float("-inf"))
+    o_rest, lse_rest = rest.softmax(-1) @ v, rest.logsumexp(-1)
+    q2, k2, v2 = (x.double()[:, :, perm] for x in now)
+    part = (q2 @ k2.transpose(-1, -2) / math.sqrt(d)).masked_fill(~listed, float("-inf"))
+    o_k, lse_k = part.softmax(-1) @ v2, part.logsumexp(-1)
+    total = torch.logaddexp(lse_rest, lse_k)
+    expect = (lse_rest - total).exp().unsqueeze(-1) * o_rest + (lse_k - total).exp().unsqueeze(-1) * o_k
+    expect = expect[:, :, torch.argsort(perm)]  # back to model order
+
+    cached = state.delta.columns.long().sort(-1).values
+    assert (state.delta.counts == count).all() and torch.equal(cached, top.sort(-1).values)
+    torch.testing.assert_close(out.double(), expect, atol=2e-5, rtol=1e-4)
+    assert ((out.double() - _full(*now)).norm() / _full(*now).norm()).item() > 1e-2  # the cached rest counts

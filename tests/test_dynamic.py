@@ -374,3 +374,86 @@ def test_the_hybrids_dynamic_candidate_is_scored_and_runs_as_dynamic_does():
     exact = (scores.softmax(-1) @ v.double())[:, :, rows]
     actual = (expected.double()[:, :, rows] - exact).flatten(-2).norm(dim=-1) / exact.flatten(-2).norm(dim=-1)
     torch.testing.assert_close(errors[..., CANDIDATES.index("dynamic")].double(), actual, atol=1e-4, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------- per-head top_p from the search
+def _calibrated(layout, q, k, v, grid=(0.5, 0.8, 0.95)):
+    from vidsparse.search import Calibrator, Pattern
+
+    cal = Calibrator((Pattern.parse("window:frames=0,radius=2"),), None, rows_per_frame=8, q_block=16, k_block=16,
+                     top_p_grid=grid)
+    cal.observe(0, 0, layout, q, k, v)
+    return cal
+
+
+def test_the_searchs_dynamic_errors_and_densities_are_the_methods_own_on_the_sampled_rows():
+    from vidsparse.search import sample_rows
+
+    layout = TokenLayout(3, 6, 8, text_len=16, text_position="end")  # S = 160
+    q, k, v = _local_qkv(layout, seed=5)
+    grid = (0.5, 0.8, 0.95)
+    record = _calibrated(layout, q, k, v, grid).records[0]
+    assert record.dynamic_errors.shape == record.dynamic_density.shape == (2, 2, 3)
+    rows = sample_rows(layout, 8)
+    dense = F.scaled_dot_product_attention(q.double(), k.double(), v.double())[:, :, rows]
+    for i, top_p in enumerate(grid):
+        cfg = SparseConfig.make("dynamic", top_p=top_p, q_block=16, k_block=16)
+        planner = planner_for(cfg)
+        plan = _plan(planner, layout, q, k, v)
+        out = SparseRuntime(cfg, planner, "test", "end").execute(plan, q, k, v, layout, None)[:, :, rows].double()
+        expect = (out - dense).flatten(-2).norm(dim=-1) / dense.flatten(-2).norm(dim=-1)
+        torch.testing.assert_close(record.dynamic_errors[..., i].double(), expect, atol=2e-4, rtol=2e-3)
+        torch.testing.assert_close(record.dynamic_density[..., i], plan.groups[0].density.float(), atol=1e-6,
+                                   rtol=0)
+    assert (record.dynamic_density.diff(dim=-1) >= 0).all() and (record.dynamic_errors.diff(dim=-1) < 0).all()
+
+
+def test_per_head_top_p_goes_where_it_buys_the_most_error_within_the_budget():
+    from vidsparse.core.pattern_file import DynamicCurves
+
+    grid = torch.tensor([0.5, 0.8, 0.95])
+    # head 0: its error falls steeply with density; head 1: flat (sparse attention costs it little)
+    errors = torch.tensor([[[0.6, 0.2, 0.02], [0.05, 0.04, 0.03]]])
+    density = torch.tensor([[[0.1, 0.3, 0.5], [0.1, 0.3, 0.5]]])
+    curves = DynamicCurves(grid, errors, density)
+    top_p = curves.choose(0.3)
+    assert top_p[0, 0] > top_p[0, 1]  # the budget goes to the head that needs it
+    assert float(curves.realised(top_p).mean()) <= 0.3 + 1e-6
+    assert torch.equal(curves.choose(1.0), torch.ones(1, 2))  # no budget to save: dense everywhere
+    assert float(curves.realised(curves.choose(0.05)).mean()) <= 0.1 + 1e-6  # below reach: the sparsest there is
+
+
+def test_the_dynamic_method_runs_the_pattern_files_per_head_top_p(tmp_path):
+    from vidsparse.app.models import cogvideox_transformer
+    from vidsparse.methods.dynamic import forced_blocks, top_p_blocks
+    from vidsparse.kernels.block_scores import estimate_block_mass
+    from vidsparse.search import PatternFile, SearchConfig, build_pattern_file
+
+    layout = TokenLayout(3, 6, 8, text_len=16, text_position="end")
+    q, k, v = _local_qkv(layout, seed=6)
+    v = v * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)  # head 1's output is 0 whatever it keeps: free to be sparse
+    cal = _calibrated(layout, q, k, v)
+    config = SearchConfig(q_block=16, k_block=16, top_p_grid=(0.5, 0.8, 0.95), dynamic_density=0.5)
+    pf = build_pattern_file(cal, cogvideox_transformer("5b"), config, {})
+    table = pf.dynamic.top_p
+    assert table.shape == (1, 2) and pf.summary()["dynamic"]["density_budget"] == 0.5
+    back = PatternFile.load(pf.save(tmp_path / "p.safetensors"))
+    assert torch.equal(back.dynamic.top_p, table) and torch.equal(back.dynamic.errors, pf.dynamic.errors)
+
+    cfg = SparseConfig.make("dynamic", patterns=str(tmp_path / "p.safetensors"), q_block=16, k_block=16)
+    planner = planner_for(cfg)
+    mask = _plan(planner, layout, q, k, v).groups[0].mask.to_blocks()
+    probs, _ = estimate_block_mass(q, k, 16, 16, perm=HILBERT.permutation(layout, "cpu"), text=layout.text_range)
+    want = top_p_blocks(probs, table[0], forced_blocks(layout, 16, 16, True))
+    assert torch.equal(mask[:, :, : want.shape[2] - 1], want[:, :, : want.shape[2] - 1])  # text rows: dense
+    assert planner.report()["dynamic"]["top_p"] == "calibrated per head"
+    tighter = planner_for(cfg.replace(density=0.1)).top_p_table
+    assert (tighter <= table).all() and (tighter < table).any()
+
+    bare = PatternFile.load(tmp_path / "p.safetensors")
+    bare.dynamic = None
+    bare.save(tmp_path / "old.safetensors")
+    with pytest.raises(ValueError, match="holds no dynamic calibration"):
+        planner_for(SparseConfig.make("dynamic", patterns=str(tmp_path / "old.safetensors"), q_block=16, k_block=16))
+    with pytest.raises(ValueError, match="calibrated at blocks 16 x 16"):
+        planner_for(SparseConfig.make("dynamic", patterns=str(tmp_path / "p.safetensors")))

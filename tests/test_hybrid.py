@@ -186,6 +186,19 @@ def test_a_mixed_plan_runs_each_head_as_its_candidate_does():
         torch.testing.assert_close(out[:, h], ref, atol=1e-5, rtol=1e-4, msg=f"head {h} ({name})")
 
 
+def test_the_worst_batch_element_decides_a_heads_choice():
+    """Head 0 is spatial in batch element 0 and diffuse in element 1: no pattern fits both, so it runs dense."""
+    first, second = _planted(LAYOUT, ["spatial", "temporal"], seed=0), _planted(LAYOUT, ["diffuse", "temporal"], seed=1)
+    q, k, v = (torch.cat(pair) for pair in zip(first, second))
+    runtime, planner = _planner(candidates=["spatial", "temporal"], eps=0.2, fraction=0.3)
+    ctx = PlanContext(0, 0, None, LAYOUT, 2, q.device, state=LayerState())
+    errors, _, _ = planner.measure(ctx, Probe(q, k, v, LAYOUT), planner.table(LAYOUT, "cpu"))
+    spatial, temporal = LABELS.index("spatial"), LABELS.index("temporal")
+    assert errors[0, 0, spatial] < 0.2 < errors[1, 0, spatial] and (errors[:, 0, temporal] > 0.2).all()
+    assert (errors[:, 1, temporal] < 0.2).all()
+    assert planner.choose(ctx, Probe(q, k, v, LAYOUT)).tolist() == [LABELS.index("dense"), temporal]
+
+
 @pytest.mark.parametrize("target", [0.2, 0.45, 0.6, 0.8])
 def test_a_target_density_is_respected_and_an_error_budget_caps_every_choice(target):
     q, k, v = _planted(LAYOUT, KINDS)
@@ -228,6 +241,63 @@ def test_hybrid_chooses_on_its_schedule_and_again_after_each_refresh():
         modes.append(("choose " if planner.choices > before else "") + "+".join(g.mode for g in plan.groups))
     assert [m.startswith("choose") for m in modes] == [False, True, False, True, False, True, False]
     assert modes[0] == "refresh" and modes[4] == "refresh"
+
+
+def test_a_choice_narrows_the_cache_to_the_delta_heads_and_later_choices_measure_only_those():
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = _planted(LAYOUT, KINDS)
+    runtime, planner = _planner(eps=0.05)
+    state = LayerState()
+    _call(runtime, planner, state, 0, q, k, v)  # refresh: every head's cache
+    full = state.delta.nbytes
+    assert runtime.store.device_bytes == full and state.delta.heads == tuple(range(6))
+    q2, k2, v2 = (x + 0.3 * torch.randn(x.shape, generator=gen) for x in (q, k, v))
+    ctx = PlanContext(0, 1, None, LAYOUT, 6, q.device, state=state)
+    probe = Probe(q2, k2, v2, LAYOUT)
+    before, _, _ = planner.measure(ctx, probe, planner.table(LAYOUT, "cpu"))
+    every_delta = runtime.execute(planner.build(ctx, torch.full((6,), LABELS.index("delta"))), q2, k2, v2, LAYOUT,
+                                  state=state)
+    codes = [LABELS.index(n) for n in ("delta", "spatial", "dense", "delta", "temporal", "dense")]
+    plan = planner.build(ctx, torch.tensor(codes))
+    assert plan.cache_heads == (0, 3)
+    runtime.store.narrow(state, plan.cache_heads)  # what the runtime does before running the plan
+    # the stored bytes are the delta heads' share, and their delta steps read the same cache as before
+    assert state.delta.heads == (0, 3) and state.delta.nbytes == full * 2 // 6 == runtime.store.device_bytes
+    out = runtime.execute(plan, q2, k2, v2, LAYOUT, state=state)
+    assert torch.equal(out[:, [0, 3]], every_delta[:, [0, 3]])
+    # the next choice measures the delta candidate of the heads it holds as before, and of no other
+    after, _, density = planner.measure(ctx, probe, planner.table(LAYOUT, "cpu"))
+    d = LABELS.index("delta")
+    torch.testing.assert_close(after[:, [0, 3], d], before[:, [0, 3], d])
+    assert torch.isinf(after[:, [1, 2, 4, 5], d]).all()
+    torch.testing.assert_close(density[:, [0, 3], d], state.delta.density.float())
+    # a choice with no delta head frees the layer's cache; a head asked to run delta without one runs dense
+    runtime.store.narrow(state, planner.build(ctx, torch.tensor([LABELS.index("dense")] * 6)).cache_heads)
+    assert state.delta is None and runtime.store.device_bytes == 0
+
+
+def test_a_choice_frees_the_cache_share_of_the_heads_that_chose_otherwise_in_a_model():
+    from vidsparse.app.bench.forced import ForcedMixHybrid
+
+    model = wan_transformer()
+    config = SparseConfig.make("hybrid", **{**SMALL, **DELTA}, every=1, rows_per_frame=8)
+    # seeded draws: layer 0 runs head 1 on its delta, layer 1 none
+    planner = ForcedMixHybrid(config, {"delta": 0.5, "dense": 0.5}, seed=5)
+    inputs = wan_inputs(model, seed=0)
+    with vidsparse.apply(model, config, planner=planner) as handle, torch.no_grad():
+        runtime = handle.runtimes[0]
+        model(**inputs)  # step 0: a refresh of every head
+        layers = runtime.state.layers
+        full = {i: s.delta.nbytes for i, s in layers.items()}
+        assert runtime.store.device_bytes == sum(full.values())
+        chosen = model(**inputs, return_dict=False)[0]  # step 1: the first choice
+        kept = {i: [h for g in s.plan.groups if g.mode == "delta" for h in g.heads] for i, s in layers.items()}
+        assert kept == {0: [1], 1: []}
+        assert layers[0].delta.nbytes == full[0] // 2 and layers[1].delta is None
+        assert runtime.store.device_bytes == full[0] // 2
+        again = model(**inputs, return_dict=False)[0]  # step 2: chooses again from the narrowed caches
+        assert runtime.refreshed == {0}  # layer 1, which freed its cache, waits for the next scheduled refresh
+    assert torch.equal(again, chosen)
 
 
 def test_unit_costs_match_the_kernel_measurements():

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vidsparse.core.state import LayerState
 
@@ -209,6 +210,25 @@ def test_groups_of_heads_that_are_not_neighbours_equal_masked_attention_and_are_
         HeadGroup((1, 1))
 
 
+def test_a_consecutive_group_out_of_order_runs_each_head_on_its_own_mask():
+    """Group (1, 0): its head 0 is model head 1. Run as the slice 0:2 each head would get the other's mask."""
+    layout = LAYOUTS[1]
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))
+    local, frame = Pattern.parse("window:frames=0,radius=1"), Pattern.parse("window:frames=0,radius=-1")
+    mask = SparseMask.stack_heads([local.mask(layout, 1, 16, 16), frame.mask(layout, 1, 16, 16)])
+    swapped = HeadGroup((1, 0), "sparse", mask, labels=("local", "frame"), label_index=torch.tensor([[0, 1]]))
+    assert swapped.contiguous is None
+    full = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool)
+    allowed = torch.stack([_token_mask(layout, frame, FRAME_MAJOR, 16, 16),  # model head 0: the group's head 1
+                           _token_mask(layout, local, FRAME_MAJOR, 16, 16), full])
+    expect = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=allowed)
+    for plan in (AttentionPlan((swapped, HeadGroup((2,), "dense"))), AttentionPlan((swapped,))):
+        heads = plan.num_heads
+        out = _runtime().execute(plan, q[:, :heads], k[:, :heads], v[:, :heads], layout)
+        torch.testing.assert_close(out.double(), expect[:, :heads], atol=2e-5, rtol=1e-4)
+
+
 def test_per_head_orders_chosen_on_the_device_equal_masked_attention():
     layout = TokenLayout(4, 3, 6, text_len=13, text_position="start")
     gen = torch.Generator().manual_seed(2)
@@ -273,6 +293,35 @@ def test_profile_classifies_planted_spatial_temporal_and_diffuse_heads(layout):
     dense = _masked_attention(q, k, v, torch.ones(1, layout.seq_len, layout.seq_len, dtype=torch.bool))
     rel = ((out.double() - dense).norm() / dense.norm()).item()
     assert rel < 0.2  # the planted heads lose little to their patterns
+
+
+def test_profile_errors_are_the_renormalised_softmax_errors_on_the_sampled_rows(monkeypatch):
+    """Each candidate's output on a sampled row is the softmax over its kept keys alone (renormalised), and its
+    error is `||O_c - O|| / ||O||` over the rows: computed here in float64 from the token-level predicates."""
+    from vidsparse.methods import profile
+
+    layout = TokenLayout(5, 4, 6, text_len=9, text_position="end")
+    kinds = ["spatial", "temporal", "diffuse"]
+    q, k, v = _planted(layout, kinds, b=2, seed=3)
+    seen = []
+    select = profile.select
+    monkeypatch.setattr(profile, "select", lambda errors, *a, **kw: seen.append(errors) or select(errors, *a, **kw))
+    planner = planner_for(SparseConfig.make("profile", frames=1, radius=1, q_block=16, k_block=16, rows_per_frame=4))
+    probe = Probe(q, k, v, layout)
+    planner.plan(PlanContext(0, 0, None, layout, len(kinds), "cpu", state=LayerState()), probe)
+    (errors,) = seen  # [B, H, 2]: spatial, temporal
+    rows = probe.sample_rows(4)
+    spatial, temporal = Pattern.parse("window:frames=1,radius=-1"), Pattern.parse("temporal:every=1,radius=1")
+    kept = torch.stack([_token_mask(layout, spatial, FRAME_MAJOR, 16, 16),
+                        _token_mask(layout, temporal, SPATIAL_MAJOR, 16, 16)])[:, rows]  # bool [2, R, S]
+    scores = (q.double()[:, :, rows] @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])  # [B, H, R, S]
+    exact = scores.softmax(-1) @ v.double()
+    expect = torch.stack([
+        ((scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v.double() - exact).flatten(-2).norm(dim=-1)
+         / exact.flatten(-2).norm(dim=-1)) for keep in kept], -1)
+    share = torch.stack([(scores.softmax(-1) * keep).sum(-1) for keep in kept], -1)  # the kept mass per row
+    assert share.min() < 0.5  # full-mass normalisation would be far off here
+    torch.testing.assert_close(errors.double(), expect, atol=1e-4, rtol=1e-4)
 
 
 def test_profile_reuses_its_choice_between_profiling_steps():

@@ -44,6 +44,19 @@ def test_replacing_an_entry_keeps_the_byte_counts_of_what_is_alive():
     assert (store.device_bytes, store.host_bytes) == (0, 0) and state.delta is None and other.delta is None
 
 
+def test_storing_a_layer_again_returns_its_old_bytes_to_the_device_count():
+    """The second entry replaces the first: the first's device bytes go back, so the second fits on the device."""
+    big, small = _entry(8), _entry(4)
+    store, state = DeltaStore(cache_budget=big.nbytes), LayerState()  # room for one entry
+    assert store.put(("cond", 0), state, big)
+    assert (store.device_bytes, store.host_bytes) == (big.nbytes, 0) and not big.offloaded
+    assert store.put(("cond", 0), state, small)
+    assert (store.device_bytes, store.host_bytes) == (small.nbytes, 0)
+    assert state.delta is small and not small.offloaded and store.report()["offloaded"] == []
+    store.drop(state)
+    assert (store.device_bytes, store.host_bytes) == (0, 0)
+
+
 def test_a_refused_entry_marks_the_layer_uncached():
     store, state = DeltaStore(cache_budget=0, host_budget=0), LayerState()
     assert not store.put(("cond", 3), state, _entry())

@@ -116,6 +116,8 @@ SWEEPS: dict[str, tuple[str, list[dict]]] = {
     "delta": ("delta", [{"top_keys": t} for t in (0.05, 0.1, 0.2, 0.3, 0.4)]),
     "hybrid": ("hybrid", [{"eps": e} for e in (0.05, 0.1, 0.2, 0.3, 0.5)]),
     "dynamic": ("dynamic", [{"top_p": p} for p in (0.5, 0.7, 0.8, 0.9, 0.95)]),
+    # each head's top_p from the search's curves, chosen again under each mean density budget
+    "dynamic-calibrated": ("dynamic-calibrated", [{"density": d} for d in (0.15, 0.25, 0.35, 0.5, 0.7)]),
     # hybrid stacked with diffusers' FirstBlockCache (`transformer.enable_cache`) at three thresholds: on request
     "hybrid+fbc": ("hybrid", [{"eps": 0.2, "first_block_cache": t} for t in (0.05, 0.1, 0.2)]),
 }
@@ -284,8 +286,9 @@ def video_grid(pipe, kwargs: dict) -> list[int]:
 def method_plan(model: Model, entry: str, name: str, setting: dict | None = None):
     """A `MethodPlan` of the model config's method `entry` with `setting` over its fields, for this model's steps.
 
-    As `vidsparse compare` plans it: the config's warm-up keeps its share of the steps when the steps differ from the
-    config's own (`round(warmup_steps * steps / config_steps)`), and a warm-up that covers every step is noted. With
+    As `vidsparse compare` plans it: the step schedule (warm-up, refresh steps, periods) keeps its share of the steps
+    when the steps differ from the config's own (`SparseConfig.for_steps`), and a warm-up that covers every step is
+    noted. With
     stand-in weights, a pattern file that does not exist is replaced by the short yardstick's (noted).
     """
     from vidsparse.app.configs import MethodPlan, method_config, resolve_patterns
@@ -300,20 +303,16 @@ def method_plan(model: Model, entry: str, name: str, setting: dict | None = None
     if model.standin and patterns and not Path(patterns).is_file():
         plan.config = plan.config.replace(patterns=str(resolve_patterns("yardstick")))
         plan.notes.append(f"pattern file {patterns} absent: the short yardstick's stands in (--tiny)")
-    config_steps = cfg.generate.get("num_inference_steps")
-    warmup = plan.config.warmup_steps
-    if config.method != "dense" and warmup and config_steps and steps != config_steps:
-        scaled = round(warmup * steps / config_steps)
-        plan.notes.append(f"warm-up scaled with the steps: {warmup} dense steps of {config_steps} become {scaled} "
-                          f"of {steps}")
-        plan.config = plan.config.replace(warmup_steps=scaled)
+    if config.method != "dense" and plan.config.schedule_steps and steps != plan.config.schedule_steps:
+        stated, of = plan.config.schedule, plan.config.schedule_steps
+        plan.config = plan.config.for_steps(steps)  # the whole step schedule keeps its share, as in `compare`
+        changed = [f"{k} {v} -> {plan.config.schedule[k]}" for k, v in stated.items()
+                   if k != "stated_for" and plan.config.schedule[k] != v]
+        if changed:
+            plan.notes.append(f"step schedule scaled from {of} to {steps} steps: {'; '.join(changed)}")
     if config.method != "dense" and plan.config.warmup_steps >= steps:
         plan.dense_throughout = True
         plan.notes.append(f"ran dense throughout: its {plan.config.warmup_steps} warm-up steps cover all {steps}")
-    late = [s for s in plan.config.to_dict().get("refresh_steps") or () if s >= steps]
-    if late:
-        plan.notes.append(f"refresh step(s) {', '.join(map(str, late))} of the config fall past the last of {steps} "
-                          "steps (refresh steps are not scaled, as in `vidsparse compare`)")
     return plan
 
 
@@ -335,10 +334,11 @@ def unavailable(method: str, cfg) -> str | None:
     import vidsparse
 
     entry = SWEEPS[method][0]
-    if entry not in vidsparse.METHODS:
-        return f"this vidsparse registers no `{entry}` method (vidsparse.METHODS)"
     if entry not in cfg.methods:
         return f"the model config has no `methods.{entry}` section"
+    kind = cfg.methods[entry].get("method", entry)
+    if kind not in vidsparse.METHODS:
+        return f"this vidsparse registers no `{kind}` method (vidsparse.METHODS)"
     return None
 
 
@@ -446,7 +446,10 @@ def run_one(model: Model, plan, batched: bool, dense: list[np.ndarray] | None,
 
 
 def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
-    """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean."""
+    """PSNR and SSIM against dense over every frame of every case: mean, worst frame, and each case's mean.
+
+    The PSNR "mean" is the PSNR of the mean squared error over the frames (finite unless every frame is identical),
+    not the mean of per-frame PSNRs, which one identical frame makes infinite (the long yardstick's flat colours)."""
     from vidsparse.app.metrics import psnr_per_frame, ssim_per_frame
 
     psnr = [psnr_per_frame(d, v) for d, v in zip(dense, videos)]
@@ -459,8 +462,10 @@ def quality(dense: list[np.ndarray], videos: list[np.ndarray]) -> dict:
     }
 
 
-def _mean(values: np.ndarray) -> float:
-    return math.inf if np.isposinf(values).any() else float(values.mean())
+def _mean(psnr: np.ndarray) -> float:
+    """The PSNR of the frames' mean squared error, from per-frame PSNRs (an identical frame's +inf is MSE 0)."""
+    mse = (255.0**2 / np.power(10.0, psnr / 10.0)).mean()
+    return math.inf if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def profile_mix(report: dict, warmup_layers: int) -> dict:
@@ -714,8 +719,9 @@ def markdown(results: dict) -> str:
         f"{len(first['cases'])} case(s) per setting and model, CFG {first['meta']['generate'].get('guidance_scale')}. "
         "Every method against dense on the same cases, per model. Density is the realised density over every step "
         "and replaced layer of every case, the dense warm-up included (a dense call counts 1); for `delta` its "
-        "refresh steps count 1 as well. PSNR and SSIM: the mean over every frame of every case, and the worst frame "
-        "(`vidsparse.app.metrics`). Seconds: the wall time of all of a setting's generations (on a CPU the sparse "
+        "refresh steps count 1 as well. PSNR: of the mean squared error over every frame of every case (an "
+        "identical frame does not make it infinite), and the worst frame; SSIM: the mean over every frame, and the "
+        "worst (`vidsparse.app.metrics`). Seconds: the wall time of all of a setting's generations (on a CPU the sparse "
         "methods run a PyTorch fallback: the times measure nothing there). The settings of a method batched all "
         "cases in one pipeline call where the method chooses per batch element (`yardstick/sweep.py`, \"Batching\"), "
         "and are compared with the dense run made the same way.",
@@ -765,8 +771,9 @@ def markdown(results: dict) -> str:
             others = [m for m in methods if not m.startswith("hybrid")]
             lines += _against_section(name, entry, "hybrid", others, margin=0.0, mix=True)
             lines += _goal_line(name, entry)
-        if "dynamic" in methods:
-            lines += _against_section(name, entry, "dynamic", list(FIXED_METHODS), margin=2.0)
+        for dynamic in ("dynamic", "dynamic-calibrated"):
+            if dynamic in methods:
+                lines += _against_section(name, entry, dynamic, list(FIXED_METHODS), margin=2.0)
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,9 @@ recalibrating:
               stats    float32 [L, H, 4]  where each head's attention mass goes (calibrate.STAT_NAMES), mean over calls
               density  float32 [C]        each candidate's density at the calibration layout
               choice   int64   [L, H]     the chosen candidate per head, -1 for full attention
+    optional  dynamic.top_p_grid float32 [T]; dynamic.errors, dynamic.density float32 [L, H, T]: the `dynamic`
+              method's measured error and realised density per head at each top_p; dynamic.top_p float32 [L, H]:
+              each head's top_p chosen under one density budget (`select_top_p`), 1 for dense
     metadata  "vidsparse" -> JSON: schema version, model class, config fingerprint, candidates (grid units),
               search parameters (eps, lam, aggregate, blocks), calibration summary
 
@@ -28,9 +31,9 @@ from pathlib import Path
 import torch
 
 from .patterns import Pattern
-from .select import select
+from .select import select, select_within
 
-__all__ = ["SCHEMA_VERSION", "FINGERPRINT_KEYS", "PatternFile", "fingerprint", "select"]
+__all__ = ["SCHEMA_VERSION", "FINGERPRINT_KEYS", "DynamicCurves", "PatternFile", "fingerprint", "select"]
 
 SCHEMA_VERSION = 1
 FULL = Pattern("full")
@@ -55,6 +58,31 @@ def _jsonable(value):
 
 
 @dataclass
+class DynamicCurves:
+    """The `dynamic` method's calibration: per head, its error and realised density at each `top_p` of a grid, and
+    the per-head `top_p` chosen from them (None until `PatternFile.select_top_p`)."""
+
+    top_p_grid: torch.Tensor  # float32 [T], increasing, below 1
+    errors: torch.Tensor  # float32 [L, H, T]
+    density: torch.Tensor  # float32 [L, H, T]
+    top_p: torch.Tensor | None = None  # float32 [L, H]; 1 = dense
+
+    def choose(self, density: float) -> torch.Tensor:
+        """float32 `[L, H]`: per head the grid's top_p (1 for dense) of least error such that the mean realised
+        density over every layer and head is at most `density` (`select_within` over all heads as one row)."""
+        l, h, t = self.errors.shape
+        errors, dens = self.errors.reshape(1, l * h, t), self.density.reshape(1, l * h, t)
+        choice = select_within(errors, dens, dens, density).reshape(l, h)
+        grid = torch.cat([self.top_p_grid.float(), torch.ones(1)])
+        return grid[torch.where(choice < 0, t, choice)]
+
+    def realised(self, top_p: torch.Tensor) -> torch.Tensor:
+        """float32 `[L, H]`: each head's calibrated density at a table of grid top_p values (1 where dense)."""
+        index = (self.top_p_grid.view(1, 1, -1) - top_p.unsqueeze(-1)).abs().argmin(-1, keepdim=True)
+        return torch.where(top_p >= 1, 1.0, self.density.gather(-1, index).squeeze(-1))
+
+
+@dataclass
 class PatternFile:
     """A searched pattern set; see the module docstring."""
 
@@ -67,6 +95,7 @@ class PatternFile:
     params: dict  # eps, lam, aggregate, q_block, k_block
     calibration: dict = field(default_factory=dict)
     columns: torch.Tensor | None = None  # float32 [L, H, k, 2]: each head's measured column blocks, grid positions
+    dynamic: DynamicCurves | None = None  # the dynamic method's per-head curves and top_p (see the module docstring)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -104,6 +133,14 @@ class PatternFile:
         lam = self.params["lam"] if lam is None else lam
         choice = select(self.errors, self.density, eps, lam)
         return replace(self, choice=choice, params={**self.params, "eps": eps, "lam": lam})
+
+    def select_top_p(self, density: float) -> "PatternFile":
+        """The same calibration with the dynamic method's per-head top_p chosen under mean density `density`."""
+        if self.dynamic is None:
+            raise ValueError("this pattern file holds no dynamic calibration: search again with this vidsparse "
+                             "(`vidsparse search`, search.top_p_grid not empty)")
+        dynamic = replace(self.dynamic, top_p=self.dynamic.choose(density))
+        return replace(self, dynamic=dynamic, params={**self.params, "dynamic_density": density})
 
     def transplant(
         self, transformer, num_layers: int, num_heads: int, layout, q_block: int = 128, k_block: int = 128,
@@ -144,11 +181,16 @@ class PatternFile:
         for layer in range(self.num_layers):
             for p in self.patterns(layer):
                 families[p.family] = families.get(p.family, 0) + 1
-        return {
+        out = {
             "layers": self.num_layers, "heads": self.num_heads, "eps": self.params["eps"], "lam": self.params["lam"],
             "mean_density": round(float(self.chosen_density().mean()), 4),
             "max_error": round(float(self.chosen_errors().max()), 4), "families": families,
         }
+        if self.dynamic is not None and self.dynamic.top_p is not None:
+            out["dynamic"] = {"density_budget": self.params.get("dynamic_density"),
+                              "mean_top_p": round(float(self.dynamic.top_p.mean()), 4),
+                              "mean_density": round(float(self.dynamic.realised(self.dynamic.top_p).mean()), 4)}
+        return out
 
     # ------------------------------------------------------------------ checking
     def check(self, transformer, num_layers: int, num_heads: int | None = None) -> None:
@@ -190,6 +232,13 @@ class PatternFile:
         }
         if self.columns is not None:
             tensors["columns"] = self.columns.float().contiguous()
+        if self.dynamic is not None:
+            d = self.dynamic
+            tensors.update({"dynamic.top_p_grid": d.top_p_grid.float().contiguous(),
+                            "dynamic.errors": d.errors.float().contiguous(),
+                            "dynamic.density": d.density.float().contiguous()})
+            if d.top_p is not None:
+                tensors["dynamic.top_p"] = d.top_p.float().contiguous()
         save_file(tensors, str(path), metadata={"vidsparse": json.dumps(meta)})
         return path
 
@@ -220,4 +269,6 @@ class PatternFile:
             model=meta["model"], candidates=[Pattern.parse(c) for c in meta["candidates"]], errors=tensors["errors"],
             stats=tensors["stats"], density=tensors["density"], choice=tensors["choice"], params=meta["params"],
             calibration=meta.get("calibration", {}), columns=tensors.get("columns"),
+            dynamic=DynamicCurves(tensors["dynamic.top_p_grid"], tensors["dynamic.errors"], tensors["dynamic.density"],
+                                  tensors.get("dynamic.top_p")) if "dynamic.errors" in tensors else None,
         )

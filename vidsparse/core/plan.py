@@ -77,13 +77,13 @@ class DeltaSpec:
         top_keys: the share of the video keys each query block's columns hold (a refresh chooses them).
         q_block: query tokens per block that share one column list.
         rows_per_block: sampled query rows per block that estimate the columns' mass at a refresh.
-        heads: int64 `[Hg]`: a delta group's heads within the layer's cached entry (None: the same heads).
+
+    A delta group of some of the heads of a layer's cached entry reads theirs (`CachedDelta.heads` says which).
     """
 
     top_keys: float
     q_block: int
     rows_per_block: int = 16
-    heads: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,15 @@ class HeadGroup:
 
 @dataclass(frozen=True)
 class AttentionPlan:
-    """The head groups of one attention call, covering every head exactly once."""
+    """The head groups of one attention call, covering every head exactly once.
+
+    `cache_heads`: the heads whose cached delta the layer keeps from this call on (the runtime narrows the layer's
+    entry to them before running the plan, and drops it for none); None keeps the entry as it is. The hybrid sets it
+    when it chooses, so that the heads that chose another candidate free their share of the cache until the next
+    refresh."""
 
     groups: tuple[HeadGroup, ...]
+    cache_heads: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if not self.groups:

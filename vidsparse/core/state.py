@@ -82,6 +82,17 @@ class CachedDelta:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors)
 
+    def positions(self, heads) -> list[int] | None:
+        """Where model heads `heads` sit in this entry (dim 1 of its tensors); None where the entry holds exactly
+        them, in order. Raises ValueError for a head it does not hold."""
+        heads = tuple(heads)
+        if heads == self.heads:
+            return None
+        missing = [h for h in heads if h not in self.heads]
+        if missing:
+            raise ValueError(f"the cached delta holds heads {self.heads}, not {missing}")
+        return [self.heads.index(h) for h in heads]
+
 
 @dataclass(eq=False)
 class LayerState:

@@ -37,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from .config import SparseConfig
 from .registry import register_method
 from ..core.layout import TokenOrder
@@ -111,19 +113,23 @@ class DeltaPlanner(Planner):
     def refreshes(self, ctx: PlanContext) -> bool:
         """Whether this call refreshes: at a refresh step, every `refresh_every` steps, or without a cache (the
         schedule scaled to this generation's step count)."""
-        o = self.scheduled(ctx)
-        return (ctx.step in o.refresh_steps or ctx.state.delta is None
-                or bool(o.refresh_every and ctx.step % o.refresh_every == 0))
+        return self.refresh_step(ctx) or ctx.state.delta is None
 
-    def group(self, ctx: PlanContext, heads, refresh: bool, spec: DeltaSpec | None = None) -> HeadGroup:
+    def refresh_step(self, ctx: PlanContext) -> bool:
+        """Whether the schedule refreshes at this call's step: a refresh step, or every `refresh_every` steps."""
+        o = self.scheduled(ctx)
+        return ctx.step in o.refresh_steps or bool(o.refresh_every and ctx.step % o.refresh_every == 0)
+
+    def group(self, ctx: PlanContext, heads, refresh: bool) -> HeadGroup:
         """The refresh or delta group of `heads` (a delta group reads their densities from the cache)."""
         mode = "refresh" if refresh else "delta"
         density = 1.0
         if not refresh:
-            density = ctx.state.delta.density
-            if spec is not None and spec.heads is not None:
-                density = density.index_select(1, spec.heads)
-        return HeadGroup(heads, mode, None, (self.order,), delta=spec or self.spec, labels=(mode,), density=density)
+            entry = ctx.state.delta
+            at = entry.positions(heads)
+            density = entry.density if at is None else entry.density.index_select(
+                1, torch.tensor(at, device=entry.density.device))
+        return HeadGroup(heads, mode, None, (self.order,), delta=self.spec, labels=(mode,), density=density)
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         o = self.config.options

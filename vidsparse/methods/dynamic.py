@@ -34,6 +34,7 @@ from .config import SparseConfig
 from .registry import register_method
 from ..core.layout import HILBERT, TokenLayout
 from ..core.mask import SparseMask
+from ..core.pattern_file import PatternFile
 from ..core.plan import AttentionPlan, PlanContext, Probe
 from ..core.state import LayerState
 from ..kernels.block_scores import block_scores, estimate_block_mass, key_block_bias, pool_blocks
@@ -58,6 +59,10 @@ class DynamicOptions:
         drift: also recompute when the layer's pooled keys moved by more than this relative L2 distance from the
             ones the mask was made from (0: off). Checking reads one number on the host per layer and call.
         q_block, k_block: mask (and scoring) block sizes in tokens (powers of two >= 16).
+        patterns: a `vidsparse search` pattern file with a dynamic calibration: each head runs its own calibrated
+            top_p instead of `top_p` (the file's block sizes must be `q_block` and `k_block`).
+        density: with `patterns`, choose the heads' top_p again from the file's curves under this mean density
+            (None: the budget the search used).
     """
 
     top_p: float = 0.9
@@ -69,8 +74,14 @@ class DynamicOptions:
     drift: float = 0.0
     q_block: int = 128
     k_block: int = 128
+    patterns: str | None = None
+    density: float | None = None
 
     def __post_init__(self):
+        if self.density is not None and (not isinstance(self.density, (int, float)) or not 0 < self.density <= 1):
+            raise ValueError(f"density must be in (0, 1] (a mean density budget) or null; got {self.density!r}")
+        if self.density is not None and not self.patterns:
+            raise ValueError("density needs a pattern file with a dynamic calibration: add patterns=path.safetensors")
         if isinstance(self.top_p, bool) or not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be a number in (0, 1]; got {self.top_p!r}")
         if not isinstance(self.max_density, (int, float)) or not 0 < self.max_density <= 1:
@@ -159,9 +170,30 @@ class DynamicPlanner(Planner):
         self.calls: dict[int, int] = {}
         # per-layer, per-head top_p ([L, H] float32), from a calibration; None: options.top_p everywhere
         self.top_p_table: torch.Tensor | None = None
+        self.file = None
+        o = config.options
+        if o.patterns:
+            self.file = PatternFile.load(o.patterns)
+            if self.file.dynamic is None:
+                raise ValueError(f"{o.patterns} holds no dynamic calibration: search again with this vidsparse "
+                                 "(`vidsparse search`), or leave patterns out to run one top_p everywhere")
+            if (self.file.params["q_block"], self.file.params["k_block"]) != (o.q_block, o.k_block):
+                raise ValueError(f"{o.patterns} was calibrated at blocks {self.file.params['q_block']} x "
+                                 f"{self.file.params['k_block']}: set q_block and k_block to those")
+            if o.density is not None or self.file.dynamic.top_p is None:
+                self.file = self.file.select_top_p(o.density if o.density is not None else 0.3)
+            self.top_p_table = self.file.dynamic.top_p.float()
+
+    def bind(self, transformer, num_layers: int, num_heads: int | None) -> None:
+        if self.file is not None:
+            self.file.check(transformer, num_layers, num_heads)
 
     def report(self) -> dict:
+        calibrated = {} if self.top_p_table is None else {
+            "top_p": "calibrated per head", "mean_top_p": round(float(self.top_p_table.mean()), 4),
+            "density_budget": self.file.params.get("dynamic_density")}
         return {"dynamic": {
+            **calibrated,
             "every": self.config.options.every, "drift": self.config.options.drift,
             "calls": {str(k): v for k, v in sorted(self.calls.items())},
             "recomputes": {str(k): v for k, v in sorted(self.recomputes.items())},

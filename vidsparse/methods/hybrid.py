@@ -29,6 +29,13 @@ once per layer (to form the head groups); the steps between run without a host s
 mask row and token order), the delta heads in one column-sparse launch against their cached rest, and the dense
 heads in one SDPA call.
 
+**Cache.** A refresh caches the delta of every head, since the choice after it measures each head's delta candidate.
+Once it has chosen, the heads that chose another candidate free their share of the layer's cache (the plan's
+`cache_heads`; a layer without a delta head frees it whole and waits for the next scheduled refresh), so a
+layer's cache holds the delta heads' share between a choice and the next refresh. Until that refresh those heads
+cannot move back to the delta candidate (its error reads as infinite), which costs little: a cache only ages. An
+entry offloaded to host memory keeps every head.
+
 `force` runs every head on one candidate without measuring (then "hybrid" equals that method).
 
 Example::
@@ -50,7 +57,7 @@ from .delta import DeltaOptions, DeltaPlanner
 from .dynamic import DynamicOptions, DynamicPlanner
 from ..core.layout import FRAME_MAJOR, HILBERT, TokenLayout
 from ..core.mask import SparseMask
-from ..core.plan import AttentionPlan, DeltaSpec, HeadGroup, PlanContext, Probe
+from ..core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
 from ..core.state import LayerState
 from .base import Planner, check_blocks
 from .profile import ProfileOptions, candidate_sizes
@@ -180,6 +187,9 @@ class HybridPlanner(Planner):
                                                schedule_steps=config.schedule_steps))
         self.dynamic = DynamicPlanner(SparseConfig(method="dynamic", backend=config.backend, options=DynamicOptions(
             top_p=o.top_p, q_block=self.q_block, k_block=self.k_block), schedule_steps=config.schedule_steps))
+        calibrated = self.static.file.dynamic if self.static is not None else None
+        if calibrated is not None and calibrated.top_p is not None:  # each head's own top_p from the search
+            self.dynamic.top_p_table = calibrated.top_p.float()
         self.choices = 0  # choosing calls, for the report
         self._dynamic_now = None  # the dynamic candidate's mask, from `measure` to `build` within one call
 
@@ -275,12 +285,14 @@ class HybridPlanner(Planner):
                 elif name == "dynamic":  # [B', Hc, R, S]: this call's own key blocks per (b, h)
                     errors[:, hs, c] = sr.error(sr.partial(dynamic_keep[:, hs].to(sr.e.dtype))[0])
                 elif cached is not None:  # a delta step: this call's columns merged with the cached rest
-                    o_rest, lse_rest, keys, valid = (x[:, hs] for x in cached)
+                    o_rest, lse_rest, keys, valid = (x[:, hs] for x in cached[:4])
                     o_k, lse_k = sr.partial(self._now(ctx.layout, keys, valid, sr.e.dtype))
                     total = torch.logaddexp(lse_rest, lse_k)
                     out = (torch.exp(lse_rest - total).unsqueeze(-1) * o_rest.float()
                            + torch.exp(lse_k - total).unsqueeze(-1) * o_k)
                     errors[:, hs, c] = sr.error(out)
+        if cached is not None and cached[4] is not None:  # heads whose cache went at the last choice: no candidate
+            errors[:, ~cached[4], CANDIDATES.index("delta")] = float("inf")
         density = self._densities(ctx, t, static_index, b, h, q.device)
         if dynamic is not None:
             density[..., CANDIDATES.index("dynamic")] = dynamic.density.float()
@@ -295,14 +307,19 @@ class HybridPlanner(Planner):
         if static_index is not None:
             density[..., 0] = t["density"][static_index]
         density[..., 1], density[..., 2] = t["density"][0], t["density"][1]
-        if ctx.state is not None and ctx.state.delta is not None:
-            density[..., 3] = ctx.state.delta.density.float()
+        entry = None if ctx.state is None else ctx.state.delta
+        if entry is not None and entry.heads == tuple(range(h)):
+            density[..., CANDIDATES.index("delta")] = entry.density.float()
+        elif entry is not None:  # narrowed to the last choice's delta heads
+            held = torch.tensor(entry.heads, device=device)
+            density[:, held, CANDIDATES.index("delta")] = entry.density.float().to(device)
         return density
 
     def _cached_rows(self, ctx: PlanContext, rows: torch.Tensor, device):
         """For the sampled rows: the cached rest `o_rest [B, H, R, D]` and `lse_rest [B, H, R]`, and the keys the
         delta step computes now, their model indices `[B, H, R, K]` with which of them count (`[B, H, R, K]` bool;
-        the text keys come on top); None where this layer holds no cache."""
+        the text keys come on top), and which heads the cache holds (bool `[H]`, None: every head; the others'
+        rows are placeholders); None where this layer holds no cache."""
         entry = None if ctx.state is None else ctx.state.delta
         if entry is None:
             return None
@@ -316,7 +333,20 @@ class HybridPlanner(Planner):
         o_rest, lse_rest = o_rest.index_select(2, at).to(device), lse_rest.index_select(2, at).to(device)
         columns = columns.index_select(2, blocks).to(device).long()  # [B, H, R, K] voxel positions
         counts = counts.index_select(2, blocks).to(device)
-        return o_rest, lse_rest, model[columns], torch.arange(columns.shape[-1], device=device) < counts.unsqueeze(-1)
+        keys, valid = model[columns], torch.arange(columns.shape[-1], device=device) < counts.unsqueeze(-1)
+        if entry.heads == tuple(range(ctx.heads)):
+            return o_rest, lse_rest, keys, valid, None
+        held = torch.tensor(entry.heads, device=device)  # a cache narrowed to the last choice's delta heads
+
+        def every_head(x, fill):
+            out = x.new_full((x.shape[0], ctx.heads, *x.shape[2:]), fill)
+            out[:, held] = x
+            return out
+
+        present = torch.zeros(ctx.heads, dtype=torch.bool, device=device)
+        present[held] = True
+        return (every_head(o_rest, 0), every_head(lse_rest, float("-inf")), every_head(keys, 0),
+                every_head(valid, False), present)
 
     def _now(self, layout: TokenLayout, keys: torch.Tensor, valid: torch.Tensor, dtype) -> torch.Tensor:
         """0/1 `[B, Hc, R, S]`: the keys a delta step computes for each sampled row (its columns and the text)."""
@@ -347,7 +377,11 @@ class HybridPlanner(Planner):
     def build(self, ctx: PlanContext, choice: torch.Tensor) -> AttentionPlan:
         """The plan of a choice: pattern heads, delta heads and dense heads, each group in one launch."""
         codes = choice.tolist()  # the one host read of a choosing step
+        entry = None if ctx.state is None else ctx.state.delta
+        held = () if entry is None else entry.heads
+        codes = [DENSE if LABELS[c] == "delta" and hd not in held else c for hd, c in enumerate(codes)]  # no cache
         by = {name: tuple(hd for hd, c in enumerate(codes) if LABELS[c] == name) for name in ("delta", "dynamic", "dense")}
+        keep = by["delta"] if self.uses_delta else None  # the layer's cache keeps only the delta heads' share
         patterned = tuple(hd for hd, c in enumerate(codes) if LABELS[c] in PATTERNED)
         groups = []
         if patterned:
@@ -366,11 +400,7 @@ class HybridPlanner(Planner):
             groups.append(HeadGroup(patterned, "sparse", table.gather_heads(index), orders, order_index=order_index,
                                     labels=LABELS, label_index=label, density=t["density"][index]))
         if by["delta"]:
-            every = len(by["delta"]) == ctx.heads
-            spec = self.delta.spec if every else DeltaSpec(
-                self.delta.spec.top_keys, self.delta.spec.q_block, self.delta.spec.rows_per_block,
-                heads=torch.tensor(by["delta"], device=ctx.device))
-            groups.append(self.delta.group(ctx, by["delta"], False, spec))
+            groups.append(self.delta.group(ctx, by["delta"], False))
         if by["dynamic"]:  # this choosing call's own mask, reused until the next choice
             g, index = self._dynamic_now, torch.tensor(by["dynamic"], device=ctx.device)
             self._dynamic_now = None
@@ -381,9 +411,9 @@ class HybridPlanner(Planner):
                                     density=g.density.index_select(-1, index)))
         if by["dense"]:
             if len(by["dense"]) == ctx.heads:
-                return AttentionPlan.dense(ctx.heads)
+                return AttentionPlan(AttentionPlan.dense(ctx.heads).groups, cache_heads=keep)
             groups.append(HeadGroup(by["dense"], "dense", labels=("dense",)))
-        return AttentionPlan(tuple(groups))
+        return AttentionPlan(tuple(groups), cache_heads=keep)
 
     def plan(self, ctx: PlanContext, probe: Probe | None) -> AttentionPlan:
         o = self.config.options
@@ -398,8 +428,10 @@ class HybridPlanner(Planner):
             if ctx.state is None:
                 raise ValueError("the hybrid method's delta candidate keeps a cache per layer: it runs inside "
                                  "vidsparse's runtime only (or leave 'delta' out of candidates)")
-            # over the memory budgets a layer keeps no cache: it chooses among the other candidates instead
-            if not state.uncached and self.delta.refreshes(ctx):
+            # over the memory budgets a layer keeps no cache: it chooses among the other candidates instead. A layer
+            # whose last choice gave no head the delta freed its cache (`cache_heads`): it waits for the schedule.
+            no_cache = state.delta is None and state.plan is None
+            if not state.uncached and (self.delta.refresh_step(ctx) or no_cache):
                 state.plan = None  # choose again after the refresh
                 return self.delta.plan(ctx, probe)
         if state.plan is None or state.since % self.scheduled(ctx).every == 0:

@@ -2,7 +2,12 @@
 
 An adapter says which attention modules vidsparse replaces, which processor class replaces them,
 where the text sits, and how to read the latent grid (frames, rows, columns after patchify) off
-the transformer's input. It re-implements no forward.
+the transformer's input: off `hidden_states` where they keep the grid's shape, else off the forward's
+arguments (LTX takes flattened tokens with `num_frames`, `height` and `width` beside them). It
+re-implements no forward.
+
+The families beyond CogVideoX, HunyuanVideo and Wan live in `families/`, one module each with the fields
+of its adapters in `ADAPTERS`; `_ensure_builtin` registers them (they import nothing from here).
 """
 
 from __future__ import annotations
@@ -25,16 +30,21 @@ class ModelAdapter:
         processor: the `SparseAttnProcessor` subclass that replaces the selected processors.
         replaces: predicate on a processor key of `transformer.attn_processors`
             (e.g. "transformer_blocks.0.attn1.processor"): True where vidsparse takes over.
-        latent_grid: `(transformer, hidden_states) -> (frames, height, width)` after patchify.
+        latent_grid: `(transformer, hidden_states) -> (frames, height, width)` after patchify; None where
+            `grid_from_arguments` reads it instead.
         text_position: "start", "end", or None when the replaced layers see no text.
+        grid_from_arguments: `(transformer, arguments) -> (frames, height, width) or None`, for transformers
+            whose `hidden_states` are flattened tokens: `arguments` are the forward's, by parameter name. None
+            (no grid this forward) makes every replaced layer run dense, with the reason reported.
     """
 
     name: str
     class_name: str
     processor: type
     replaces: Callable[[str], bool]
-    latent_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int, int]]
+    latent_grid: Callable[[torch.nn.Module, torch.Tensor], tuple[int, int, int]] | None
     text_position: str | None
+    grid_from_arguments: Callable[[torch.nn.Module, dict], tuple[int, int, int] | None] | None = None
 
 
 _REGISTRY: dict[str, ModelAdapter] = {}
@@ -109,4 +119,28 @@ def _ensure_builtin() -> None:
         "wan", "WanTransformer3DModel", WanSparseProcessor,
         replaces=lambda key: ".attn1." in key, latent_grid=_wan_grid, text_position=None,
     ))
+    # the families beyond CogVideoX, HunyuanVideo and Wan: one module each, listing its adapters in ADAPTERS
+    from .families import ltx
+    _register_family(ltx)
+    from .families import ltx2
+    _register_family(ltx2)
+    from .families import hunyuan_video15
+    _register_family(hunyuan_video15)
+    from .families import wan_vace
+    _register_family(wan_vace)
+    from .families import wan_animate
+    _register_family(wan_animate)
+    from .families import skyreels_v2
+    _register_family(skyreels_v2)
+    from .families import cosmos
+    _register_family(cosmos)
+    from .families import mochi
+    _register_family(mochi)
     _BUILTIN_DONE = True
+
+
+def _register_family(module) -> None:
+    """Register the adapters a family module lists: `ADAPTERS`, the fields of each `ModelAdapter` (a family module
+    does not import this one, which imports it)."""
+    for fields in module.ADAPTERS:
+        register_adapter(ModelAdapter(**fields))

@@ -55,6 +55,29 @@ def _transformers(target) -> list[torch.nn.Module]:
     return found
 
 
+def attn_processors(transformer: torch.nn.Module) -> dict:
+    """`transformer.attn_processors`; for a transformer that is no diffusers `AttentionMixin` (Cosmos, Mochi), the
+    same dict read off its attention modules: each submodule with a `processor`, keyed `<module>.processor`."""
+    if hasattr(transformer, "attn_processors"):
+        return dict(transformer.attn_processors)
+    return {f"{name}.processor": module.processor for name, module in transformer.named_modules()
+            if name and callable(getattr(module, "processor", None))}
+
+
+def set_attn_processors(transformer: torch.nn.Module, processors: dict) -> None:
+    """`transformer.set_attn_processor(processors)`, or per module (`set_processor`, else the `processor` attribute)
+    on a transformer without it; `processors` keeps its entries (set_attn_processor empties the dict it is given)."""
+    if hasattr(transformer, "set_attn_processor"):
+        transformer.set_attn_processor(dict(processors))
+        return
+    for key, processor in processors.items():
+        module = transformer.get_submodule(key.removesuffix(".processor"))
+        if hasattr(module, "set_processor"):
+            module.set_processor(processor)
+        else:
+            module.processor = processor
+
+
 @dataclass
 class _Install:
     transformer: torch.nn.Module
@@ -72,7 +95,7 @@ def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None,
         raise ValueError(
             f"vidsparse is already installed on this {type(transformer).__name__}; call vidsparse.remove() first"
         )
-    original = dict(transformer.attn_processors)
+    original = attn_processors(transformer)
     runtime = SparseRuntime(config, planner if planner is not None else planner_for(config), adapter.name,
                             adapter.text_position, ask_planner_when_dense=planner is not None)
     processors, layer = {}, 0
@@ -96,7 +119,7 @@ def _install(transformer: torch.nn.Module, config: SparseConfig, planner=None,
 def _uninstall(install: _Install) -> None:
     from diffusers.hooks import HookRegistry
 
-    install.transformer.set_attn_processor(dict(install.original))  # set_attn_processor empties its dict
+    set_attn_processors(install.transformer, install.original)
     registry = HookRegistry.check_if_exists_or_initialize(install.transformer)
     hook = registry.get_hook(HOOK_NAME)
     if hook is not None:  # every branch's caches, on the GPU and in pinned host memory, go at once
@@ -174,7 +197,8 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
 
     Args:
         target: a pipeline (every transformer it holds, Wan 2.2's `transformer_2` included) or a
-            supported transformer (CogVideoX, HunyuanVideo, Wan).
+            supported transformer (`vidsparse.pipelines.supported_classes()`: CogVideoX, HunyuanVideo, Wan
+            and the families of `vidsparse/pipelines/families/`).
         config: a preset name (`vidsparse.PRESETS`), a `SparseConfig`, or a dict of its fields
             (`SparseConfig.from_dict`).
         planner: optional: your own planner, any object with `plan(ctx, probe) -> AttentionPlan`
@@ -201,7 +225,7 @@ def apply(target, config="dense", *, planner=None) -> SparseHandle:
         for transformer in _transformers(target):
             processors, install = _install(transformer, cfg, planner, scheduler)
             installs.append(install)
-            transformer.set_attn_processor(processors)
+            set_attn_processors(transformer, processors)
     except Exception:
         for install in installs:
             _uninstall(install)

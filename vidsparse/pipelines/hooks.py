@@ -73,8 +73,11 @@ class StepHook(ModelHook):
                 self.reset_state(module)
                 self.contexts.set_context(context)  # the reset cleared it; this call still runs in it
         self.calls[branch] = step + 1
-        hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
+        if self.adapter.grid_from_arguments is not None:  # flattened tokens: the grid is in other arguments
+            self.runtime.grid = self.adapter.grid_from_arguments(module, self.arguments(module, args, kwargs))
+        else:
+            hidden_states = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            self.runtime.grid = self.adapter.latent_grid(module, hidden_states)
         self.runtime.step, self.runtime.branch = step, branch
         self.runtime.num_steps = self.num_steps(context)
         if context is None:
@@ -87,13 +90,7 @@ class StepHook(ModelHook):
         """The CFG branch of a forward outside any cache context (see the module docstring): None for the first
         call of a step, "callN" for the N-th call in a row at the same timestep and latents with other
         conditioning."""
-        if self._signature is None:
-            self._signature = inspect.signature(type(module).forward)
-        try:
-            bound = self._signature.bind_partial(module, *args, **kwargs).arguments
-        except TypeError:
-            bound = dict(kwargs)
-        inputs = {k: v for k, v in bound.items() if isinstance(v, torch.Tensor)}
+        inputs = {k: v for k, v in self.arguments(module, args, kwargs).items() if isinstance(v, torch.Tensor)}
         previous, self.previous = self.previous, inputs
         same_step = (previous is not None and "timestep" in inputs and "hidden_states" in inputs
                      and all(_same(inputs.get(k), previous.get(k)) for k in ("timestep", "hidden_states")))
@@ -102,6 +99,15 @@ class StepHook(ModelHook):
         else:
             self.position = 0
         return None if self.position == 0 else f"call{self.position + 1}"
+
+    def arguments(self, module, args, kwargs) -> dict:
+        """This forward's arguments by parameter name (the keyword arguments alone where they do not bind)."""
+        if self._signature is None:
+            self._signature = inspect.signature(type(module).forward)
+        try:
+            return self._signature.bind_partial(module, *args, **kwargs).arguments
+        except TypeError:
+            return dict(kwargs)
 
     def num_steps(self, context) -> int | None:
         """The generation's denoising steps: the cache context's `num_inference_steps` (Wan), else the pipeline

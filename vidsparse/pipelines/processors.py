@@ -1,4 +1,5 @@
-"""Sparse attention processors for diffusers' CogVideoX, HunyuanVideo and Wan transformers.
+"""Sparse attention processors for diffusers' CogVideoX, HunyuanVideo and Wan transformers (the other families'
+processors live in `families/`).
 
 Each processor makes q, k and v exactly as the stock processor of its family does (projections,
 fused QKV where diffusers supports it, QK-norm, RoPE), makes one runtime call (`SparseAttnProcessor.attend`:

@@ -72,6 +72,25 @@ class DeltaStore:
         self._holders[id(state)] = state
         return True
 
+    def narrow(self, state: LayerState, heads: tuple[int, ...]) -> None:
+        """Keep only model heads `heads` of a layer's entry (a subset of those it holds), or drop it for none. An
+        entry in host memory keeps every head: selecting heads of pinned host tensors costs more host time than the
+        host memory is worth, and a delta step fetches it whole either way."""
+        entry = state.delta
+        if entry is None or tuple(heads) == entry.heads:
+            return
+        if not heads:
+            self.drop(state)
+            return
+        if entry.offloaded:
+            return
+        index = torch.tensor(entry.positions(heads), dtype=torch.long, device=entry.device)
+        before = entry.nbytes
+        entry.tensors = tuple(t.index_select(1, index) for t in entry.tensors)
+        entry.density = entry.density.index_select(1, index)
+        entry.heads = tuple(heads)
+        self.device_bytes -= before - entry.nbytes
+
     def clear(self) -> None:
         """Drop every entry alive, whichever branch holds it (a reset, `remove()`, or Wan 2.2's other expert taking
         over: the first expert's caches are not read again in that generation)."""

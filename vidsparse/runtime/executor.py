@@ -124,10 +124,11 @@ class Executor:
         spec = g.delta
         if state.delta is None:
             raise ValueError("a delta group needs the layer's cached entry: plan a refresh first")
+        at = state.delta.positions(g.heads)
         o_rest, lse_rest, columns, counts = self.store.fetch(state.delta)
-        if spec.heads is not None:  # the group's heads of an entry of more heads (the hybrid planner)
-            o_rest, lse_rest, columns, counts = (t.index_select(1, spec.heads) for t in (o_rest, lse_rest, columns,
-                                                                                        counts))
+        if at is not None:  # the group's heads of an entry of more heads (the hybrid planner)
+            index = self.head_index(tuple(at), q.device)
+            o_rest, lse_rest, columns, counts = (t.index_select(1, index) for t in (o_rest, lse_rest, columns, counts))
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
                                                 text=layout.text_range, key_padding_mask=key_padding,
                                                 fall_back=self.fall_back)

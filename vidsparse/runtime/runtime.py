@@ -170,6 +170,8 @@ class SparseRuntime:
         eagerly and compiles everything around it.
         """
         plan, layout, state = self.plan(layer, q, k, v, text_len, key_padding, head_offset)
+        if plan is not None and plan.cache_heads is not None and state is not None:
+            self.store.narrow(state, plan.cache_heads)  # heads that chose another candidate free their cache
         self.record(layer, plan, q.shape[1], q.device)
         if plan is None or plan.is_stock:
             return None

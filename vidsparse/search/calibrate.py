@@ -10,7 +10,11 @@ denoising steps it takes, for every replaced layer:
 - per candidate and head, the relative L2 error of that output against full attention over the sampled rows:
   `||O_pattern - O|| / ||O||`, per CFG branch (each batch element is one sample);
 - per head, where its mass goes: own frame, own position in other frames (+-1 row and column), text, and how many keys
-  hold 90% of it (the attention analysis).
+  hold 90% of it (the attention analysis);
+- with `top_p_grid`, the `dynamic` method at each of those `top_p` values: its mask made as the method makes it (this
+  call's pooled q and k, in the Hilbert order), its realised density per head, and its error on the same rows, from
+  block partials cut in the Hilbert order. The search turns these curves into a per-head `top_p` under one density
+  budget (`PatternFile.select_top_p`).
 
 Memory per head chunk is B x heads x rows x (S + nK x D) floats; `head_chunk` bounds it (about 1.5 GB at 119k tokens,
 416 rows, 4 heads).
@@ -23,8 +27,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..core.layout import TokenLayout
+from ..core.layout import HILBERT, TokenLayout
 from ..core.plan import AttentionPlan, sample_rows
+from ..kernels.block_scores import estimate_block_mass
+from ..methods.dynamic import forced_blocks, top_p_blocks
 from .candidates import Pattern
 
 __all__ = ["Calibrator", "CallRecord", "sample_rows"]
@@ -34,13 +40,16 @@ STAT_NAMES = ("own_frame", "own_position", "text", "keys_for_90")
 
 @dataclass
 class CallRecord:
-    """What one observed call measured: errors `[B, H, C]`, stats `[B, H, 4]` (STAT_NAMES), block mass `[H, nK]`."""
+    """What one observed call measured: errors `[B, H, C]`, stats `[B, H, 4]` (STAT_NAMES), block mass `[H, nK]`,
+    and with a `top_p` grid of T values the dynamic method's errors and realised densities, each `[B, H, T]`."""
 
     layer: int
     step: int
     errors: torch.Tensor
     stats: torch.Tensor
     mass: torch.Tensor
+    dynamic_errors: torch.Tensor | None = None
+    dynamic_density: torch.Tensor | None = None
 
 
 @dataclass
@@ -53,6 +62,8 @@ class Calibrator:
         rows_per_frame: sampled query rows per latent frame.
         q_block, k_block: the block sizes the patterns compile at (the kernel's).
         head_chunk: heads per exact-attention chunk (bounds memory).
+        top_p_grid: the `dynamic` method's `top_p` values to measure (empty: none); its masks are made with the
+            method's defaults (`min_blocks` 1, the sink kept) at `q_block` x `k_block`.
         records: one `CallRecord` per observed (layer, step) call, in order.
     """
 
@@ -63,6 +74,7 @@ class Calibrator:
     k_block: int = 128
     head_chunk: int = 4
     seed: int = 0
+    top_p_grid: tuple[float, ...] = ()
     records: list[CallRecord] = field(default_factory=list)
     last_layout: TokenLayout | None = None
     _compiled: dict = field(default_factory=dict, repr=False)
@@ -109,6 +121,16 @@ class Calibrator:
             self._compiled[key] = dict(rows=rows, keep=keep, own_frame=own_frame.float(),
                                        own_pos=own_pos.float(), text=is_text.float(), text_blocks=text_blocks,
                                        columns=columns)
+            if self.top_p_grid:
+                perm = HILBERT.permutation(layout, device)  # ordered[i] = model[perm[i]]
+                where = torch.empty_like(perm)
+                where[perm] = torch.arange(perm.numel(), device=device)
+                text_q = torch.zeros(n_q, dtype=torch.bool, device=device)  # text query blocks stay dense
+                if layout.text_range is not None:
+                    text_q[layout.text_range[0] // self.q_block : -(-layout.text_range[1] // self.q_block)] = True
+                self._compiled[key].update(
+                    perm=perm, row_block=where[rows] // self.q_block, text_q=text_q,
+                    forced=forced_blocks(layout, self.q_block, self.k_block, True, device))
         return self._compiled[key]
 
     @torch.no_grad()
@@ -121,7 +143,18 @@ class Calibrator:
         b, h, s, d = q.shape
         n_k = -(-s // self.k_block)
         pad = n_k * self.k_block - s
-        errors, stats, mass_out = [], [], []
+        errors, stats, mass_out, dyn_errors = [], [], [], []
+        dyn_keep = dyn_density = None
+        if self.top_p_grid:
+            # the dynamic method's masks at every top_p `[T, B, H, nQ, nK]`, as the method makes them
+            probs, _ = estimate_block_mass(q, k, self.q_block, self.k_block, perm=c["perm"], key_padding=key_padding,
+                                           text=layout.text_range)
+            dyn_keep = torch.stack([top_p_blocks(probs, t, c["forced"]) for t in self.top_p_grid]) | c["text_q"][:, None]
+            q_sizes, k_sizes = ((s - torch.arange(n, device=q.device) * blk).clamp(max=blk).float()
+                                for n, blk in ((-(-s // self.q_block), self.q_block), (n_k, self.k_block)))
+            visited = ((dyn_keep.float() * k_sizes).sum(-1) * q_sizes).sum(-1) / float(s * s)  # ragged blocks exact
+            dyn_density = visited.permute(1, 2, 0)  # [B, H, T]
+            del probs
         for h0 in range(0, h, self.head_chunk):
             hs = slice(h0, min(h, h0 + self.head_chunk))
             qs = q[:, hs, c["rows"]].float()  # [B, Hc, R, D]
@@ -150,8 +183,12 @@ class Calibrator:
             num = torch.einsum("hcrn,bhrnd->bhcrd", keep, part)
             den = torch.einsum("hcrn,bhrn->bhcr", keep, mass).clamp_min(1e-30).unsqueeze(-1)
             approx = num / den  # [B, Hc, C, R, D]
-            err = (approx - out.unsqueeze(2)).flatten(-2).norm(dim=-1) / out.flatten(-2).norm(dim=-1).unsqueeze(-1)
+            # a head whose output is 0 has error 0 where the pattern's is 0 too (not 0 / 0)
+            err = ((approx - out.unsqueeze(2)).flatten(-2).norm(dim=-1)
+                   / out.flatten(-2).norm(dim=-1).clamp_min(1e-30).unsqueeze(-1))
             errors.append(err)
+            if dyn_keep is not None:
+                dyn_errors.append(self._dynamic_errors(c, dyn_keep[:, :, hs], p, vf, out, n_k, pad))
             # Where the mass goes, and how concentrated it is.
             own_frame = (p * c["own_frame"]).sum(-1).mean(-1)
             own_pos = (p * c["own_pos"]).sum(-1).mean(-1)
@@ -161,8 +198,25 @@ class Calibrator:
             stats.append(torch.stack([own_frame, own_pos, text, keys_90], -1))
             mass_out.append(mass.mean((0, 2)))
             del p, top, part
-        self.records.append(CallRecord(layer, step, torch.cat(errors, 1).cpu(), torch.cat(stats, 1).cpu(),
-                                       torch.cat(mass_out, 0).cpu()))
+        self.records.append(CallRecord(
+            layer, step, torch.cat(errors, 1).cpu(), torch.cat(stats, 1).cpu(), torch.cat(mass_out, 0).cpu(),
+            None if dyn_keep is None else torch.cat(dyn_errors, 1).cpu(),
+            None if dyn_density is None else dyn_density.cpu()))
+
+    def _dynamic_errors(self, c: dict, keep, p, vf, out, n_k: int, pad: int) -> torch.Tensor:
+        """float32 `[B, Hc, T]`: the dynamic masks' (`keep`, `[T, B, Hc, nQ, nK]` over Hilbert-order blocks) relative
+        errors on the sampled rows, from the rows' exact probabilities `p` `[B, Hc, R, S]` and values `vf`."""
+        perm = c["perm"]
+        p_blk = torch.nn.functional.pad(p[..., perm], (0, pad)).unflatten(-1, (n_k, self.k_block))
+        v_blk = torch.nn.functional.pad(vf[:, :, perm], (0, 0, 0, pad)).unflatten(-2, (n_k, self.k_block))
+        mass = p_blk.sum(-1)  # [B, Hc, R, nK], key blocks cut in the Hilbert order
+        part = torch.einsum("bhrnk,bhnkd->bhrnd", p_blk, v_blk)
+        del p_blk, v_blk
+        rows_keep = keep[:, :, :, c["row_block"]].float()  # [T, B, Hc, R, nK]: each sampled row's query block
+        num = torch.einsum("tbhrn,bhrnd->tbhrd", rows_keep, part)
+        den = torch.einsum("tbhrn,bhrn->tbhr", rows_keep, mass).clamp_min(1e-30).unsqueeze(-1)
+        err = (num / den - out).flatten(-2).norm(dim=-1) / out.flatten(-2).norm(dim=-1).clamp_min(1e-30)  # [T, B, Hc]
+        return err.permute(1, 2, 0)
 
     def densities(self, layout: TokenLayout) -> torch.Tensor:
         """Each candidate's density at `layout` ("columns" counted with its blocks placed, as any head's would be)."""

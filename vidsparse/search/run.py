@@ -25,7 +25,7 @@ import torch
 from .calibrate import Calibrator, CallRecord
 from .candidates import DEFAULT_CANDIDATES, Pattern
 from ..core.layout import TokenLayout
-from .pattern_file import PatternFile, fingerprint, select
+from .pattern_file import DynamicCurves, PatternFile, fingerprint, select
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,10 @@ class SearchConfig:
         q_block, k_block: the kernel block sizes the patterns compile at.
         candidates: the patterns to choose from (strings as `Pattern.parse` reads); empty: `DEFAULT_CANDIDATES`.
         head_chunk: heads per exact-attention chunk (memory bound).
+        top_p_grid: the `dynamic` method's `top_p` values to measure per head (empty: no dynamic calibration).
+        dynamic_density: the one density budget the per-head `top_p` is chosen under: the least error whose mean
+            realised density over every layer and head is at most this (`PatternFile.select_top_p`; the dynamic
+            method can choose again under another budget from the same file).
     """
 
     eps: float = 0.1
@@ -59,8 +63,16 @@ class SearchConfig:
     k_block: int = 128
     candidates: tuple[str, ...] = ()
     head_chunk: int = 4
+    top_p_grid: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+    dynamic_density: float = 0.3
 
     def __post_init__(self):
+        object.__setattr__(self, "top_p_grid", tuple(float(t) for t in self.top_p_grid))
+        if any(not 0 < t < 1 for t in self.top_p_grid) or list(self.top_p_grid) != sorted(set(self.top_p_grid)):
+            raise ValueError(f"top_p_grid must be increasing values in (0, 1) (1 is dense, always a choice); "
+                             f"got {list(self.top_p_grid)}")
+        if not 0 < self.dynamic_density <= 1:
+            raise ValueError(f"dynamic_density must be in (0, 1]; got {self.dynamic_density}")
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES}; got {self.aggregate!r}")
         if self.eps < 0 or self.lam < 0:
@@ -82,15 +94,19 @@ class SearchConfig:
         return {round(i * (num_steps - 1) / (k - 1)) for i in range(k)}
 
 
-def aggregate(records: list[CallRecord], how: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Errors `[L, H, C]` aggregated over every observed call and batch element, and mean stats `[L, H, 4]`."""
+def aggregate(records: list[CallRecord], how: str, fields: tuple[str, str] = ("errors", "stats")
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Errors `[L, H, C]` aggregated over every observed call and batch element, and mean stats `[L, H, 4]`.
+
+    `fields=("dynamic_errors", "dynamic_density")` does the same for the dynamic method's curves: `[L, H, T]` each.
+    """
     layers = sorted({r.layer for r in records})
     if layers != list(range(len(layers))):
         raise ValueError(f"calibration saw layers {layers}; expected 0..{len(layers) - 1} (did every layer run?)")
     errors, stats = [], []
     for layer in layers:
-        e = torch.cat([r.errors for r in records if r.layer == layer])  # [N, H, C]
-        s = torch.cat([r.stats for r in records if r.layer == layer])
+        e = torch.cat([getattr(r, fields[0]) for r in records if r.layer == layer])  # [N, H, C]
+        s = torch.cat([getattr(r, fields[1]) for r in records if r.layer == layer])
         if how == "max":
             errors.append(e.amax(0))
         elif how == "mean":
@@ -110,17 +126,23 @@ def build_pattern_file(calibrator: Calibrator, transformer, config: SearchConfig
     density = calibrator.densities(layout)
     count = max((c.columns for c in calibrator.candidates), default=0)
     columns = calibrator.column_points(layout, count) if count else None
-    return PatternFile(
+    dynamic = None
+    if calibrator.top_p_grid and all(r.dynamic_errors is not None for r in calibrator.records):
+        dynamic = DynamicCurves(torch.tensor(calibrator.top_p_grid),
+                                *aggregate(calibrator.records, config.aggregate, ("dynamic_errors", "dynamic_density")))
+    file = PatternFile(
         model=fingerprint(transformer), candidates=list(calibrator.candidates), errors=errors, stats=stats,
         density=density, choice=select(errors, density, config.eps, config.lam), columns=columns,
         params={"eps": config.eps, "lam": config.lam, "aggregate": config.aggregate,
                 "q_block": config.q_block, "k_block": config.k_block},
         calibration={**calibration, "layout": [layout.frames, layout.height, layout.width, layout.text_len],
                      "calls": len(calibrator.records), "config": asdict(config)},
+        dynamic=dynamic,
     )
+    return file.select_top_p(config.dynamic_density) if dynamic is not None else file
 
 
-_CKPT_TENSORS = ("errors", "stats", "mass")
+_CKPT_TENSORS = ("errors", "stats", "mass", "dynamic_errors", "dynamic_density")  # the last two optional
 
 
 def save_checkpoint(path: Path, cases: list, done: int, config: SearchConfig, calibrator: Calibrator) -> None:
@@ -128,7 +150,7 @@ def save_checkpoint(path: Path, cases: list, done: int, config: SearchConfig, ca
     from safetensors.torch import save_file
 
     tensors = {f"records.{i}.{name}": getattr(r, name).contiguous()
-               for i, r in enumerate(calibrator.records) for name in _CKPT_TENSORS}
+               for i, r in enumerate(calibrator.records) for name in _CKPT_TENSORS if getattr(r, name) is not None}
     layout = calibrator.last_layout
     meta = {"cases": [list(c) for c in cases], "done": done, "config": asdict(config),
             "records": [[r.layer, r.step] for r in calibrator.records],
@@ -145,7 +167,9 @@ def load_checkpoint(path: Path) -> tuple[dict, list[CallRecord], TokenLayout | N
 
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads((f.metadata() or {})["vidsparse_search_checkpoint"])
-        records = [CallRecord(layer, step, *(f.get_tensor(f"records.{i}.{name}") for name in _CKPT_TENSORS))
+        names = set(f.keys())
+        records = [CallRecord(layer, step, *(f.get_tensor(f"records.{i}.{name}") if f"records.{i}.{name}" in names
+                                             else None for name in _CKPT_TENSORS))
                    for i, (layer, step) in enumerate(meta["records"])]
     layout = TokenLayout(**meta["layout"]) if meta.get("layout") else None
     return meta, records, layout
@@ -168,7 +192,7 @@ def search(
     num_steps = int(generate.get("num_inference_steps", 50))
     steps = config.observed_steps(num_steps)
     calibrator = Calibrator(config.patterns(), steps, config.rows_per_frame, config.q_block, config.k_block,
-                            config.head_chunk)
+                            config.head_chunk, top_p_grid=config.top_p_grid)
     cases = [(p, s) for p in prompts for s in seeds]
     ckpt = Path(str(out) + ".ckpt.safetensors") if out is not None else None
     done = 0
