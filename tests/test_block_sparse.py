@@ -378,6 +378,38 @@ def test_reference_takes_what_the_kernel_refuses():
         block_sparse_attention_reference(q.int(), k.int(), v.int(), mask)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(("seq_len", "q_block", "k_block"), [(77, 16, 16), (200, 16, 32), (150, 64, 16)])
+def test_gathered_cpu_path_equals_the_reference(dtype, seq_len, q_block, k_block):
+    """`block_sparse_attention_gathered` (the CPU fallback of sparse masks: each query block over its blocks' keys)
+    against the reference: shared and per-batch masks, ragged blocks, padding, a block without keys, small chunks."""
+    from vidsparse.kernels.reference import block_sparse_attention_gathered
+
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, seq_len, 64, generator=gen).to(dtype) for _ in range(3))
+    padding = torch.zeros(2, seq_len, dtype=torch.bool)
+    padding[1, :k_block] = True  # the first key block of batch element 1
+    for batch in (None, 2):
+        blocks = SparseMask.random(0.3, 3, seq_len, q_block, k_block, batch=batch, text=(0, 9),
+                                   generator=gen).to_blocks()
+        blocks[..., 1, :] = False  # a query block without a key block
+        blocks[..., 2, :] = False
+        blocks[..., 2, 0] = True  # one that sees only the padded one
+        mask = SparseMask.from_block_mask(blocks, q_block, k_block, seq_len)
+        for key_padding in (None, padding):
+            for max_elements in (1 << 27, 3000):
+                out, lse = block_sparse_attention_gathered(q, k, v, mask, key_padding_mask=key_padding, return_lse=True,
+                                                           max_elements=max_elements)
+                expect, expect_lse = block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding,
+                                                                      return_lse=True)
+                assert out.dtype == dtype and lse.dtype == torch.float32
+                tol = dict(atol=1e-2, rtol=1e-2) if dtype == torch.bfloat16 else dict(atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(out, expect, **tol)
+                assert torch.equal(lse.isneginf(), expect_lse.isneginf()) and bool(lse.isneginf().any())
+                torch.testing.assert_close(lse.nan_to_num(neginf=0.0), expect_lse.nan_to_num(neginf=0.0), atol=1e-5,
+                                           rtol=1e-5)
+
+
 @pytest.mark.skipif(DEVICE == "cuda", reason="checks the message for CPU tensors without the interpreter")
 def test_cpu_without_interpreter_is_refused(monkeypatch):
     import triton

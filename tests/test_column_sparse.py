@@ -428,6 +428,45 @@ def test_topk_without_the_kernel_picks_the_same(monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize(("s", "q_block", "rows_per_block", "text"), [(217, 64, 16, (190, 217)), (77, 16, 8, None)])
+def test_attention_and_topk_columns_equals_full_attention_then_topk(dtype, s, q_block, rows_per_block, text):
+    """The CPU refresh path: full attention and topk_columns in one pass over the sampled rows (some of them repeated
+    in a ragged last block) gives the two calls' results; bf16 scores it in float32 where topk_columns multiplies in
+    bf16, so there its columns hold at least their exact mass (to rounding) instead of being equal."""
+    from vidsparse.kernels import attention_and_topk_columns
+
+    q, k, v = (t.cpu().to(dtype) for t in qkv(B, 3, s, 64, seed=19))
+    padding = torch.zeros(B, s, dtype=torch.bool)
+    padding[1, :5] = True
+    padding[0, -3:] = True
+    for key_padding in (None, padding):
+        kw = dict(q_block=q_block, fraction=0.2, rows_per_block=rows_per_block, text=text, key_padding_mask=key_padding)
+        out, lse, columns, counts = attention_and_topk_columns(q, k, v, **kw)
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        everything = torch.arange(s, dtype=torch.int32).expand(1, 3, 1, -1).contiguous()
+        expect, expect_lse = column_sparse_attention_reference(
+            q, k, v, everything, torch.full((1, 3, 1), s, dtype=torch.int32), q_block=((s + 15) // 16) * 16,
+            key_padding_mask=key_padding, return_lse=True, out_dtype=compute)
+        assert out.dtype == compute and lse.dtype == torch.float32
+        torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lse, expect_lse, atol=1e-5, rtol=1e-5)
+        expect_columns, expect_counts = topk_columns(q, k, expect_lse, **kw)
+        assert torch.equal(counts, expect_counts)
+        if dtype != torch.bfloat16:
+            assert torch.equal(columns, expect_columns)
+            continue
+        scores = q.double() @ k.double().transpose(-1, -2) / 8
+        if key_padding is not None:
+            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+        from vidsparse.kernels.column_sparse import _sample_rows
+
+        rows = _sample_rows(s, q_block, rows_per_block, 0, "cpu")
+        mass = scores.softmax(-1)[:, :, rows.view(-1)].view(B, 3, *rows.shape, s).sum(3)  # exact, sampled rows
+        held = lambda c: mass.gather(-1, c.long()).sum(-1)  # noqa: E731
+        assert (held(columns) >= held(expect_columns) * (1 - 1e-2)).all()
+
+
 def test_topk_columns_feed_the_kernel():
     # End to end on a head whose attention sits on 38 planted keys (text aside): the chosen columns
     # run through the kernel within budget and reproduce dense attention, where as many random

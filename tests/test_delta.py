@@ -162,9 +162,34 @@ def test_delta_at_full_columns_in_a_model_equals_stock():
     assert all(set(head) == {"refresh", "delta"} for layer in modes for head in layer)
 
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("auto", marks=pytest.mark.xfail(strict=True, reason=(
-    "the Triton kernels round the probabilities to bf16 before the PV product, and that rounding, different in the "
-    "full and the column kernel, is amplified by 1 / (1 - r) as well: still open (issue 23, defect 5)")))])
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_the_cpu_refresh_equals_the_reference_refresh(layout):
+    """The sdpa backend on the CPU refreshes in one pass (full attention and the columns from the same sampled rows,
+    `attention_and_topk_columns`): the output, the columns and the cached rest of the reference backend's two calls."""
+    gen = torch.Generator().manual_seed(4)
+    padding = None
+    if layout.text_position == "end":
+        padding = torch.zeros(2, layout.seq_len, dtype=torch.bool)
+        padding[1, -3:] = True
+    q, k, v = (torch.randn(2, 3, layout.seq_len, 64, generator=gen) for _ in range(3))
+    results = []
+    for backend in ("sdpa", "reference"):
+        runtime, planner = _setup(layout, top_keys=0.2, backend=backend)
+        state = LayerState()
+        mode, out = _step(runtime, planner, state, layout, 0, q, k, v, padding)
+        assert mode == "refresh"
+        results.append((out, state.delta))
+    (out, entry), (expect, expect_entry) = results
+    torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    assert torch.equal(entry.columns, expect_entry.columns) and torch.equal(entry.counts, expect_entry.counts)
+    torch.testing.assert_close(entry.o_rest, expect_entry.o_rest, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(entry.lse_rest, expect_entry.lse_rest, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", pytest.param("auto", marks=pytest.mark.xfail(
+    strict=True, reason=(
+        "the Triton kernels round the probabilities to bf16 before the PV product, and that rounding, different in "
+        "the full and the column kernel, is amplified by 1 / (1 - r) as well: still open (issue 23, defect 5)")))])
 def test_the_cached_rest_at_r_099_is_float32_accurate_in_the_merged_output(backend):
     """bf16 q, k, v whose columns hold 99% of each row's mass (issue 23, defect 5): the rest is `(o - r o_k) / (1 - r)`,
     which amplifies the rounding of o and o_k a hundredfold. Computed from float32 outputs, the cached rest's error

@@ -270,6 +270,39 @@ def test_cpu_without_interpreter_falls_back_to_reference_and_says_so(monkeypatch
     assert _rel(out, kernel_out) < 1e-5
 
 
+CPU_METHODS = {
+    "profile": dict(eps=10.0, fraction=0.3, rows_per_frame=4, **SMALL),
+    "delta": dict(top_keys=0.2, refresh_steps=[0], q_block=16, voxel=(1, 2, 4), rows_per_block=8),
+    "hybrid": dict(eps=0.5, every=1, top_keys=0.2, refresh_steps=[0], voxel=(1, 2, 4), rows_per_block=8, **SMALL),
+    "dynamic": dict(top_p=0.8, **SMALL),
+}
+
+
+@pytest.mark.parametrize("family", ["cogvideox-5b", "hunyuanvideo"])
+@pytest.mark.parametrize("method", sorted(CPU_METHODS))
+def test_the_cpu_path_of_each_method_equals_its_reference_backend(family, method, monkeypatch):
+    """What a CPU user runs (no Triton interpreter: SDPA by mask rows, the one-pass refresh, the column reference)
+    gives, step after step, what the plain reference backend gives (issue 23, defect 8)."""
+    import triton
+
+    model, inputs = _family(family)
+    config = SparseConfig.make(method, **CPU_METHODS[method])
+    outs, reports = [], []
+    with monkeypatch.context() as mp:
+        mp.delenv("TRITON_INTERPRET", raising=False)
+        if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
+            mp.setattr(triton.knobs.runtime, "interpret", False)
+        for backend in ("auto", "reference"):
+            with vidsparse.apply(model, config.replace(backend=backend)) as handle:
+                outs.append([_run(model, inputs) for _ in range(3)])  # a refresh or a choice, then the steps after
+                reports.append(handle.report())
+    assert reports[0]["sparse_calls"] == reports[0]["calls"] > 0 and reports[0]["density"] < 1.0
+    assert any("no Triton kernel on cpu" in reason for reason in reports[0]["fallbacks"])  # the CPU paths ran
+    assert reports[0]["heads"]["choices"] == reports[1]["heads"]["choices"]
+    for got, expect in zip(*outs):
+        assert _rel(got, expect) < 1e-5
+
+
 def test_unsupported_transformer_is_a_clear_error():
     # the list grows with every family (tests/test_families_*.py check theirs): the first ones, in order
     with pytest.raises(ValueError, match=r"vidsparse has no adapter for Linear; supported transformers: "

@@ -347,37 +347,42 @@ def test_profile_at_budget_zero_runs_every_head_dense():
     torch.testing.assert_close(out.double(), dense, atol=2e-5, rtol=1e-4)
 
 
-def test_sdpa_backend_keeps_one_token_mask_per_distinct_row_and_drops_the_least_recently_used():
-    """The CPU fallback's token masks are cached per distinct mask row by use within a byte budget (not 8 masks
-    cleared all at once), so that every layer of a per-layer pattern keeps its mask between steps; heads, layers and
-    new mask objects with the same row share one, and a row that visits every block needs none."""
-    from vidsparse.runtime.backends import TokenMasks
+def test_sdpa_backend_keeps_mask_rows_of_many_masks_and_drops_the_least_recently_used():
+    """The CPU fallback's view of a mask is cached per mask object by use within a byte budget (not 8 masks cleared
+    all at once), so that every layer of a per-layer pattern keeps it between steps. Heads whose rows visit every
+    block are named (they run without a mask); the others run by mask rows, or gathered below a density."""
+    from vidsparse.runtime.backends import _GATHER_BELOW, MaskRowsCache
 
     layout = TokenLayout(3, 5, 7, text_len=10)
     s, gen = layout.seq_len, torch.Generator().manual_seed(0)
-    masks = [SparseMask.random(0.5, 1, s, 16, 16, generator=gen).expand_heads(2) for _ in range(12)]
-    cache = TokenMasks(budget=10 * 4 * s * s)  # float32 token masks: room for 10 of the 12
-    first = [cache.runs(m, torch.float32) for m in masks[:10]]
-    assert all(len(r) == 1 and r[0].heads == slice(0, 2) for r in first)  # two heads, one row: one SDPA call
-    assert all(cache.runs(m, torch.float32)[0].bias is r[0].bias for m, r in zip(masks[:10], first))  # hits
-    cache.runs(masks[0], torch.float32)  # masks[0]'s row is now the most recent
-    cache.runs(masks[10], torch.float32)  # evicts masks[1]'s, the least recently used
-    assert cache.runs(masks[0], torch.float32)[0].bias is first[0][0].bias
-    assert len(cache.entries) == 10 and cache.runs(masks[1], torch.float32)[0].bias is not first[1][0].bias
-    same = SparseMask(masks[4].kv_num_blocks.clone(), masks[4].kv_indices.clone(), 16, 16, s)  # another object
-    assert cache.runs(same, torch.float32)[0].bias is first[4][0].bias
-    row = masks[5].select_heads(0, 1)
-    runs = cache.runs(SparseMask.stack_heads([SparseMask.full(1, s, 16, 16), row, row]), torch.float32)
-    assert [(r.heads, r.bias is None) for r in runs] == [(slice(0, 1), True), (slice(1, 3), False)]
-    assert runs[1].bias is first[5][0].bias
+    masks = [SparseMask.random(0.8, 2, s, 16, 16, generator=gen) for _ in range(12)]
+    n_q = masks[0].num_q_blocks
+    cache = MaskRowsCache(budget=10 * 4 * 2 * n_q * s)  # float32 rows: room for 10 of the 12
+    rows = [cache.get(m, torch.float32) for m in masks[:10]]
+    assert rows[0].bias.shape == (1, 2, n_q, s) and rows[0].full == () and rows[0].density > _GATHER_BELOW
+    assert all(cache.get(m, torch.float32) is r for m, r in zip(masks[:10], rows))  # hits, no rebuild
+    cache.get(masks[0], torch.float32)  # masks[0] is now the most recent
+    cache.get(masks[10], torch.float32)  # evicts masks[1], the least recently used
+    assert cache.get(masks[0], torch.float32) is rows[0] and len(cache.entries) == 10
+    assert (id(masks[1]), torch.float32) not in cache.entries
+    blocks = masks[11].to_blocks()[0]
+    visited = blocks[0].repeat_interleave(16, 0).repeat_interleave(16, 1)[:s, :s]  # head 0's token mask
+    got = cache.get(SparseMask.stack_heads([masks[11].select_heads(0, 1), SparseMask.full(1, s, 16, 16)]),
+                    torch.float32)
+    assert got.full == (1,) and got.part.num_heads == 1
+    token = got.bias[0, 0].repeat_interleave(16, 0)[:s]  # [S, S]: each query row has its block's row
+    assert torch.equal(token == 0, visited) and torch.isinf(token[~visited]).all()
+    sparse = cache.get(SparseMask.random(0.2, 2, s, 16, 16, generator=gen), torch.float32)
+    assert sparse.bias is None and sparse.density < _GATHER_BELOW and sparse.nbytes == 0  # gathered on the CPU
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_sdpa_backend_with_lse_equals_the_reference(dtype):
-    """On the CPU the sdpa backend also returns the log-sum-exp (a cached-delta refresh's full attention): the
-    reference's, with -inf for rows that visit no block and for rows whose visited keys are all padded."""
+    """On the CPU the sdpa backend also returns the log-sum-exp, gathered (sparse heads), by mask rows (denser ones)
+    and without a mask (full heads): the reference's, with -inf for rows that visit no block and for rows whose
+    visited keys are all padded."""
     from vidsparse.kernels import block_sparse_attention_reference
-    from vidsparse.runtime.backends import BACKENDS, TokenMasks
+    from vidsparse.runtime.backends import BACKENDS, MaskRowsCache
 
     gen = torch.Generator().manual_seed(3)
     s = 77
@@ -389,9 +394,14 @@ def test_sdpa_backend_with_lse_equals_the_reference(dtype):
     padding = torch.zeros(2, s, dtype=torch.bool)
     padding[1, :16] = True
     empty = []
-    for mask in (SparseMask.from_block_mask(blocks, 16, 16, s), SparseMask.full(1, s, 16, 16).expand_heads(3)):
+    mixed = SparseMask.stack_heads([SparseMask.full(1, s, 16, 16), SparseMask.from_block_mask(blocks[1:2], 16, 16, s),
+                                    SparseMask.full(1, s, 16, 16)])  # full heads around one with its rows
+    dense = blocks | SparseMask.random(0.8, 3, s, 16, 16, generator=gen).to_blocks()[0]
+    dense[0, 3], dense[1, 2] = False, blocks[1, 2]  # the same two blocks, run by mask rows rather than gathered
+    for mask in (SparseMask.from_block_mask(blocks, 16, 16, s), SparseMask.full(1, s, 16, 16).expand_heads(3), mixed,
+                 SparseMask.from_block_mask(dense, 16, 16, s)):
         for key_padding in (None, padding):
-            out, lse = BACKENDS["sdpa"].run(q, k, v, mask, key_padding, True, TokenMasks(), out_dtype=torch.float32)
+            out, lse = BACKENDS["sdpa"].run(q, k, v, mask, key_padding, True, MaskRowsCache(), out_dtype=torch.float32)
             expect, expect_lse = block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding,
                                                                   return_lse=True, out_dtype=torch.float32)
             assert out.dtype == torch.float32 and lse.dtype == torch.float32
@@ -400,4 +410,5 @@ def test_sdpa_backend_with_lse_equals_the_reference(dtype):
             torch.testing.assert_close(lse.nan_to_num(neginf=0.0), expect_lse.nan_to_num(neginf=0.0), atol=2e-5,
                                        rtol=1e-5)
             empty.append(int(torch.isneginf(lse).sum()))
-    assert empty == [2 * 16, 2 * 16 + 16, 0, 0]  # the empty block in both batch elements; the padded one in one
+    # the empty block in both batch elements, the padded one in one; the mixed mask's head 1 is the padded one
+    assert empty == [2 * 16, 2 * 16 + 16, 0, 0, 0, 16, 2 * 16, 2 * 16 + 16]

@@ -2,19 +2,23 @@
 
 from .block_scores import block_scores, estimate_block_mass, pool_blocks
 from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attention
-from .column_sparse import ColumnKernelConfig, column_sparse_attention, topk_columns
+from .column_sparse import ColumnKernelConfig, attention_and_topk_columns, column_sparse_attention, topk_columns
 from .merge import merge_attention, subtract_attention
 from .permute import permute_tokens, permute_tokens_reference
-from .reference import block_sparse_attention_reference, column_sparse_attention_reference
+from .reference import (
+    block_sparse_attention_gathered, block_sparse_attention_reference, column_sparse_attention_reference,
+)
 
 __all__ = [
     "SUPPORTED_HEAD_DIMS",
+    "attention_and_topk_columns",
     "block_scores",
     "estimate_block_mass",
     "pool_blocks",
     "ColumnKernelConfig",
     "KernelConfig",
     "block_sparse_attention",
+    "block_sparse_attention_gathered",
     "block_sparse_attention_reference",
     "column_sparse_attention",
     "column_sparse_attention_reference",

@@ -32,7 +32,7 @@ import torch
 
 from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
 
-__all__ = ["ColumnKernelConfig", "column_sparse_attention", "topk_columns"]
+__all__ = ["ColumnKernelConfig", "attention_and_topk_columns", "column_sparse_attention", "topk_columns"]
 
 _INDEX_DTYPE = torch.int32
 
@@ -301,47 +301,17 @@ def topk_columns(
         `(columns, counts)`: int32 `[B, H, nQ, K]` ascending, and int32 `[B, H, nQ]`. Counts are K
         except where padding leaves fewer than K keys to choose; entries past a count are 0.
     """
-    for name, t in (("q", q), ("k", k)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
-    if q.shape != k.shape or q.dtype != k.dtype or q.device != k.device:
-        raise ValueError(
-            f"q and k must share shape, dtype and device; got q {tuple(q.shape)} {q.dtype} {q.device}, "
-            f"k {tuple(k.shape)} {k.dtype} {k.device}"
-        )
-    if not q.is_floating_point():
-        raise ValueError(f"q and k must be floating point; got {q.dtype}")
-    _check_q_block(q_block)
+    count, text, scale = _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, scale)
     b, h, s, d = q.shape
     if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (b, h, s) or not lse.is_floating_point():
         shape = (lse.dtype, tuple(lse.shape)) if isinstance(lse, torch.Tensor) else type(lse).__name__
         raise ValueError(f"lse must be a float tensor [B, H, S] = [{b}, {h}, {s}]; got {shape}")
     if lse.device != q.device:
         raise ValueError(f"lse is on {lse.device}, q on {q.device}")
-    validate_key_padding(key_padding_mask, q)
-    text = _check_text(text, s)
-    if not isinstance(rows_per_block, int) or rows_per_block < 1:
-        raise ValueError(f"rows_per_block must be a positive int; got {rows_per_block!r}")
-    video_keys = s - (0 if text is None else text[1] - text[0])
-    if (fraction is None) == (count is None):
-        raise ValueError("give exactly one of fraction and count")
-    if count is None:
-        if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
-        count = max(1, round(fraction * video_keys))
-    if not isinstance(count, int) or not 1 <= count <= video_keys:
-        raise ValueError(f"count must be an int in [1, {video_keys}] (the video keys); got {count!r}")
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
 
     n_q = triton_cdiv(s, q_block)
     rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R]
-    # Keys never chosen get mass -1, below any real mass (>= 0).
-    banned = torch.zeros(b, s, dtype=torch.bool, device=q.device)
-    if key_padding_mask is not None:
-        banned |= key_padding_mask
-    if text is not None:
-        banned[:, text[0] : text[1]] = True
+    banned = _banned_keys(b, s, text, key_padding_mask, q.device)
     # Rows with lse = -inf (no live key) contribute exp(score - inf) = 0.
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
@@ -357,19 +327,148 @@ def topk_columns(
             q1 = min(n_q, q0 + blocks_per_chunk)
             mass_of = _block_mass if use_kernel else _block_mass_reference
             mass = mass_of(q[:, h0:h1], k[:, h0:h1], lse_safe[:, h0:h1], rows, q0, q1, scale)  # [B, hc, n, S]
-            mass.masked_fill_(banned[:, None, None, :], -1.0)
-            top, idx = torch.topk(mass, count, dim=-1, sorted=False)
+            columns[:, h0:h1, q0:q1], counts[:, h0:h1, q0:q1] = _top_columns(mass, banned, count)
             del mass
-            live = top >= 0
-            # Ascending, with the unchosen slots (index S) sorted to the end, then zeroed.
-            idx = torch.sort(torch.where(live, idx, s), dim=-1).values
-            columns[:, h0:h1, q0:q1] = torch.where(idx == s, 0, idx).to(_INDEX_DTYPE)
-            counts[:, h0:h1, q0:q1] = live.sum(-1, dtype=_INDEX_DTYPE)
     return columns, counts
+
+
+def _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, scale):
+    """The checks `topk_columns` and `attention_and_topk_columns` share; returns (K, text, scale)."""
+    for name, t in (("q", q), ("k", k)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [B, H, S, D]; got {shape}")
+    if q.shape != k.shape or q.dtype != k.dtype or q.device != k.device:
+        raise ValueError(
+            f"q and k must share shape, dtype and device; got q {tuple(q.shape)} {q.dtype} {q.device}, "
+            f"k {tuple(k.shape)} {k.dtype} {k.device}"
+        )
+    if not q.is_floating_point():
+        raise ValueError(f"q and k must be floating point; got {q.dtype}")
+    _check_q_block(q_block)
+    s, d = q.shape[2], q.shape[3]
+    validate_key_padding(key_padding_mask, q)
+    text = _check_text(text, s)
+    if not isinstance(rows_per_block, int) or rows_per_block < 1:
+        raise ValueError(f"rows_per_block must be a positive int; got {rows_per_block!r}")
+    video_keys = s - (0 if text is None else text[1] - text[0])
+    if (fraction is None) == (count is None):
+        raise ValueError("give exactly one of fraction and count")
+    if count is None:
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
+        count = max(1, round(fraction * video_keys))
+    if not isinstance(count, int) or not 1 <= count <= video_keys:
+        raise ValueError(f"count must be an int in [1, {video_keys}] (the video keys); got {count!r}")
+    return count, text, 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+
+def _banned_keys(b: int, s: int, text, key_padding_mask, device) -> torch.Tensor:
+    """bool `[B, S]`: the keys never chosen (text and padding)."""
+    banned = torch.zeros(b, s, dtype=torch.bool, device=device)
+    if key_padding_mask is not None:
+        banned |= key_padding_mask
+    if text is not None:
+        banned[:, text[0] : text[1]] = True
+    return banned
+
+
+def _top_columns(mass: torch.Tensor, banned: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(columns, counts)` of masses `[B, H, n, S]` (overwritten): the `count` largest, ascending, no banned key."""
+    s = mass.shape[-1]
+    mass.masked_fill_(banned[:, None, None, :], -1.0)  # below any real mass (>= 0)
+    top, idx = torch.topk(mass, count, dim=-1, sorted=False)
+    live = top >= 0
+    # Ascending, with the unchosen slots (index S) sorted to the end, then zeroed.
+    idx = torch.sort(torch.where(live, idx, s), dim=-1).values
+    return torch.where(idx == s, 0, idx).to(_INDEX_DTYPE), live.sum(-1, dtype=_INDEX_DTYPE)
+
+
+def attention_and_topk_columns(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    q_block: int,
+    fraction: float | None = None,
+    count: int | None = None,
+    rows_per_block: int = 16,
+    text: tuple[int, int] | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Full attention and its `topk_columns` at once, on the CPU: `(out, lse, columns, counts)`.
+
+    What a cached-delta refresh needs: `block_sparse_attention(q, k, v, full mask, return_lse=True)` and then
+    `topk_columns(q, k, lse, ...)`, which scores the sampled rows against every key a second time. Here the sampled
+    rows' scores are computed once, in float32, and give those rows' output and log-sum-exp as well as the columns'
+    mass; torch's CPU flash attention computes the other rows. Equal to the two calls to rounding.
+
+    Arguments are `topk_columns`' (with the default scale). `out` is float32 (float64 for float64 inputs), `lse`
+    float32; a row whose keys are all padded gets zeros and -inf.
+    """
+    count, text, scale = _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, None)
+    validate_qkv(q, k, v)
+    if q.device.type != "cpu":
+        raise ValueError(f"attention_and_topk_columns runs on the CPU; got {q.device} (use topk_columns)")
+    b, h, s, d = q.shape
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q, k, v = (t.to(compute) for t in (q, k, v))
+    n_q = triton_cdiv(s, q_block)
+    rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R], a ragged last block repeats rows
+    r = rows.shape[1]
+    sampled = torch.zeros(s, dtype=torch.bool)
+    sampled[rows.view(-1)] = True
+    others = (~sampled).nonzero().view(-1)
+    pad = None
+    if key_padding_mask is not None:  # [B, 1, 1, S]: -inf on padded keys
+        pad = torch.zeros(b, 1, 1, s, dtype=compute).masked_fill_(key_padding_mask.view(b, 1, 1, s), float("-inf"))
+
+    out = torch.empty(b, h, s, d, dtype=compute)
+    lse = torch.empty(b, h, s, dtype=torch.float32)
+    if len(others):
+        o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q.index_select(2, others), k, v, 0.0, False,
+                                                                          attn_mask=pad)
+        if key_padding_mask is not None:  # a row whose keys are all padded: flash attention says lse 0
+            l = l.masked_fill(key_padding_mask.all(-1).view(b, 1, 1), float("-inf"))
+        out[:, :, others], lse[:, :, others] = o, l.float()
+
+    # The sampled rows, every (batch, head) at once, a few query blocks a piece so that their scores stay in cache.
+    bh, at = b * h, rows.view(-1)
+    q_rows = q.index_select(2, at).view(bh, n_q * r, d)
+    keys, values = k.reshape(bh, s, d).transpose(1, 2), v.reshape(bh, s, d)
+    pad = None if pad is None else pad.expand(b, h, 1, s).reshape(bh, 1, s)
+    o_rows = torch.empty(bh, n_q * r, d, dtype=compute)
+    lse_rows = torch.empty(bh, n_q * r, 1, dtype=compute)
+    mass = torch.empty(bh, n_q, 1, s, dtype=compute)
+    per = max(1, _ROWS_PIECE // (bh * r * s))  # query blocks a piece
+    buffer = torch.empty(bh, min(per, n_q) * r, s, dtype=compute)  # one allocation: fresh pages cost a fault each
+    for n0 in range(0, n_q, per):
+        n1 = min(n_q, n0 + per)
+        piece = slice(n0 * r, n1 * r)
+        scores = torch.bmm(q_rows[:, piece], keys, out=buffer[:, : (n1 - n0) * r]).mul_(scale)  # [BH, n R, S]
+        if pad is not None:
+            scores.add_(pad)
+        peak = scores.amax(-1, keepdim=True)
+        if pad is not None:
+            peak.nan_to_num_(neginf=0.0)  # 0 for a row whose keys are all padded: its total is 0
+        scores.sub_(peak).exp_()
+        total = scores.sum(-1, keepdim=True)
+        lse_rows[:, piece] = total.log().add_(peak)
+        inverse = total.reciprocal_().nan_to_num_(posinf=0.0)  # 0 for such a row: output 0, lse -inf, no mass
+        o_rows[:, piece] = torch.bmm(scores, values).mul_(inverse)
+        # each block's mass: its R rows' probabilities summed, sum_r e_r / total_r, as one product
+        mass[:, n0:n1] = torch.matmul(inverse.view(bh, n1 - n0, 1, r), scores.view(bh, n1 - n0, r, s))
+    out[:, :, at] = o_rows.view(b, h, n_q * r, d)  # a repeated row gets its one value twice
+    lse[:, :, at] = lse_rows.view(b, h, n_q * r).float()
+    mass = mass.view(b, h, n_q, s).float()
+    columns, counts = _top_columns(mass, _banned_keys(b, s, text, key_padding_mask, q.device), count)
+    return out, lse, columns, counts
 
 
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
 _MASS_PIECE = 1 << 19  # float32 scores the PyTorch mass path holds at a time (2 MB)
+_ROWS_PIECE = 1 << 21  # scores of every head that attention_and_topk_columns holds at a time (8 MB in float32)
 _MASS_BLOCK_N = 64
 
 

@@ -3,7 +3,9 @@ against, and the fallbacks where the Triton kernels cannot run.
 
 Each computes exactly what its kernel computes, in float32 (float64 for float64 inputs), chunked
 over query rows so that it never holds more than about `max_elements` scores: both run at 119k
-tokens without building the S x S matrix.
+tokens without building the S x S matrix. `block_sparse_attention_gathered` computes what
+`block_sparse_attention_reference` does over each query block's own keys only, gathered like the
+column reference's, at a cost that follows the mask's density: the CPU fallback of sparse masks.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch
 
 from ..core.mask import SparseMask
 
-__all__ = ["block_sparse_attention_reference", "column_sparse_attention_reference"]
+__all__ = ["block_sparse_attention_gathered", "block_sparse_attention_reference", "column_sparse_attention_reference"]
 
 _PIECE = 1 << 20  # elements the column reference works on at a time (4 MB in float32: in the CPU's cache)
 
@@ -112,27 +114,112 @@ def column_sparse_attention_reference(
     width = index.shape[-1]
     blocks = b * h * n_q
     keys = (index + torch.arange(0, b * h * s, s, device=q.device).view(b, h, 1, 1)).reshape(blocks, width)
-    bias = torch.zeros(blocks, 1, width, dtype=compute, device=q.device).masked_fill_(~ok.reshape(blocks, 1, width),
-                                                                                     float("-inf"))
-
-    # Query blocks per chunk: the gathered keys and values and the scores of a block take K' x (2 D + q_block),
-    # kept to about `_PIECE` elements so that they stay in the CPU's cache.
-    chunk = max(1, min(_PIECE, max_elements) // (width * (2 * d + q_block)))
-    pad = n_q * q_block - s
-    qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, pad)).view(blocks, q_block, d)
-    kc, vc = (t.to(compute).reshape(b * h * s, d) for t in (k, v))
+    ok = ok.reshape(blocks, width)
+    qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, n_q * q_block - s)).view(blocks, q_block, d)
+    attend = _Gathered(k, v, compute, q_block, min(_PIECE, max_elements), width)
     out = torch.empty(blocks, q_block, d, dtype=compute, device=q.device)
     lse = torch.empty(blocks, q_block, dtype=torch.float32, device=q.device)
+    chunk = attend.blocks_per_chunk(width)
     for i0 in range(0, blocks, chunk):
         i1 = min(blocks, i0 + chunk)
-        at = keys[i0:i1].reshape(-1)
-        k_cols, v_cols = (t.index_select(0, at).view(i1 - i0, width, d) for t in (kc, vc))
-        scores = torch.baddbmm(bias[i0:i1], qc[i0:i1], k_cols.transpose(1, 2), alpha=scale)  # [n, q_block, K']
-        peak = scores.amax(-1, keepdim=True).nan_to_num(neginf=0.0)  # 0 for rows that see no live key
-        scores.sub_(peak).exp_()
-        total = scores.sum(-1, keepdim=True)
-        out[i0:i1] = torch.bmm(scores, v_cols) / total.clamp_min(torch.finfo(compute).tiny)  # 0 for those rows
-        lse[i0:i1] = (total.log() + peak).squeeze(-1).float()  # and -inf
+        lse[i0:i1] = attend(qc[i0:i1], keys[i0:i1], ok[i0:i1], scale, out[i0:i1])
     out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(out_dtype or q.dtype).contiguous()
     lse = lse.view(b, h, n_q * q_block)[:, :, :s].contiguous()
     return (out, lse) if return_lse else out
+
+
+def block_sparse_attention_gathered(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: SparseMask,
+    *,
+    key_padding_mask: torch.Tensor | None = None,
+    return_lse: bool = False,
+    max_elements: int = 1 << 27,
+    out_dtype: torch.dtype | None = None,
+):
+    """`block_sparse_attention_reference`, computed per query block over the keys of its blocks only, gathered.
+
+    Its cost follows the mask's density (the reference's and SDPA's follow S x S): the CPU fallback of sparse masks.
+    Query blocks are taken in the order of their block counts, a few at a time, so that each chunk's keys are padded
+    to about its own count. Reads the counts on the host.
+    """
+    from .block_sparse import validate_inputs
+
+    validate_inputs(q, k, v, mask, key_padding_mask, need_kernel=False)
+    b, h, s, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    q_block, k_block, n_q = mask.q_block, mask.k_block, mask.num_q_blocks
+    blocks = b * h * n_q  # query blocks, (batch, head, block) flattened
+    counts = mask.kv_num_blocks.expand(b, h, n_q).reshape(blocks).long()
+    indices = mask.kv_indices.expand(b, h, n_q, mask.kv_indices.shape[-1]).reshape(blocks, -1).long()
+    order = counts.argsort(stable=True)
+    sorted_counts = counts[order].tolist()
+    qc = torch.nn.functional.pad(q.to(compute), (0, 0, 0, n_q * q_block - s)).view(blocks, q_block, d)
+    base = torch.arange(blocks, device=q.device) // n_q * s  # each block's (batch, head) rows in k viewed [B H S, D]
+    key_ok = None if key_padding_mask is None else (~key_padding_mask).reshape(-1)  # [B S]
+    batch_base = torch.arange(blocks, device=q.device) // (h * n_q) * s  # its batch element's keys in key_ok
+    attend = _Gathered(k, v, compute, q_block, min(_PIECE, max_elements), sorted_counts[-1] * k_block)
+    out = torch.empty(blocks, q_block, d, dtype=compute, device=q.device)
+    lse = torch.empty(blocks, q_block, dtype=torch.float32, device=q.device)
+    slot = torch.arange(k_block, device=q.device)
+    i0 = 0
+    while i0 < blocks:
+        chunk = attend.blocks_per_chunk(max(1, sorted_counts[i0]) * k_block)
+        while chunk > 1 and chunk * sorted_counts[min(blocks, i0 + chunk) - 1] * k_block > attend.capacity:
+            chunk //= 2  # the widest row of the chunk sets its width
+        i1 = min(blocks, i0 + chunk)
+        rows, width = order[i0:i1], sorted_counts[i1 - 1]
+        if width == 0:  # query blocks without a key block: zeros and -inf
+            out[rows], lse[rows] = 0.0, float("-inf")
+            i0 = i1
+            continue
+        tokens = (indices[rows, :width, None] * k_block + slot).view(len(rows), width * k_block)
+        ok = (torch.arange(width, device=q.device) < counts[rows, None]).repeat_interleave(k_block, 1) & (tokens < s)
+        tokens = tokens.clamp_(max=s - 1)
+        if key_ok is not None:
+            ok &= key_ok[batch_base[rows, None] + tokens]
+        o = torch.empty(len(rows), q_block, d, dtype=compute, device=q.device)
+        lse[rows] = attend(qc[rows], tokens + base[rows, None], ok, scale, o).float()
+        out[rows] = o
+        i0 = i1
+    out = out.view(b, h, n_q * q_block, d)[:, :, :s].to(out_dtype or q.dtype).contiguous()
+    lse = lse.view(b, h, n_q * q_block)[:, :, :s].contiguous()
+    return (out, lse) if return_lse else out
+
+
+class _Gathered:
+    """Attention of query blocks over their own gathered keys: `(q_blocks [n, q_block, D], keys [n, W], ok [n, W],
+    scale, out [n, q_block, D]) -> lse [n, q_block]`, keys indexing k and v viewed `[B H S, D]` (ok False: not a key).
+
+    A chunk's gathered keys and values and its scores take `n W (2 D + q_block)` elements, kept to about `elements`
+    so that they stay in the CPU's cache, in buffers allocated once: a fresh allocation of several MB costs a page
+    fault per page there."""
+
+    def __init__(self, k, v, compute, q_block: int, elements: int, widest: int):
+        d = k.shape[-1]
+        self.kc, self.vc = (t.to(compute).reshape(-1, d) for t in (k, v))
+        self.q_block, self.d = q_block, d
+        self.capacity = max(widest, elements // (2 * d + q_block))  # gathered keys a chunk
+        self.k_buf, self.v_buf = (torch.empty(self.capacity, d, dtype=compute, device=k.device) for _ in range(2))
+        self.s_buf = torch.empty(self.capacity * q_block, dtype=compute, device=k.device)
+
+    def blocks_per_chunk(self, width: int) -> int:
+        return max(1, self.capacity // max(1, width))
+
+    def __call__(self, q_blocks, keys, ok, scale: float, out) -> torch.Tensor:
+        n, width = keys.shape
+        at = keys.reshape(-1)
+        k_cols, v_cols = (torch.index_select(t, 0, at, out=buf[: n * width]).view(n, width, self.d)
+                          for t, buf in ((self.kc, self.k_buf), (self.vc, self.v_buf)))
+        bias = torch.zeros(n, 1, width, dtype=k_cols.dtype, device=k_cols.device).masked_fill_(~ok.view(n, 1, width),
+                                                                                             float("-inf"))
+        scores = self.s_buf[: n * self.q_block * width].view(n, self.q_block, width)
+        torch.baddbmm(bias, q_blocks, k_cols.transpose(1, 2), alpha=scale, out=scores)
+        peak = scores.amax(-1, keepdim=True).nan_to_num_(neginf=0.0)  # 0 for rows that see no live key
+        scores.sub_(peak).exp_()
+        total = scores.sum(-1, keepdim=True)
+        torch.bmm(scores, v_cols, out=out).div_(total.clamp_min(torch.finfo(scores.dtype).tiny))  # 0 for those
+        return total.log_().add_(peak).squeeze(-1)  # and -inf

@@ -3,7 +3,7 @@
 | name | runs | where |
 |---|---|---|
 | `triton` | `block_sparse_attention`, the Triton kernel | CUDA, or the CPU under `TRITON_INTERPRET=1`; head dims 64 and 128 |
-| `sdpa` | torch SDPA, an additive token mask per distinct mask row (cached) | small sequences anywhere |
+| `sdpa` | torch SDPA by query blocks, or on the CPU their gathered keys (see below) | small sequences anywhere |
 | `reference` | `block_sparse_attention_reference`, chunked over query rows | anywhere, any size (slow) |
 
 `SparseConfig(backend="auto")` takes the first that can run, in that order, and the runtime reports every reason a
@@ -27,13 +27,15 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import SUPPORTED_HEAD_DIMS, block_sparse_attention, block_sparse_attention_reference
+from ..kernels.reference import block_sparse_attention_gathered
 from ..kernels.block_sparse import _interpreting
 from ..core.mask import SparseMask
 
-__all__ = ["Backend", "BACKENDS", "column_attention", "register_backend", "pick_backend"]
+__all__ = ["Backend", "BACKENDS", "column_attention", "fuses_refresh", "pick_backend", "register_backend",
+           "sdpa_returns_lse"]
 
-_TOKEN_MASK_ELEMENTS = 1 << 24  # elements of one [S, S] token mask of the sdpa backend (64 MB in float32)
-_TOKEN_MASK_CACHE_BYTES = 1 << 29  # all cached token masks together (512 MB), least recently used dropped first
+_MASK_ROW_ELEMENTS = 1 << 26  # elements of the sdpa backend's mask rows, B x H x nQ x S (256 MB in float32)
+_MASK_ROW_CACHE_BYTES = 1 << 28  # all cached mask rows together (256 MB), least recently used dropped first
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,8 @@ class Backend:
 
     Attributes:
         name: the registry key (`SparseConfig.backend`).
-        run: `(q, k, v, mask, key_padding_mask, return_lse, token_masks, out_dtype=None) -> o or (o, lse)` over
-            `[B, H, S, D]`; `token_masks` is the calling runtime's `TokenMasks` cache (reset between generations);
+        run: `(q, k, v, mask, key_padding_mask, return_lse, cache, out_dtype=None) -> o or (o, lse)` over
+            `[B, H, S, D]`; `cache` is the calling runtime's `MaskRowsCache` (reset between generations);
             `out_dtype` (None: q's) torch.float32 asks for the unrounded output.
         unavailable: `(q, mask) -> None` where it can run, else the reason (one line, for the report).
     """
@@ -94,108 +96,99 @@ def _triton_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
     return None
 
 
-def _triton(q, k, v, mask, key_padding_mask, return_lse, token_masks=None, out_dtype=None):
+def _triton(q, k, v, mask, key_padding_mask, return_lse, cache=None, out_dtype=None):
     return block_sparse_attention(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse,
                                   out_dtype=out_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- sdpa
+# Torch SDPA takes an additive mask, but a block mask expanded to tokens is S x S per head: building it costs more
+# than half an attention call, and reading it a tenth more. The sdpa backend runs a mask's heads one of three ways:
+# - heads whose rows visit every block: SDPA without a mask;
+# - on the CPU, at a density under `_GATHER_BELOW`: each query block over the keys of its blocks only, gathered
+#   (`block_sparse_attention_gathered`), whose cost follows the density;
+# - otherwise each query block as its own SDPA "head" (q viewed as [B H, nQ, q_block, D]; k and v as [B H, 1, S, D]
+#   broadcast over the query blocks, no copy) with the block's row of the mask over the keys, [B H, nQ, 1, S],
+#   broadcast over its rows: the mask costs nQ x S a head, and the call about what a call with a token mask costs.
+# At the yardstick's shape on the CPU (S = 2,336, blocks of 32) the gathered path takes about 0.15 + 1.7 x density
+# of a dense SDPA call and the mask rows about 1.2 (`python pipelines/cpu_fallback_speed.py` measures the steps).
+_GATHER_BELOW = 0.5
+
+
 @dataclass(frozen=True)
-class MaskRun:
-    """Heads of one mask batch row that share a token mask: one SDPA call.
+class MaskRows:
+    """A `SparseMask` as the sdpa backend runs it.
 
-    `batch` and `heads` slice `[B', H]` (a shared mask's batch slice covers every batch element); `bias` is the
-    additive token mask `[S, S]` (0 = attend, -inf = skip) in the compute dtype, None where every key is visited;
-    `empty` is bool `[S]`, the query rows that visit no block (None: none), whose log-sum-exp is -inf."""
+    `full`: the heads whose rows visit every block in every batch row; `part`: the mask of the other heads (None
+    without any) and `density`, the share of blocks it visits; `bias`: float `[B', len(part heads), nQ, S]`, each
+    query block's additive row over the keys (0 = visit, -inf = skip) in the compute dtype, or None where the other
+    heads run gathered."""
 
-    batch: slice
-    heads: slice
+    full: tuple[int, ...]
+    part: SparseMask | None
+    density: float
     bias: torch.Tensor | None
-    empty: torch.Tensor | None
-
-
-class TokenMasks:
-    """The sdpa backend's token masks, one per distinct mask row, least recently used dropped first within a byte
-    budget.
-
-    A `SparseMask`'s rows are read on the host once per mask object (planners hand out the same object while a
-    pattern holds) and keyed by their content, so heads and layers that share a pattern share one `[S, S]` token
-    mask, and a row that visits every block runs SDPA without a mask."""
-
-    def __init__(self, budget: int = _TOKEN_MASK_CACHE_BYTES, max_masks: int = 256):
-        self.budget = budget
-        self.max_masks = max_masks
-        self.entries: OrderedDict[tuple, tuple[torch.Tensor | None, torch.Tensor | None]] = OrderedDict()
-        self.masks: OrderedDict[int, tuple[SparseMask, list[tuple[int, int, int, tuple]]]] = OrderedDict()
-
-    def runs(self, mask: SparseMask, dtype: torch.dtype) -> list[MaskRun]:
-        """The mask as runs of neighbouring heads that share a row, with their token masks in `dtype`."""
-        found = self.masks.get(id(mask))
-        if found is None or found[0] is not mask:
-            found = (mask, _row_runs(mask))
-            self.masks[id(mask)] = found
-            while len(self.masks) > self.max_masks:
-                self.masks.popitem(last=False)
-        self.masks.move_to_end(id(mask))
-        shared = mask.batch == 1
-        return [MaskRun(slice(None) if shared else slice(b, b + 1), slice(h0, h1), *self.row(key, dtype))
-                for b, h0, h1, key in found[1]]
-
-    def row(self, key: tuple, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """`(bias, empty)` of one row key (see `_row_runs`), built on first use."""
-        entry = self.entries.get((key, dtype))
-        if entry is not None:
-            self.entries.move_to_end((key, dtype))
-            return entry
-        entry = _token_bias(key, dtype)
-        self.entries[(key, dtype)] = entry
-        while self.nbytes > self.budget and len(self.entries) > 1:
-            self.entries.popitem(last=False)
-        return entry
 
     @property
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b, _ in self.entries.values() if b is not None)
+        return 0 if self.bias is None else self.bias.numel() * self.bias.element_size()
+
+
+class MaskRowsCache:
+    """The sdpa backend's `MaskRows` of recently used masks, least recently used dropped first within a byte budget.
+    Planners hand out the same mask object while a pattern holds; each is read on the host once (its full heads and
+    density)."""
+
+    def __init__(self, budget: int = _MASK_ROW_CACHE_BYTES, max_masks: int = 256):
+        self.budget = budget
+        self.max_masks = max_masks
+        self.entries: OrderedDict[tuple, tuple[SparseMask, MaskRows]] = OrderedDict()
+
+    def get(self, mask: SparseMask, dtype: torch.dtype) -> MaskRows:
+        key = (id(mask), dtype)
+        entry = self.entries.get(key)
+        if entry is not None and entry[0] is mask:
+            self.entries.move_to_end(key)
+            return entry[1]
+        rows = _mask_rows(mask, dtype)
+        self.entries[key] = (mask, rows)
+        while len(self.entries) > 1 and (self.nbytes > self.budget or len(self.entries) > self.max_masks):
+            self.entries.popitem(last=False)
+        return rows
+
+    @property
+    def nbytes(self) -> int:
+        return sum(rows.nbytes for _, rows in self.entries.values())
 
     def clear(self) -> None:
         self.entries.clear()
-        self.masks.clear()
 
 
-def _row_runs(mask: SparseMask) -> list[tuple[int, int, int, tuple]]:
-    """`(b', h0, h1, key)` for each run of neighbouring heads with one row; the key holds the row's blocks (bytes,
-    None for a row that visits every block) and the sizes that turn them into a token mask. One host read."""
-    blocks = mask.to_blocks().cpu()  # [B', H, nQ, nK]
-    full = blocks.flatten(2).all(-1).tolist()
-    runs = []
-    for b in range(mask.batch):
-        for h in range(mask.num_heads):
-            row = None if full[b][h] else blocks[b, h].numpy().tobytes()
-            key = (row, blocks.shape[2], blocks.shape[3], mask.q_block, mask.k_block, mask.seq_len, str(mask.device))
-            if runs and runs[-1][0] == b and runs[-1][3] == key:
-                runs[-1] = (b, runs[-1][1], h + 1, key)
-            else:
-                runs.append((b, h, h + 1, key))
-    return runs
-
-
-def _token_bias(key: tuple, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    row, n_q, n_k, q_block, k_block, s, device = key
-    if row is None:
-        return None, None
-    blocks = torch.frombuffer(bytearray(row), dtype=torch.bool).view(n_q, n_k).to(device)
-    bias = torch.zeros(n_q, n_k, dtype=dtype, device=device).masked_fill_(~blocks, float("-inf"))
-    # each block's value over its q_block x k_block tokens: one copy, then the ragged last blocks cut off
-    bias = bias[:, None, :, None].expand(n_q, q_block, n_k, k_block).reshape(n_q * q_block, n_k * k_block)
-    empty = ~blocks.any(-1)
-    empty = empty.repeat_interleave(q_block)[:s] if bool(empty.any()) else None
-    return bias[:s, :s], empty
+def _mask_rows(mask: SparseMask, dtype: torch.dtype) -> MaskRows:
+    """The `MaskRows` of a mask (one host read: its full heads and density)."""
+    blocks = mask.to_blocks()  # [B', H, nQ, nK]
+    full = blocks.flatten(2).all(-1).all(0).tolist()
+    part_heads = [h for h, f in enumerate(full) if not f]
+    if not part_heads:
+        return MaskRows(tuple(range(mask.num_heads)), None, 1.0, None)
+    if len(part_heads) < mask.num_heads:
+        index = torch.tensor(part_heads, device=mask.device)
+        mask = SparseMask(mask.kv_num_blocks.index_select(1, index), mask.kv_indices.index_select(1, index),
+                          mask.q_block, mask.k_block, mask.seq_len, mask.text)
+        blocks = blocks.index_select(1, index)
+    density = blocks.float().mean().item()
+    bias = None
+    if mask.device.type != "cpu" or density >= _GATHER_BELOW:
+        bias = torch.zeros(blocks.shape, dtype=dtype, device=blocks.device).masked_fill_(~blocks, float("-inf"))
+        bias = bias.repeat_interleave(mask.k_block, dim=-1)[..., : mask.seq_len]
+    return MaskRows(tuple(h for h, f in enumerate(full) if f), mask, density, bias)
 
 
 def _sdpa_unavailable(q: torch.Tensor, mask: SparseMask) -> str | None:
-    s = q.shape[2]
-    if s * s > _TOKEN_MASK_ELEMENTS:
-        return f"a token mask of {s * s:,} elements is too large for the sdpa backend"
+    b, h, s, _ = q.shape
+    if b * h * mask.num_q_blocks * s > _MASK_ROW_ELEMENTS:
+        return (f"mask rows of {b * h * mask.num_q_blocks * s:,} elements (query blocks x keys) are too many for the "
+                "sdpa backend")
     if q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return f"dtype {q.dtype} is not supported by torch SDPA"
     return None
@@ -207,60 +200,86 @@ def sdpa_returns_lse(q: torch.Tensor) -> bool:
     return q.device.type == "cpu" and hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
 
 
-def _sdpa(q, k, v, mask, key_padding, return_lse, token_masks=None, out_dtype=None):
+def fuses_refresh(name: str, q: torch.Tensor) -> bool:
+    """Whether a cached-delta refresh under backend `name` computes its full attention and its columns in one pass
+    (`attention_and_topk_columns`): on the CPU where the sdpa backend would run its full attention."""
+    runs_sdpa = name == "sdpa" or (name == "auto" and _triton_unavailable(q, None) is not None)
+    return runs_sdpa and sdpa_returns_lse(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _sdpa(q, k, v, mask, key_padding, return_lse, cache=None, out_dtype=None):
     if return_lse and not sdpa_returns_lse(q):
         return _reference(q, k, v, mask, key_padding, True, out_dtype=out_dtype)
     compute = torch.float32 if out_dtype == torch.float32 else q.dtype
     q, k, v = (t.to(compute) for t in (q, k, v))
-    runs = (token_masks if token_masks is not None else TokenMasks()).runs(mask, compute)
+    rows = (cache if cache is not None else MaskRowsCache()).get(mask, compute)
     pad = None
-    if key_padding is not None:  # [B, 1, 1, S], added to every run's token mask
+    if key_padding is not None:  # [B, 1, 1, S]: -inf on padded keys
         pad = torch.zeros(key_padding.shape, dtype=compute, device=q.device).masked_fill_(key_padding, float("-inf"))
         pad = pad[:, None, None, :]
-    b, h, s, _ = q.shape
-    if len(runs) == 1 and runs[0].heads == slice(0, h) and runs[0].batch == slice(None):
-        return _sdpa_run(q, k, v, runs[0], pad, key_padding, return_lse, out_dtype)
-    out = torch.empty(q.shape, dtype=out_dtype or q.dtype, device=q.device)
-    lse = torch.empty(b, h, s, dtype=torch.float32, device=q.device) if return_lse else None
-    for run in runs:
-        at = (run.batch, run.heads)
-        got = _sdpa_run(q[at], k[at], v[at], run, None if pad is None else pad[run.batch],
-                        None if key_padding is None else key_padding[run.batch], return_lse, out_dtype)
-        if return_lse:
-            out[at], lse[at] = got
-        else:
-            out[at] = got
-    return (out, lse) if return_lse else out
+
+    def part(q, k, v):  # the heads that are not full
+        if rows.bias is None:
+            return block_sparse_attention_gathered(q, k, v, rows.part, key_padding_mask=key_padding,
+                                                   return_lse=return_lse)
+        return _attend_rows(q, k, v, rows.bias, mask.q_block, pad, return_lse)
+
+    h = q.shape[1]
+    if rows.part is None:
+        got = _attend(q, k, v, pad, return_lse)
+    elif not rows.full:
+        got = part(q, k, v)
+    else:  # the full heads without a mask, the others as their mask says
+        full = torch.tensor(rows.full, device=q.device)
+        others = torch.tensor([i for i in range(h) if i not in rows.full], device=q.device)
+        parts = [(full, _attend(*(x.index_select(1, full) for x in (q, k, v)), pad, return_lse)),
+                 (others, part(*(x.index_select(1, others) for x in (q, k, v))))]
+        out = torch.empty(q.shape, dtype=compute, device=q.device)
+        lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
+        for heads, part_got in parts:
+            out.index_copy_(1, heads, part_got[0] if return_lse else part_got)
+            if return_lse:
+                lse.index_copy_(1, heads, part_got[1])
+        got = (out, lse) if return_lse else out
+    if return_lse:
+        return got[0] if out_dtype is None else got[0].to(out_dtype), got[1]
+    return got if out_dtype is None else got.to(out_dtype)
 
 
-def _sdpa_run(q, k, v, run: MaskRun, pad, key_padding, return_lse, out_dtype):
-    """One SDPA call over heads that share `run`'s token mask (pad: the key padding as a bias, or None)."""
-    bias = run.bias if pad is None else (pad if run.bias is None else run.bias + pad)
+def _attend(q, k, v, pad, return_lse):
+    """Attention over every key (but the padded ones: `pad`, an additive `[B, 1, 1, S]`, or None)."""
+    if not return_lse:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=pad)
+        return out if pad is None else out.nan_to_num(0.0)  # a row whose keys are all padded: zeros
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=pad)
+    if pad is not None:  # a row whose keys are all padded: CPU flash attention gives zeros, but a log-sum-exp of 0
+        lse = lse.masked_fill(torch.isinf(pad).all(-1), float("-inf"))
+    return out, lse.float()
+
+
+def _attend_rows(q, k, v, bias, q_block: int, pad, return_lse):
+    """Attention under a mask's rows (`bias [B', H, nQ, S]`, see `MaskRows`), each query block an SDPA head."""
+    b, h, s, d = q.shape
+    n_q = bias.shape[2]
+    if pad is not None:
+        bias = bias + pad  # [B, H, nQ, S]
+    bias = bias.expand(b, h, n_q, s).reshape(b * h, n_q, 1, s)
+    if n_q * q_block > s:  # the ragged last block: padded
+        q = F.pad(q, (0, 0, 0, n_q * q_block - s))
+    q = q.reshape(b * h, n_q, q_block, d)
+    k, v = (t.reshape(b * h, 1, s, d).expand(b * h, n_q, s, d) for t in (k, v))
+    empty = torch.isinf(bias).all(-1, keepdim=True)  # query blocks without a live key: [B H, nQ, 1, 1]
     if not return_lse:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.nan_to_num(0.0)  # a row that selects no key: zeros, as the kernel and the reference give
-        return out if out_dtype is None else out.to(out_dtype)
-    # torch's CPU flash attention: zeros for a row without a key, but a log-sum-exp of 0 there (made -inf below)
+        out = out.masked_fill(empty, 0.0)  # zeros for them, as the kernel and the reference give
+        return out.reshape(b, h, n_q * q_block, d)[:, :, :s]
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias)
-    empty = run.empty
-    if key_padding is not None:  # rows whose visited keys are all padded have none either
-        empty = _padded_rows(run, key_padding) if empty is None else empty | _padded_rows(run, key_padding)
-    if empty is not None:
-        lse = lse.masked_fill(empty.view(*empty.shape[:-1], 1, empty.shape[-1]) if empty.dim() == 2 else empty,
-                              float("-inf"))
-    return out if out_dtype is None else out.to(out_dtype), lse.float()
-
-
-def _padded_rows(run: MaskRun, key_padding: torch.Tensor) -> torch.Tensor:
-    """bool `[B, S]`: query rows of `run` whose visited keys are all padded."""
-    if run.bias is None:
-        return key_padding.all(-1, keepdim=True).expand(key_padding.shape)
-    live = torch.isfinite(run.bias).unsqueeze(0) & ~key_padding[:, None, :]  # [B, S, S]
-    return ~live.any(-1)
+    lse = lse.masked_fill(empty.view(b * h, n_q, 1), float("-inf"))  # CPU flash attention says 0 there
+    return out.reshape(b, h, n_q * q_block, d)[:, :, :s], lse.reshape(b, h, n_q * q_block)[:, :, :s].float()
 
 
 # ---------------------------------------------------------------------------------------------- reference
-def _reference(q, k, v, mask, key_padding_mask, return_lse, token_masks=None, out_dtype=None):
+def _reference(q, k, v, mask, key_padding_mask, return_lse, cache=None, out_dtype=None):
     return block_sparse_attention_reference(q, k, v, mask, key_padding_mask=key_padding_mask, return_lse=return_lse,
                                             out_dtype=out_dtype)
 

@@ -5,8 +5,8 @@ groups of heads that are not neighbours are gathered and scattered. The cached-d
 layer's `LayerState.delta` through the `DeltaStore`:
 
 - **refresh**: full attention `o, lse`; per query block the `top_keys` share of key columns with the most mass
-  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached
-  in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
+  (`topk_columns`; on the CPU both in one pass, `attention_and_topk_columns`); their attention `o_k, lse_k`; the
+  rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
   amplifies their error by `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a
   rest that is mostly rounding where the columns hold nearly all the mass;
 - **delta**: only those columns (and the text) with this call's q, k, v, merged with the cached rest by log-sum-exp.
@@ -40,13 +40,13 @@ class Executor:
     backend: str
     fall_back: Callable[[str], None]
     store: DeltaStore = field(default_factory=DeltaStore)
-    token_masks: _backends.TokenMasks = field(default_factory=_backends.TokenMasks, repr=False)
+    mask_rows: _backends.MaskRowsCache = field(default_factory=_backends.MaskRowsCache, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)  # permutations, head indices, full masks
 
     def clear(self) -> None:
-        """Forget every memoised tensor (permutations, head indices, full masks, token masks)."""
+        """Forget every memoised tensor (permutations, head indices, full masks, the sdpa backend's mask rows)."""
         self._memo.clear()
-        self.token_masks.clear()
+        self.mask_rows.clear()
 
     # ------------------------------------------------------------------ plans and groups
     def run(self, plan: AttentionPlan, q, k, v, layout: TokenLayout, key_padding=None,
@@ -89,17 +89,22 @@ class Executor:
     def sparse(self, q, k, v, mask: SparseMask, key_padding=None, return_lse: bool = False, out_dtype=None):
         """Block-sparse attention on the configured backend (see `backends`)."""
         backend = _backends.pick_backend(self.backend, q, mask, self.fall_back, need_lse=return_lse)
-        return backend.run(q, k, v, mask, key_padding, return_lse, self.token_masks, out_dtype=out_dtype)
+        return backend.run(q, k, v, mask, key_padding, return_lse, self.mask_rows, out_dtype=out_dtype)
 
     # ------------------------------------------------------------------ cached deltas
     def refresh(self, g: HeadGroup, q, k, v, layout: TokenLayout, key_padding, state: LayerState, key):
-        from ..kernels import subtract_attention, topk_columns
+        from ..kernels import attention_and_topk_columns, subtract_attention, topk_columns
 
         spec, text = g.delta, layout.text_range
-        out, lse = self.sparse(q, k, v, self.full_mask(layout, q.shape[1], spec.q_block, q.device), key_padding,
-                               return_lse=True, out_dtype=torch.float32)
-        columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
-                                       rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
+        if _backends.fuses_refresh(self.backend, q):  # the CPU: the sampled rows' scores serve both
+            out, lse, columns, counts = attention_and_topk_columns(
+                q, k, v, q_block=spec.q_block, fraction=spec.top_keys, rows_per_block=spec.rows_per_block, text=text,
+                key_padding_mask=key_padding)
+        else:
+            out, lse = self.sparse(q, k, v, self.full_mask(layout, q.shape[1], spec.q_block, q.device), key_padding,
+                                   return_lse=True, out_dtype=torch.float32)
+            columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
+                                           rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
                                                 text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
                                                 out_dtype=torch.float32)
