@@ -13,7 +13,8 @@ import pytest
 from vidsparse import SparseConfig, bench
 from vidsparse.core.layout import TokenLayout
 
-WRAPPER = Path(__file__).resolve().parents[1] / "pipelines" / "bench_step.py"
+ROOT = Path(__file__).resolve().parents[1]
+WRAPPER = ROOT / "pipelines" / "bench_step.py"
 
 
 def run_bench(argv: list[str]) -> int:
@@ -177,6 +178,33 @@ def test_bench_step_wrapper_keeps_its_flags(tmp_path):
     assert names[3:] == ["spatial:frames=0", "spatial:density=1"]
     assert results["models"][0]["variants"][4]["report"]["density"] == 1.0  # the window over every frame
     assert (tmp_path / "BENCH_STEP.md").read_text().startswith("# vidsparse bench")
+
+
+def test_bench_families_script_dry_run_merges_and_skips_what_does_not_fit(tmp_path):
+    """pipelines/bench_families.sh --dry-run: one family measured and merged; with too little time left, a family
+    is skipped, and the merged report says so."""
+    import os
+    import subprocess
+
+    def script(limit_s: int, *families: str):
+        env = {**os.environ, "OUT": str(tmp_path), "LIMIT_S": str(limit_s)}
+        return subprocess.run(["bash", "pipelines/bench_families.sh", "--dry-run", *families], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    done = script(200, "ltx-video")
+    assert done.returncode == 0, done.stderr
+    merged = json.loads((tmp_path / "BENCH_FAMILIES.json").read_text())
+    assert [m["model"] for m in merged["models"]] == ["ltx-video"] and merged["not_measured"] == []
+    assert [v["name"] for v in merged["models"][0]["variants"]] == ["stock", "vidsparse dense",
+                                                                     "hybrid:refresh_steps=0,untimed=2"]
+    section = (tmp_path / "bench_md_section.md").read_text()
+    assert section.startswith("## The families of issue 22") and "| ltx-video | 96 | hybrid:" in section
+
+    skipped = script(20, "mochi-1")  # 20 s minus the 15 s reserve is under the 25 s a family needs
+    assert skipped.returncode == 0, skipped.stderr
+    assert "mochi-1\tskipped" in (tmp_path / "status.tsv").read_text()
+    assert "## Not measured" in (tmp_path / "BENCH_FAMILIES.md").read_text()
+    assert (tmp_path / "results.tar.gz").is_file()
 
 
 def _cli_has_bench() -> bool:
