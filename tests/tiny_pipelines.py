@@ -11,9 +11,9 @@ The families without one, and why (tests/test_generate_families.py checks the fi
 - Cosmos: `CosmosTextToWorldPipeline` builds NVIDIA's safety checker (the `cosmos_guardrail` package, which
   downloads its own models) whenever none is given, and refuses to run without one; the transformer's published
   padding-mask channel also needs torchvision.
-- LTX-2 and HunyuanVideo-1.5: their text encoders are a multimodal Gemma 3 (with LTX-2's connectors, audio VAE and
-  vocoder beside it) and Qwen2.5-VL with a chat template and a ByT5 glyph encoder; tiny versions are possible
-  but not built here. Their transformers run in tests/test_families_b.py and in `vidsparse bench --dry-run`.
+- LTX-2: its text encoder is a multimodal Gemma 3 (`Gemma3ForConditionalGeneration`, vision tower included), with
+  LTX-2's text connectors, audio VAE and vocoder beside it; tiny versions of all five are possible but not built
+  here. Its transformer runs in tests/test_families_b.py and in `vidsparse bench --dry-run`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from diffusers import (
 )
 
 from vidsparse.app.models.tiny import _seeded, _t5_fields, word_tokenizer
+from vidsparse.yardstick.wordlevel import BOS_ID, EOS_ID
 
 __all__ = ["FAMILY_PIPELINES", "REFUSED_PIPELINES", "wan_i2v_pipeline"]
 
@@ -119,6 +120,36 @@ def wan_i2v_pipeline() -> WanImageToVideoPipeline:
     return WanImageToVideoPipeline(tokenizer=word_tokenizer("$A </s>"), text_encoder=_t5("umt5"), vae=_wan_vae(),
                                    scheduler=_unipc(), transformer=transformer)
 
+def hunyuan15_pipeline():
+    """HunyuanVideo-1.5 text-to-video: the tiny transformer of test_families_b (patch 1), a VAE of 4x spatial and 2x
+    temporal compression, a tiny Qwen2.5-VL text model behind the word tokenizer with a plain chat template (the
+    pipeline formats every prompt as a chat, pads it to 1,108 tokens and crops the first 108), ByT5's byte tokenizer
+    (offline by construction) with a tiny T5, and CFG through the pipeline's guider."""
+    from diffusers import AutoencoderKLHunyuanVideo15, HunyuanVideo15Pipeline, HunyuanVideo15Transformer3DModel
+    from diffusers.guiders import ClassifierFreeGuidance
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    transformer = _seeded(0, lambda: HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=64, num_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=32, text_embed_2_dim=32,
+        image_embed_dim=16, rope_axes_dim=(16, 24, 24), target_size=32, task_type="t2v"))
+    vae = _seeded(0, lambda: AutoencoderKLHunyuanVideo15(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 16), layers_per_block=1,
+        spatial_compression_ratio=4, temporal_compression_ratio=2, downsample_match_channel=False,
+        upsample_match_channel=False))
+    qwen = Qwen2_5_VLTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                                num_key_value_heads=2, vocab_size=len(word_tokenizer().get_vocab()),
+                                bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+                                rope_scaling={"mrope_section": [2, 2, 4], "rope_type": "default", "type": "default"})
+    tokenizer = word_tokenizer("$A")
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    return HunyuanVideo15Pipeline(
+        text_encoder=_seeded(0, lambda: Qwen2_5_VLTextModel(qwen)), tokenizer=tokenizer, transformer=transformer,
+        vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder_2=_seeded(0, lambda: T5EncoderModel(T5Config(**{**_t5_fields(), "vocab_size": 384}))),
+        tokenizer_2=ByT5Tokenizer(), guider=ClassifierFreeGuidance(guidance_scale=5.0))
+
+
 
 # name -> (builder, model config, generate flags: options, then overrides); 9 frames of 64 x 96 make a 3 x 4 x 6 grid of 2 x 2 patches over
 # 8x latents (LTX: patch 1, so 3 x 8 x 12)
@@ -130,6 +161,9 @@ FAMILY_PIPELINES = {
                                                             "--frames", "13", "generate.max_sequence_length=16"]),
     "skyreels-v2-df-14b-540p": (skyreels_pipeline, "skyreels-v2-df-14b-540p", _SMALL),
     "wan2.1-vace-14b": (wan_vace_pipeline, "wan2.1-vace-14b", _SMALL),
+    # 4x spatial, 2x temporal, patch 1: a 5 x 8 x 12 grid before 1,985 context tokens (729 image, 256 glyph, 1,000 text)
+    "hunyuanvideo-1.5-480p": (hunyuan15_pipeline, "hunyuanvideo-1.5-480p",
+                              ["--steps", "2", "--height", "32", "--width", "48", "--frames", "9"]),
 }
 # pipeline class -> the call arguments `generate` names as missing
 REFUSED_PIPELINES = {WanImageToVideoPipeline: "image", WanAnimatePipeline: "image, pose_video, face_video"}
