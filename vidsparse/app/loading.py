@@ -85,14 +85,39 @@ def generation_kwargs(pipe, cfg, args) -> dict:
     for flag, key in (("steps", "num_inference_steps"), ("height", "height"), ("width", "width"), ("frames", "num_frames")):
         if getattr(args, flag, None) is not None:
             kwargs[key] = getattr(args, flag)
-    factor = pipe.vae_scale_factor_spatial * _patch(pipe.transformer)
+    vae = _vae_spatial(pipe)
+    factor = vae * _patch(pipe.transformer)
     for key in ("height", "width"):
         if key in kwargs and kwargs[key] % factor:
             raise CLIError(
-                f"--{key} {kwargs[key]} must be divisible by {factor} (the VAE's {pipe.vae_scale_factor_spatial}x "
+                f"--{key} {kwargs[key]} must be divisible by {factor} (the VAE's {vae}x "
                 f"downsampling times the transformer's patch size {_patch(pipe.transformer)})"
             )
+    _check_required(type(pipe), kwargs)
     return kwargs
+
+
+def _vae_spatial(pipe) -> int:
+    """The VAE's spatial compression, by the name the pipeline gives it (LTX and Mochi name it otherwise)."""
+    for name in ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_spatial_scale_factor"):
+        if getattr(pipe, name, None):
+            return int(getattr(pipe, name))
+    raise CLIError(f"{type(pipe).__name__}: vidsparse does not know where this pipeline keeps its VAE's compression")
+
+
+def _check_required(pipeline_class, kwargs: dict) -> None:
+    """A CLIError naming the call arguments the pipeline requires that `generate` does not pass (an image-to-video
+    pipeline's `image`, Wan-Animate's pose and face videos): those pipelines run through the library."""
+    import inspect
+
+    parameters = inspect.signature(pipeline_class.__call__).parameters
+    missing = [name for name, p in parameters.items() if name not in ("self", "prompt") and name not in kwargs
+               and p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD]
+    if missing:
+        raise CLIError(
+            f"{pipeline_class.__name__} needs {', '.join(missing)}, which `vidsparse generate` does not pass (it "
+            "passes a prompt and the config's generate section): call the pipeline yourself with vidsparse.apply"
+        )
 
 
 def _patch(transformer) -> int:

@@ -24,20 +24,23 @@ class MethodResult:
     Attributes:
         seconds_total: wall time of every generation (text encoding and decoding included).
         step_seconds: the duration of every denoising step but each video's first (from one step's end to the
-            next's; the first also holds the text encoding). Empty when each video has one step.
+            next's; the first also holds the text encoding). Empty when each video has one step, or when the
+            pipeline takes no `callback_on_step_end` (HunyuanVideo-1.5).
+        steps_per_video: the denoising steps of each video where `step_seconds` could not be measured (None: 1).
     """
 
     videos: list[np.ndarray]
     seconds_total: float
     step_seconds: list[float]
     report: dict
+    steps_per_video: int | None = None
 
     @property
     def seconds_per_step(self) -> float:
-        """The median step; with one step per video, the mean over the whole generations."""
+        """The median step; without step times, the mean over the whole generations (decoding included)."""
         if self.step_seconds:
             return float(statistics.median(self.step_seconds))
-        steps = max(1, len(self.videos))
+        steps = max(1, len(self.videos)) * (self.steps_per_video or 1)
         return self.seconds_total / steps
 
 
@@ -56,10 +59,17 @@ def _generate(pipe, prompt: str, seed: int, kwargs: dict, desc: str, marks: list
 
     generator = torch.Generator(device="cpu").manual_seed(seed)
     pipe.set_progress_bar_config(desc=desc, leave=False)
+    if _takes_step_callback(pipe):
+        kwargs = {**kwargs, "callback_on_step_end": on_step_end}
     with torch.inference_mode():
-        frames = pipe(prompt=prompt, generator=generator, output_type="np", callback_on_step_end=on_step_end,
-                      **kwargs).frames[0]
+        frames = pipe(prompt=prompt, generator=generator, output_type="np", **kwargs).frames[0]
     return (np.clip(np.asarray(frames, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _takes_step_callback(pipe) -> bool:
+    import inspect
+
+    return "callback_on_step_end" in inspect.signature(type(pipe).__call__).parameters
 
 
 def run_method(pipe, plan: MethodPlan, cases: list[dict], kwargs: dict, prepare=None) -> MethodResult:
@@ -78,7 +88,8 @@ def run_method(pipe, plan: MethodPlan, cases: list[dict], kwargs: dict, prepare=
                                     f"{plan.name} {i + 1}/{len(cases)}", marks))
             steps += [b - a for a, b in zip(marks, marks[1:])]
         _sync()
-        return MethodResult(videos, time.perf_counter() - start, steps, handle.report())
+        return MethodResult(videos, time.perf_counter() - start, steps, handle.report(),
+                            None if _takes_step_callback(pipe) else kwargs.get("num_inference_steps"))
     finally:
         handle.remove()
 

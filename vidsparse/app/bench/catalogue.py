@@ -11,12 +11,18 @@ from typing import Callable
 
 import torch
 
-from .inputs import Video, cogvideox_inputs, hunyuan_inputs, wan_inputs
+from .inputs import (
+    Video, cogvideox_inputs, cosmos_inputs, hunyuan15_inputs, hunyuan_inputs, ltx2_inputs, ltx_inputs, mochi_inputs,
+    skyreels_inputs, wan_animate_inputs, wan_i2v_inputs, wan_inputs, wan_vace_inputs,
+)
 
 __all__ = ["MODELS", "PIXEL_MULTIPLE", "TINY_VIDEO", "ModelSpec", "Video", "build_transformer"]
 
-# Every model here patches 2 x 2 after its VAE's 8x spatial compression.
+# Most models here patch 2 x 2 after their VAE's 8x spatial compression (HunyuanVideo-1.5: 16x, patch 1); LTX's
+# VAE compresses 32x (`ModelSpec.pixel_multiple`).
 PIXEL_MULTIPLE = 16
+
+TINY_VIDEO = Video(17, 64, 128)  # latent 5 x 8 x 16 -> grid 5 x 4 x 8 = 160 video tokens, 32 a frame
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -38,6 +44,8 @@ class ModelSpec:
         inputs: `(transformer, video, text, batch, device, dtype, generator) -> forward kwargs`.
         steps_timed: default timed forwards per variant.
         source: where the architecture and the size come from.
+        tiny_video: the --dry-run size (TINY_VIDEO, larger where the VAE compresses more).
+        pixel_multiple: what --height and --width must be multiples of (the VAE's compression times the patch).
     """
 
     name: str
@@ -52,6 +60,8 @@ class ModelSpec:
     inputs: Callable
     steps_timed: int
     source: str
+    tiny_video: Video = TINY_VIDEO
+    pixel_multiple: int = PIXEL_MULTIPLE
 
 
 def _from_config(name: str, config_name: str, *, architecture_source: str, **fields) -> ModelSpec:
@@ -63,12 +73,23 @@ def _from_config(name: str, config_name: str, *, architecture_source: str, **fie
     yaml = OmegaConf.create((resources.files("vidsparse.app.configs") / f"{config_name}.yaml").read_text())
     gen = yaml.generate
     source = f"{architecture_source}; size and class: vidsparse/app/configs/{config_name}.yaml"
+    frames = gen.num_frames if "num_frames" in gen else gen.segment_frame_length  # Wan-Animate: one segment
+    fields.setdefault("quick_video", Video(frames, gen.height, gen.width))  # no smaller published size
     return ModelSpec(name=name, config_name=config_name, cls_name=yaml.model.transformer,
-                     video=Video(gen.num_frames, gen.height, gen.width), source=source, **fields)
+                     video=Video(frames, gen.height, gen.width), source=source, **fields)
 
 
-TINY_VIDEO = Video(17, 64, 128)  # latent 5 x 8 x 16 -> grid 5 x 4 x 8 = 160 video tokens, 32 a frame
-
+# Wan2.1-T2V-14B's transformer/config.json (below); Wan2.1-I2V-14B, SkyReels-V2-14B and VACE's main blocks share it.
+_WAN_14B = {"patch_size": (1, 2, 2), "num_attention_heads": 40, "attention_head_dim": 128, "in_channels": 16,
+            "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 13824, "num_layers": 40,
+            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6}
+# The tiny Wan-architecture models of tests/test_families_a.py: 2 heads x 64, 2 layers.
+_WAN_TINY = {"num_attention_heads": 2, "attention_head_dim": 64, "num_layers": 2, "ffn_dim": 64, "text_dim": 32,
+             "freq_dim": 32, "rope_max_seq_len": 64}
+_LTX_TINY = {"in_channels": 8, "out_channels": 8, "num_attention_heads": 2, "attention_head_dim": 64,
+             "cross_attention_dim": 128, "num_layers": 2, "caption_channels": 16}
+# LTX's 32x VAE: 17 x 128 x 256 -> latent and grid 3 x 4 x 8 = 96 tokens
+_LTX_TINY_VIDEO = Video(17, 128, 256)
 
 _COGVIDEOX_TINY = {"num_attention_heads": 2, "num_layers": 2, "text_embed_dim": 32, "time_embed_dim": 32,
                    "sample_width": 12, "sample_height": 8, "sample_frames": 17, "max_text_seq_length": 16}
@@ -139,6 +160,99 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
         quick_video=Video(129, 544, 960),
         text=(256, 100), tiny_text=(16, 6), inputs=hunyuan_inputs, steps_timed=3,
         architecture_source="diffusers HunyuanVideoTransformer3DModel defaults (the 13B hunyuanvideo-community config)",
+    ),
+    # --- the families of issue 22 (vidsparse/pipelines/families/); sizes from their YAML configs ---
+    # LTXVideoTransformer3DModel's defaults are LTX-Video 0.9.x 2B (28 layers x 32 heads x 64, 128 latent channels,
+    # caption 4096 = T5-XXL, 128 text tokens).
+    _from_config(
+        "ltx-video", "ltx-video",
+        config={}, tiny=_LTX_TINY, tiny_video=_LTX_TINY_VIDEO, pixel_multiple=32,
+        text=(128, 96), tiny_text=(6, 2), inputs=ltx_inputs, steps_timed=3,
+        architecture_source="diffusers LTXVideoTransformer3DModel defaults (LTX-Video 0.9.x, 2B)",
+    ),
+    # LTX2VideoTransformer3DModel's defaults are LTX-2 (19B: 48 layers, video 32 heads x 128, audio 32 x 64, caption
+    # 3840 = Gemma 3 through the connectors, 1024 text tokens).
+    _from_config(
+        "ltx-2", "ltx-2",
+        config={},
+        tiny={**_LTX_TINY, "audio_in_channels": 8, "audio_out_channels": 8, "audio_num_attention_heads": 2,
+              "audio_attention_head_dim": 16, "audio_cross_attention_dim": 32},
+        tiny_video=_LTX_TINY_VIDEO, pixel_multiple=32,
+        text=(1024, 0), tiny_text=(6, 2), inputs=ltx2_inputs, steps_timed=3,
+        architecture_source="diffusers LTX2VideoTransformer3DModel defaults (LTX-2, 19B)",
+    ),
+    # HunyuanVideo15Transformer3DModel's defaults are the 8.3B model (54 blocks x 16 heads x 128, target_size 640:
+    # the 480p weights). Context in self-attention: 729 image + 256 glyph + 1000 MLLM tokens (900 of them padding).
+    _from_config(
+        "hunyuanvideo-1.5", "hunyuanvideo-1.5-480p",
+        config={},
+        tiny={"in_channels": 9, "out_channels": 4, "num_attention_heads": 2, "attention_head_dim": 64, "num_layers": 2,
+              "num_refiner_layers": 1, "mlp_ratio": 2.0, "text_embed_dim": 32, "text_embed_2_dim": 16,
+              "image_embed_dim": 16, "rope_axes_dim": (16, 24, 24)},
+        text=(1985, 900), tiny_text=(16, 3), inputs=hunyuan15_inputs, steps_timed=3,
+        architecture_source="diffusers HunyuanVideo15Transformer3DModel defaults (HunyuanVideo-1.5 8.3B, 480p)",
+    ),
+    # Wan2.1-I2V-14B-480P: the 14B body with 36 input channels (noise, mask, image latents) and the CLIP image
+    # tokens through added k/v (image_dim 1280, added_kv_proj_dim 5120), as diffusers' convert_wan_to_diffusers.py
+    # writes for "Wan-I2V-14B-480p".
+    _from_config(
+        "wan2.1-i2v-14b", "wan2.1-i2v-14b-480p",
+        config={**_WAN_14B, "in_channels": 36, "image_dim": 1280, "added_kv_proj_dim": 5120},
+        tiny={**_WAN_TINY, "in_channels": 12, "out_channels": 4, "image_dim": 16, "added_kv_proj_dim": 128},
+        text=(512, 0), tiny_text=(512, 0), inputs=wan_i2v_inputs, steps_timed=3,
+        architecture_source="diffusers convert_wan_to_diffusers.py (Wan-I2V-14B-480p)",
+    ),
+    # WanVACETransformer3DModel's defaults are Wan2.1-VACE-14B (the 14B body plus 8 control blocks at layers
+    # 0, 5, ..., 35, 96 control channels).
+    _from_config(
+        "wan2.1-vace-14b", "wan2.1-vace-14b",
+        config={},
+        tiny={**_WAN_TINY, "in_channels": 4, "out_channels": 4, "vace_layers": [0, 1], "vace_in_channels": 8},
+        text=(512, 0), tiny_text=(16, 0), inputs=wan_vace_inputs, steps_timed=3,
+        architecture_source="diffusers WanVACETransformer3DModel defaults (Wan2.1-VACE-14B)",
+    ),
+    # WanAnimateTransformer3DModel's defaults are Wan2.2-Animate-14B (Wan 2.1 I2V's body, the motion encoder at
+    # 512 x 512 face crops, face adapter every 5 blocks). One 77-frame segment at 720p; --quick: 480 x 832.
+    _from_config(
+        "wan2.2-animate-14b", "wan2.2-animate-14b",
+        config={},
+        tiny={**_WAN_TINY, "in_channels": 12, "latent_channels": 4, "out_channels": 4, "image_dim": 16,
+              "added_kv_proj_dim": 128, "motion_encoder_channel_sizes": {"8": 8, "4": 8}, "motion_encoder_size": 8,
+              "motion_style_dim": 16, "motion_dim": 4, "motion_encoder_dim": 16, "face_encoder_hidden_dim": 16,
+              "face_encoder_num_heads": 2, "inject_face_latents_blocks": 2},
+        quick_video=Video(77, 480, 832),
+        text=(512, 0), tiny_text=(512, 0), inputs=wan_animate_inputs, steps_timed=3,
+        architecture_source="diffusers WanAnimateTransformer3DModel defaults (Wan2.2-Animate-14B)",
+    ),
+    # SkyReels-V2-DF-14B-540P: Wan 2.1's 14B body (not confirmed from the checkpoint's config), diffusion forcing in
+    # its synchronous mode (one timestep for every frame, no mask).
+    _from_config(
+        "skyreels-v2-df-14b", "skyreels-v2-df-14b-540p",
+        config=_WAN_14B,
+        tiny={**_WAN_TINY, "in_channels": 4, "out_channels": 4},
+        text=(512, 0), tiny_text=(16, 0), inputs=skyreels_inputs, steps_timed=3,
+        architecture_source="Wan2.1-T2V-14B's config (SkyReels-V2-14B's architecture; not confirmed from its config)",
+    ),
+    # CosmosTransformer3DModel's defaults are Cosmos-1.0-Diffusion-7B (28 layers x 32 heads x 128, T5 text 512 x
+    # 1024). Its padding-mask channel is an input channel here (17 in, concat_padding_mask off; see cosmos_inputs):
+    # the same patch embedding and forward, without torchvision.
+    _from_config(
+        "cosmos-1.0-7b", "cosmos-1.0-diffusion-7b-text2world",
+        config={"in_channels": 17, "out_channels": 16, "concat_padding_mask": False},
+        tiny={"in_channels": 5, "out_channels": 4, "num_attention_heads": 2, "attention_head_dim": 64,
+              "num_layers": 2, "text_embed_dim": 32, "adaln_lora_dim": 16, "max_size": (8, 32, 32)},
+        text=(512, 0), tiny_text=(16, 0), inputs=cosmos_inputs, steps_timed=3,
+        architecture_source="diffusers CosmosTransformer3DModel defaults (Cosmos-1.0-Diffusion-7B)",
+    ),
+    # MochiTransformer3DModel's defaults are Mochi 1 preview (10B: 48 layers x 24 heads x 128, T5 text 256 tokens,
+    # text last in the joint attention; 200 of them padding here).
+    _from_config(
+        "mochi-1", "mochi-1-preview",
+        config={},
+        tiny={"num_attention_heads": 2, "attention_head_dim": 64, "num_layers": 2, "pooled_projection_dim": 16,
+              "in_channels": 4, "text_embed_dim": 32, "time_embed_dim": 32},
+        text=(256, 200), tiny_text=(8, 3), inputs=mochi_inputs, steps_timed=3,
+        architecture_source="diffusers MochiTransformer3DModel defaults (Mochi 1 preview, 10B)",
     ),
 )}
 

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recheck", choices=("last", "each"), default="last",
                         help="rerun the stock forward after the last removal only, or after each "
                         "(default: %(default)s)")
+    parser.add_argument("--skip-fast-sdpa", action="store_true",
+                        help="leave out the 'stock, fast SDPA' variant (two forwards fewer per model)")
     parser.add_argument("--budget-s", type=float, default=None, metavar="S",
                         help="wall-clock budget: timed forwards are cut (to one per variant at least) to end by then")
     parser.add_argument("--out", type=Path, default=Path("bench"), metavar="DIR",
@@ -104,6 +106,11 @@ def _options(args: argparse.Namespace) -> Options:
         if value is not None and (value <= 0 or value % PIXEL_MULTIPLE):
             raise BenchError(f"--{flag} {value} must be a positive multiple of {PIXEL_MULTIPLE} "
                              "(the VAE's 8x times the 2x2 patch)")
+        for name in models:
+            multiple = MODELS[name].pixel_multiple
+            if value is not None and value % multiple:
+                raise BenchError(f"--{flag} {value}: {name} needs a multiple of {multiple} (its VAE's compression "
+                                 "times its patch)")
     for flag in ("frames", "batch", "steps_timed"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -118,7 +125,7 @@ def _options(args: argparse.Namespace) -> Options:
         dtype=torch.float32 if args.dry_run else getattr(torch, args.dtype), tiny=args.dry_run, batch=args.batch,
         runs=args.steps_timed or (1 if args.dry_run else None), size=(args.frames, args.height, args.width),
         quick=args.quick, recheck="each" if args.dry_run else args.recheck, replay_runs=1 if args.dry_run else 3,
-        deadline=None if args.budget_s is None else start + args.budget_s,
+        deadline=None if args.budget_s is None else start + args.budget_s, fast_sdpa=not args.skip_fast_sdpa,
     )
 
 
@@ -139,7 +146,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment([*prefix, *argv], opts.device) | {"dry_run": opts.tiny}
     rows, lines = [], []
-    total = len(opts.models) * (3 + len(opts.methods))
+    total = len(opts.models) * (2 + opts.fast_sdpa + len(opts.methods))
     with logging_redirect_tqdm(loggers=[logging.getLogger("vidsparse")]), \
             tqdm(total=total, desc="bench", unit="variant", file=sys.stderr, disable=None) as progress:
         for name in opts.models:

@@ -25,12 +25,16 @@ class MethodSpec:
         preset: the `vidsparse.PRESETS` name.
         fields: SparseConfig fields to replace.
         density: the bench-only `density=` target, or None.
+        untimed: the bench-only `untimed=N`: forwards run before the timed ones (default 1, the warm-up). A
+            cached method's first steps are refreshes and choices: `hybrid:refresh_steps=0,untimed=2` times its
+            reusing steps.
     """
 
     text: str
     preset: str
     fields: tuple[tuple[str, int], ...] = ()
     density: float | None = None
+    untimed: int = 1
 
 
 _WINDOW = {"spatial": "frames", "temporal": "radius"}
@@ -60,14 +64,21 @@ def _method_spec(group: list[str]) -> MethodSpec:
     sparse = [p for p in PRESETS if p != "dense"]
     if name not in sparse:
         raise BenchError(f"--methods {label!r}: unknown method {name!r}; choose from {sparse} (dense always runs)")
-    fields, density = {}, None
+    fields, density, untimed = {}, None, 1
+    defaults = dataclasses.asdict(SparseConfig.preset(name).options)
     for item in ([first] if first else []) + group[1:]:
         key, _, value = item.partition("=")
         try:
             number = float(value) if key == "density" else _value(value)
         except ValueError:
             raise BenchError(f"--methods {label!r}: bad value for {key}: {value!r}") from None
-        if key != "density" or name not in _WINDOW:  # hybrid's own density= option passes through
+        if isinstance(defaults.get(key), tuple) and isinstance(number, int):
+            number = (number,)  # a one-entry list: refresh_steps=0
+        if key == "untimed":
+            if not isinstance(number, int) or number < 1:
+                raise BenchError(f"--methods {label!r}: untimed must be an int of at least 1; got {value!r}")
+            untimed = number
+        elif key != "density" or name not in _WINDOW:  # hybrid's own density= option passes through
             fields[key] = number
         elif 0.0 < number <= 1.0:
             density = number
@@ -83,7 +94,7 @@ def _method_spec(group: list[str]) -> MethodSpec:
         SparseConfig.preset(name).replace(warmup_steps=0, **fields)
     except ValueError as exc:
         raise BenchError(f"--methods {label!r}: {exc}") from exc
-    return MethodSpec(label, name, tuple(sorted(fields.items())), density)
+    return MethodSpec(label, name, tuple(sorted(fields.items())), density, untimed)
 
 
 def _value(text: str):
@@ -142,7 +153,10 @@ def window_text(config: SparseConfig | None) -> str:
     """The report's window column: the window and block sizes of a spatial or temporal config, else its options."""
     if config is None or config.method == "dense":
         return "-"
-    if config.method not in _WINDOW:
-        return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(config.options).items())
+    if config.method not in _WINDOW:  # the options set away from the preset's, then the blocks
+        options, preset = dataclasses.asdict(config.options), dataclasses.asdict(SparseConfig.preset(config.method).options)
+        changed = [f"{k}={v}" for k, v in options.items() if v != preset[k] and not (k in ("q_block", "k_block") and "k_block" in options)]
+        blocks = [f"blocks {options['q_block']}x{options['k_block']}"] if "k_block" in options else []
+        return ", ".join(changed + blocks) or "preset"
     key = _WINDOW[config.method]
     return f"{key}={getattr(config, key)}, blocks {config.q_block}x{config.k_block}"

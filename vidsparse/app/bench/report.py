@@ -55,7 +55,8 @@ def summary_table(summary: list[dict]) -> list[str]:
 _METHOD_TEXT = (
     "Full-size transformers with random weights (the models' own init), built on the GPU; one denoising step "
     "(one forward) on the same random inputs for every variant. Times are medians of CUDA-event timings after "
-    "one warm-up forward, under torch.inference_mode(); peak memory is over the timed forwards. Errors compare "
+    "one warm-up forward (a method given untimed=N: N forwards, e.g. a cached method's refresh and choosing "
+    "steps), under torch.inference_mode(); peak memory is over the timed forwards. Errors compare "
     "the output latent with stock's (max abs, relative L2). Density is vidsparse's realised mean attention "
     "density over replaced layers and calls (1 for stock). \"fast SDPA\" runs the stock forward under "
     "sdpa_kernel([" + ", ".join(FAST_SDPA) + "], set_priority=True); the backend of each call shape is the first "
