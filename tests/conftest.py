@@ -4,6 +4,9 @@ Without a CUDA GPU the Triton kernels run in Triton's interpreter. Triton reads 
 `@triton.jit` function is decorated, and vidsparse imports its kernel module only on the first launch, so
 setting the variable here, before any test runs, is early enough. A value the caller set is kept.
 
+Under pytest-xdist (`-n 2`, the README's test command) each worker runs torch on one thread, as do the
+processes the tests start: two workers of two threads on two cores run slower than one.
+
 Tests marked `@pytest.mark.gpu` (declared in pyproject.toml) are skipped when no CUDA GPU is present.
 """
 
@@ -14,6 +17,9 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+if os.environ.get("PYTEST_XDIST_WORKER") and not torch.cuda.is_available():
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):
