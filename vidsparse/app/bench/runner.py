@@ -120,10 +120,10 @@ def bench_model(name: str, opts: Options, progress) -> dict:
     build_s = time.perf_counter() - start
     video = opts.video(spec)
     gen = torch.Generator(device=device).manual_seed(0)
-    inputs = spec.inputs(transformer, video, spec.tiny_text if opts.tiny else spec.text, opts.batch, device,
-                         opts.dtype, gen)
+    text_tokens = spec.tiny_text if opts.tiny else spec.text  # (tokens, of which padding)
+    inputs = spec.inputs(transformer, video, text_tokens, opts.batch, device, opts.dtype, gen)
     adapter = adapter_for(transformer)
-    text = (spec.tiny_text if opts.tiny else spec.text)[0] if adapter.text_position else 0
+    text = text_tokens[0] if adapter.text_position else 0
     layout = TokenLayout(*_grid(adapter, transformer, inputs), text, adapter.text_position or "start")
     block = DRY_RUN_BLOCK if opts.tiny else None
     fast = Variant("stock, fast SDPA", sdpa=FAST_SDPA)
