@@ -9,6 +9,7 @@ garbage, so that an unwritten output or a read past the count is caught. Lengths
 (217, 300) and shapes tiny: the kernel runs in Triton's interpreter without a GPU.
 """
 
+import math
 import re
 
 import pytest
@@ -540,3 +541,64 @@ def test_narrow_lists_compile_on_the_gpu(width, head_dim, padded, lse):
     live = torch.isfinite(golden).all(-1) & (golden.abs().sum(-1) > 0)
     assert torch.isfinite(out).all()
     assert rel_err(out[live], golden[live]) <= 2e-2
+
+
+# ------------------------------------------------------------------------------------- subtractable outputs
+def _hot_inputs(b, h, s, d, hot, seed):
+    """bf16 q, k, v where `hot` keys take about 99% of every row's mass (as a delta refresh's columns do)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randn(d, generator=gen)
+    u = u / u.norm()
+    q = 16 * u + 0.3 * torch.randn(b, h, s, d, generator=gen)
+    k = torch.randn(b, h, s, d, generator=gen) * 0.3
+    logit = math.log(99 * s / hot.numel())  # the hot keys' score: four of them against s others near 0
+    k[:, :, hot] += logit * d**0.5 / 16 * u
+    return (t.bfloat16().to(DEVICE) for t in (q, k, torch.randn(b, h, s, d, generator=gen)))
+
+
+@pytest.mark.parametrize("size", [
+    pytest.param((150, 64, 64, None), id="cpu-ragged"),
+    pytest.param((4096, 128, 128, None), marks=pytest.mark.gpu, id="gpu-4096"),
+])
+def test_float32_outputs_of_both_kernels_subtract_without_amplified_rounding(size):
+    """`out_dtype=torch.float32` (the delta refresh): the full and the column kernel's outputs over keys that hold
+    about 99% of each row's mass, subtracted, give the rest over the other keys within its own bf16 rounding, not
+    that rounding amplified a hundredfold (issue 23, defect 5). Text keys, padding and ragged tiles included."""
+    from vidsparse import SparseMask
+    from vidsparse.kernels import block_sparse_attention, subtract_attention
+
+    s, d, q_block, config = size
+    text = (s - 10, s)
+    gen = torch.Generator().manual_seed(5)
+    hot = torch.randperm(s - 10, generator=gen)[:4]
+    q, k, v = _hot_inputs(B, 2, s, d, hot, seed=5)
+    padding = torch.zeros(B, s, dtype=torch.bool, device=DEVICE)
+    padding[1, -3:] = True  # padded text keys of the second element
+    n_q = -(-s // q_block)
+    extra = torch.rand(B, 2, n_q, s - 10, generator=gen).argsort(-1)[..., : max(4, s // 20)]
+    listed = torch.zeros(B, 2, n_q, s, dtype=torch.bool)
+    listed.scatter_(-1, extra, True)
+    listed[..., hot] = True
+    counts = listed.sum(-1).int()
+    width = int(counts.max())
+    columns = torch.where(listed, torch.arange(s), s).sort(-1).values[..., :width]
+    columns = torch.where(torch.arange(width) < counts.unsqueeze(-1), columns, GARBAGE).int().to(DEVICE)
+    counts = counts.to(DEVICE)
+
+    kw = dict(key_padding_mask=padding, return_lse=True, out_dtype=torch.float32)
+    o, lse = block_sparse_attention(q, k, v, SparseMask.full(2, s, q_block, q_block, device=DEVICE), **kw)
+    o_k, lse_k = column_sparse_attention(q, k, v, columns, counts, q_block=q_block, text=text, **kw,
+                                         config=_config() if DEVICE == "cpu" else None)
+    o_rest, _ = subtract_attention(o, lse, o_k, lse_k)
+
+    scores = (q.double() @ k.double().transpose(-1, -2)) / d**0.5
+    scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
+    in_part = listed.to(DEVICE).repeat_interleave(q_block, dim=2)[:, :, :s]
+    in_part[..., text[0] : text[1]] = True
+    share = (scores.masked_fill(~in_part, float("-inf")).logsumexp(-1) - scores.logsumexp(-1)).exp()
+    assert 0.97 < share.min() and share.max() < 0.999
+    exact = scores.masked_fill(in_part, float("-inf")).softmax(-1) @ v.double()
+    full = scores.softmax(-1) @ v.double()
+    error = ((1 - share).unsqueeze(-1) * (o_rest.double() - exact)).norm(dim=-1)  # as it enters a merged output
+    bound = (1 - share) * exact.norm(dim=-1) * 2.0**-7 + 16 * torch.finfo(torch.float32).eps * full.norm(dim=-1)
+    assert (error <= bound).all(), (error / bound).max()

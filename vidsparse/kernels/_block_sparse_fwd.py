@@ -40,7 +40,7 @@ def _block_sparse_fwd(
     Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr, USE_TMA: tl.constexpr,
-    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr, POW2_MAX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -80,23 +80,35 @@ def _block_sparse_fwd(
         if DOT_F32:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-        if HAS_BIAS:
+        if POW2_MAX:
+            # The running max is a whole number (base 2): every rescale is an exact power of two, and
+            # p = exp2(fma(qk, scale, -m)) of a key is the same in any kernel that reaches the same max,
+            # so is its rounding to the input dtype for the PV product. The full and the column
+            # kernel's outputs then subtract without amplifying that rounding (the delta refresh).
+            s_ij = qk * qk_scale
+            if HAS_BIAS:
+                bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
+                s_ij = s_ij + bias[None, :]
+            m_ij = tl.maximum(m_i, tl.math.ceil(tl.max(s_ij, 1)))
+            t = tl.math.fma(qk, qk_scale, -m_ij[:, None])
+            if HAS_BIAS:
+                t = t + bias[None, :]
+        elif HAS_BIAS:
             # 0 for a live key, -inf for padding or the ragged tail; the add fuses with the scale.
             bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
             qk = qk * qk_scale + bias[None, :]
             m_ij = tl.maximum(m_i, tl.max(qk, 1))
+            t = qk - m_ij[:, None]
         else:
             # The row max of the raw scores is scaled once (qk_scale > 0), so that scaling and
             # subtracting the max below is one FMA per score.
             m_ij = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            t = qk * qk_scale - m_ij[:, None]
         alpha = tl.math.exp2(m_i - m_ij)
         l_i = l_i * alpha
         acc = acc * alpha[:, None]
         m_i = m_ij
-        if HAS_BIAS:
-            p = tl.math.exp2(qk - m_i[:, None])
-        else:
-            p = tl.math.exp2(qk * qk_scale - m_i[:, None])
+        p = tl.math.exp2(t)
         l_i = l_i + tl.sum(p, 1)
         v = _load_tile(v_desc, v_base, stride_vs, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
         if DOT_F32:

@@ -12,13 +12,25 @@ import triton.language as tl
 
 @triton.jit
 def _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale,
-                 MASKED: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                 MASKED: tl.constexpr, DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 POW2_MAX: tl.constexpr):
     # One online-softmax step over BLOCK_N keys (as in _block_sparse_fwd). key_bias [BLOCK_N] is 0
     # for a live key and -inf for padding or a slot past the tile's end; MASKED=False skips it.
     if DOT_F32:
         k = k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
-    if MASKED:
+    if POW2_MAX:
+        # A whole-number running max, and p from one FMA of the raw score, as _block_sparse_fwd does in
+        # this mode: a key's rounded p is the same in both kernels (see there).
+        s_ij = qk * qk_scale
+        if MASKED:
+            s_ij = s_ij + key_bias[None, :]
+        m_ij = tl.maximum(m_i, tl.math.ceil(tl.max(s_ij, 1)))
+        t = tl.math.fma(qk, qk_scale, -m_ij[:, None])
+        if MASKED:
+            t = t + key_bias[None, :]
+        p = tl.math.exp2(t)
+    elif MASKED:
         qk = qk * qk_scale + key_bias[None, :]
         m_ij = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_ij[:, None])
@@ -50,7 +62,7 @@ def _column_sparse_fwd(
     H, S, NUM_COLS, text_start, text_stop, qk_scale,
     Q_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr,
-    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr, POW2_MAX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -93,7 +105,7 @@ def _column_sparse_fwd(
             offs = cols[:, None].to(tl.int64)
             k = tl.load(k_base + offs * stride_ks + dims[None, :], mask=in_text[:, None], other=0.0)
             v = tl.load(v_base + offs * stride_vs + dims[None, :], mask=in_text[:, None], other=0.0)
-            m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION)
+            m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION, POW2_MAX)
 
     # Full tiles of gathered columns: every slot is live, so the K and V row loads need no mask
     # (the software pipeliner then streams the index load ahead of the two gathers). Each row is
@@ -106,10 +118,10 @@ def _column_sparse_fwd(
         v = tl.load(v_base + idx[:, None] * stride_vs + dims[None, :])
         if HAS_BIAS:
             key_bias = tl.load(bias_base + idx)
-            m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION)
+            m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION, POW2_MAX)
         else:
             # (no bias: offs_n only fills the unused argument)
-            m_i, l_i, acc = _attend_tile(q, k, v, offs_n, m_i, l_i, acc, qk_scale, False, DOT_F32, DOT_PRECISION)
+            m_i, l_i, acc = _attend_tile(q, k, v, offs_n, m_i, l_i, acc, qk_scale, False, DOT_F32, DOT_PRECISION, POW2_MAX)
 
     # The ragged last tile: slots past the count read key 0 (never their list entry) and get -inf.
     if n_full * BLOCK_N < n_cols:
@@ -121,7 +133,7 @@ def _column_sparse_fwd(
             key_bias += tl.load(bias_base + idx)
         k = tl.load(k_base + idx[:, None] * stride_ks + dims[None, :])
         v = tl.load(v_base + idx[:, None] * stride_vs + dims[None, :])
-        m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION)
+        m_i, l_i, acc = _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale, True, DOT_F32, DOT_PRECISION, POW2_MAX)
 
     # A row that saw no live key has l = 0: its output is 0 and its log-sum-exp -inf.
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)

@@ -188,7 +188,8 @@ def block_sparse_attention(
             -inf for a row that selects no key, so that partial attentions can be merged.
         config: override the shipped tile configuration (benchmarks and tuning).
         out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
-            accumulator unrounded (the delta refresh subtracts two outputs, and their rounding would be amplified).
+            accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
+            both kernels, and the two outputs subtract without amplifying that rounding (the delta refresh).
 
     Returns:
         `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row that selects no key), or `(o, lse)`.
@@ -246,8 +247,10 @@ def block_sparse_attention(
         h, s, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
         Q_BLOCK=mask.q_block, K_BLOCK=mask.k_block,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
-        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 inputs get fp32 products
+        POW2_MAX=out_dtype == torch.float32,  # outputs meant to be subtracted: see the kernel
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return (o, lse) if return_lse else o

@@ -183,7 +183,8 @@ def column_sparse_attention(
             without a live key, as `block_sparse_attention` does.
         config: override the shipped tile configuration (benchmarks and tuning).
         out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
-            accumulator unrounded (the delta refresh subtracts two outputs, and their rounding would be amplified).
+            accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
+            both kernels, and the two outputs subtract without amplifying that rounding (the delta refresh).
 
     Returns:
         `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row without a live key), or `(o, lse)`.
@@ -234,6 +235,7 @@ def column_sparse_attention(
         HAS_TEXT=text is not None, HAS_BIAS=bias is not None, RETURN_LSE=return_lse,
         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 inputs get fp32 products
+        POW2_MAX=out_dtype == torch.float32,  # outputs meant to be subtracted: see _block_sparse_fwd
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return (o, lse) if return_lse else o
