@@ -60,6 +60,18 @@ def test_subtract_then_merge_gives_the_whole_back():
     torch.testing.assert_close(back_lse, lse, rtol=1e-6, atol=1e-5)
 
 
+def test_subtract_into_the_parts_own_buffer_is_the_same_rest():
+    """`out=o_part` (the delta refresh reuses the column output's buffer): the same rest, written in place."""
+    _, (o, lse), (o_a, lse_a), _ = _split(seed=3)
+    expect = subtract_attention(o, lse, o_a, lse_a)
+    buffer = o_a.clone()
+    o_rest, lse_rest = subtract_attention(o, lse, buffer, lse_a, out=buffer)
+    assert o_rest.data_ptr() == buffer.data_ptr()
+    assert torch.equal(o_rest, expect[0]) and torch.equal(lse_rest, expect[1])
+    with pytest.raises(ValueError, match="out must be a"):
+        subtract_attention(o, lse, o_a, lse_a, out=o_a[..., :8])
+
+
 def test_half_precision_outputs_keep_their_dtype():
     _, (o, lse), (o_a, lse_a), (o_b, lse_b) = _split(seed=3, dtype=torch.bfloat16)
     merged, merged_lse = merge_attention(o_a, lse_a, o_b, lse_b)

@@ -70,7 +70,7 @@ def merge_attention(
 
 
 def subtract_attention(
-    o: torch.Tensor, lse: torch.Tensor, o_part: torch.Tensor, lse_part: torch.Tensor
+    o: torch.Tensor, lse: torch.Tensor, o_part: torch.Tensor, lse_part: torch.Tensor, *, out: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The attention over the keys of a whole that a part (a subset of its keys) leaves out.
 
@@ -82,10 +82,18 @@ def subtract_attention(
     eps of the compute dtype (the error of `lse_part - lse` itself) and eps_o of `o`'s dtype (below
     which `o - r o_part` is rounding noise, larger than the rest it stands for: bf16's 2**-7).
 
+    Args:
+        out: optional tensor of `o`'s shape and dtype, float32 or float64, to write `o_rest` into; it may be
+            `o_part` itself (the delta refresh's column output, not needed afterwards), which saves the
+            allocations.
+
     Returns:
-        `(o_rest, lse_rest)` in the dtypes of `o` and `lse`.
+        `(o_rest, lse_rest)` in the dtypes of `o` and `lse` (`o_rest` is `out` where given).
     """
     compute = _check_pair(("o", "lse", "o_part", "lse_part"), o, lse, o_part, lse_part)
+    if out is not None and (out.shape != o.shape or out.dtype != o.dtype or o.dtype != compute):
+        raise ValueError(f"out must be a {tuple(o.shape)} tensor of o's dtype {o.dtype}, which must be float32 or "
+                         f"float64; got {tuple(out.shape)} {out.dtype}")
     whole, part = lse.to(compute), lse_part.to(compute)
     delta = part - whole  # <= 0 up to rounding; NaN where both are -inf (masked below)
     share = torch.exp(delta)
@@ -93,7 +101,8 @@ def subtract_attention(
     tol = (4 * torch.finfo(compute).eps * (1 + whole.abs())).clamp(min=torch.finfo(o.dtype).eps)
     empty = torch.isneginf(whole) | ~(rest > tol)
     rest_safe = torch.where(empty, 1.0, rest)
-    o_rest = (o.to(compute) - o_part.to(compute) * share.unsqueeze(-1)) / rest_safe.unsqueeze(-1)
-    o_rest = torch.where(empty.unsqueeze(-1), 0.0, o_rest)
+    # (o - r o_part) / (1 - r), in place: o_part's product first (out may be o_part), negated, o added
+    o_rest = torch.mul(o_part.to(compute), share.unsqueeze(-1), out=out)
+    o_rest.neg_().add_(o).div_(rest_safe.unsqueeze(-1)).masked_fill_(empty.unsqueeze(-1), 0.0)
     lse_rest = torch.where(empty, float("-inf"), whole + torch.log(rest_safe))
     return o_rest.to(o.dtype), lse_rest.to(lse.dtype)

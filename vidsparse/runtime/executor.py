@@ -108,7 +108,8 @@ class Executor:
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
                                                 text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
                                                 out_dtype=torch.float32)
-        o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k)  # float32 in, stored in the model's dtype
+        # float32 in (o_k's buffer reused), stored in the model's dtype
+        o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k, out=o_k if o_k.dtype == out.dtype else None)
         o_rest, out = o_rest.to(q.dtype), out.to(q.dtype)
         text_keys = 0 if text is None else text[1] - text[0]
         # realised density of this layer's delta steps: each query block's columns and the text keys (device tensor)
