@@ -20,8 +20,6 @@ DENSE = {"hunyuanvideo-1.5-480p"}
 
 @pytest.mark.parametrize("family", FAMILY_PIPELINES)
 def test_generate_from_a_saved_tiny_pipeline_folder(family, tmp_path, capsys):
-    if family.startswith("skyreels"):
-        pytest.importorskip("ftfy", reason="SkyReelsV2DiffusionForcingPipeline cleans prompts with ftfy")
     build, config, flags = FAMILY_PIPELINES[family]
     folder = tmp_path / "model"
     build().save_pretrained(folder)
@@ -42,6 +40,21 @@ def test_generate_refuses_an_image_to_video_pipeline_by_the_inputs_it_lacks(tmp_
                  "--height", "64", "--width", "96", "--frames", "9", "--out", str(tmp_path / "out.mp4"),
                  "generate.dtype=float32"]) == 2
     assert "WanImageToVideoPipeline needs image, which `vidsparse generate` does not pass" in capsys.readouterr().err
+
+
+def test_generate_names_ftfy_where_a_pipeline_cleans_prompts_with_it_and_it_is_missing(monkeypatch):
+    import sys
+
+    from diffusers import WanPipeline, WanVACEPipeline
+
+    from vidsparse.app.args import CLIError
+    from vidsparse.app.loading import _check_prompt_cleaner
+
+    monkeypatch.delitem(vars(sys.modules[WanVACEPipeline.__module__]), "ftfy", raising=False)
+    monkeypatch.delitem(vars(sys.modules[WanPipeline.__module__]), "ftfy", raising=False)
+    with pytest.raises(CLIError, match="WanVACEPipeline cleans its prompts with ftfy, which is not installed: pip install ftfy"):
+        _check_prompt_cleaner(WanVACEPipeline)
+    _check_prompt_cleaner(WanPipeline)  # its cleaning calls ftfy only where it is available
 
 
 @pytest.mark.parametrize("pipeline_class", REFUSED_PIPELINES, ids=lambda c: c.__name__)

@@ -94,6 +94,7 @@ def generation_kwargs(pipe, cfg, args) -> dict:
                 f"downsampling times the transformer's patch size {_patch(pipe.transformer)})"
             )
     _check_required(type(pipe), kwargs)
+    _check_prompt_cleaner(type(pipe))
     return kwargs
 
 
@@ -118,6 +119,22 @@ def _check_required(pipeline_class, kwargs: dict) -> None:
             f"{pipeline_class.__name__} needs {', '.join(missing)}, which `vidsparse generate` does not pass (it "
             "passes a prompt and the config's generate section): call the pipeline yourself with vidsparse.apply"
         )
+
+
+def _check_prompt_cleaner(pipeline_class) -> None:
+    """A CLIError when the pipeline cleans its prompts with ftfy and ftfy is not installed: diffusers imports it only
+    where it is available, and a pipeline whose `basic_clean` calls it without that guard (Wan-VACE, SkyReels-V2)
+    would otherwise stop on a NameError."""
+    import inspect
+    import sys
+
+    module = sys.modules.get(pipeline_class.__module__)
+    clean = getattr(module, "basic_clean", None)
+    if clean is None or "ftfy" in vars(module):
+        return
+    source = inspect.getsource(clean)
+    if "ftfy." in source and "is_ftfy_available" not in source:
+        raise CLIError(f"{pipeline_class.__name__} cleans its prompts with ftfy, which is not installed: pip install ftfy")
 
 
 def _patch(transformer) -> int:
