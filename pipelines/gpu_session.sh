@@ -18,6 +18,8 @@
 #   bash pipelines/gpu_session.sh 8   # dynamic (issue 20): both yardsticks' pattern files searched again with the
 #                                     # dynamic calibration, the sweep of both yardsticks, kernels/bench_dynamic.py,
 #                                     # the dynamic and narrow-column GPU tests
+#   bash pipelines/gpu_session.sh 10  # issue 23: the GPU tests (every failure's message kept) and the cost of the
+#                                     # delta refresh's subtractable float32 outputs (kernels/bench_subtractable.py)
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -85,6 +87,11 @@ elif [ "$1" = "8" ]; then
       timeout 50 python3 -m pytest -q -m gpu tests/test_dynamic.py \
         tests/test_column_sparse.py::test_narrow_lists_compile_on_the_gpu -p no:cacheprovider 2>&1 | tail -15
     } | tee "$STAGE/tests/GPU_RESULTS_dynamic.txt"
+elif [ "$1" = "10" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels"
+    { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1; } \
+        | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
+    timeout 200 python3 kernels/bench_subtractable.py --out "$STAGE/kernels/subtractable.json" 2>&1 | tail -20
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \

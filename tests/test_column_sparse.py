@@ -600,5 +600,8 @@ def test_float32_outputs_of_both_kernels_subtract_without_amplified_rounding(siz
     exact = scores.masked_fill(in_part, float("-inf")).softmax(-1) @ v.double()
     full = scores.softmax(-1) @ v.double()
     error = ((1 - share).unsqueeze(-1) * (o_rest.double() - exact)).norm(dim=-1)  # as it enters a merged output
-    bound = (1 - share) * exact.norm(dim=-1) * 2.0**-7 + 16 * torch.finfo(torch.float32).eps * full.norm(dim=-1)
+    # the rest's own bf16 rounding, plus float32 rounding of sums that both kernels run over their tiles in their own
+    # order (on the GPU it grows like the square root of the number of 128-key tiles)
+    sums = 16 * math.sqrt(max(1.0, s / 128)) * torch.finfo(torch.float32).eps
+    bound = (1 - share) * exact.norm(dim=-1) * 2.0**-7 + sums * full.norm(dim=-1)
     assert (error <= bound).all(), (error / bound).max()

@@ -11,6 +11,20 @@ import triton.language as tl
 
 
 @triton.jit
+def _exp2_shifted(s, m):
+    # 2^(s - m) for a whole-number m, as 2^frac(s) * 2^(floor(s) - m): frac(s) is exact and the power of two is
+    # built from its exponent bits, so the result depends on s alone, never on which m the row had reached when the
+    # key was seen. A rescale by a later max is exact too, so every kernel that scores a key alike gets the same p,
+    # and the same rounding of it for the PV product. -inf scores (padding) and shifts below 2^-126 give 0.
+    whole = tl.math.floor(s)
+    shift = whole - m[:, None]
+    live = (s > float("-inf")) & (shift >= -126.0)
+    shift = tl.where(live, shift, 0.0)
+    scale = ((shift.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+    return tl.where(live, tl.math.exp2(tl.where(live, s - whole, 0.0)) * scale, 0.0)
+
+
+@triton.jit
 def _load_tile(desc, ptr, stride_s, b, h, row0, S,
                BLOCK: tl.constexpr, HEAD_DIM: tl.constexpr, USE_TMA: tl.constexpr):
     # One [BLOCK, HEAD_DIM] tile of a [B, H, S, D] tensor starting at token row0. Rows past S read
@@ -81,18 +95,15 @@ def _block_sparse_fwd(
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if POW2_MAX:
-            # The running max is a whole number (base 2): every rescale is an exact power of two, and
-            # p = exp2(fma(qk, scale, -m)) of a key is the same in any kernel that reaches the same max,
-            # so is its rounding to the input dtype for the PV product. The full and the column
+            # The running max is a whole number (base 2), so every rescale is an exact power of two, and a
+            # key's p (_exp2_shifted) is the same in any kernel that scores it alike, whatever tiles came
+            # before; so is its rounding to the input dtype for the PV product. The full and the column
             # kernel's outputs then subtract without amplifying that rounding (the delta refresh).
             s_ij = qk * qk_scale
             if HAS_BIAS:
                 bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
                 s_ij = s_ij + bias[None, :]
             m_ij = tl.maximum(m_i, tl.math.ceil(tl.max(s_ij, 1)))
-            t = tl.math.fma(qk, qk_scale, -m_ij[:, None])
-            if HAS_BIAS:
-                t = t + bias[None, :]
         elif HAS_BIAS:
             # 0 for a live key, -inf for padding or the ragged tail; the add fuses with the scale.
             bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)
@@ -108,7 +119,10 @@ def _block_sparse_fwd(
         l_i = l_i * alpha
         acc = acc * alpha[:, None]
         m_i = m_ij
-        p = tl.math.exp2(t)
+        if POW2_MAX:
+            p = _exp2_shifted(s_ij, m_ij)
+        else:
+            p = tl.math.exp2(t)
         l_i = l_i + tl.sum(p, 1)
         v = _load_tile(v_desc, v_base, stride_vs, b, h, col0, S, BLOCK_N, HEAD_DIM, USE_TMA)
         if DOT_F32:

@@ -9,6 +9,8 @@ launcher, for the reason given in `_block_sparse_fwd.py`.
 import triton
 import triton.language as tl
 
+from ._block_sparse_fwd import _exp2_shifted
+
 
 @triton.jit
 def _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale,
@@ -20,16 +22,13 @@ def _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale,
         k = k.to(tl.float32)
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
     if POW2_MAX:
-        # A whole-number running max, and p from one FMA of the raw score, as _block_sparse_fwd does in
-        # this mode: a key's rounded p is the same in both kernels (see there).
+        # A whole-number running max and p from _exp2_shifted, as _block_sparse_fwd does in this mode: a
+        # key's rounded p is the same in both kernels (see there).
         s_ij = qk * qk_scale
         if MASKED:
             s_ij = s_ij + key_bias[None, :]
         m_ij = tl.maximum(m_i, tl.math.ceil(tl.max(s_ij, 1)))
-        t = tl.math.fma(qk, qk_scale, -m_ij[:, None])
-        if MASKED:
-            t = t + key_bias[None, :]
-        p = tl.math.exp2(t)
+        p = _exp2_shifted(s_ij, m_ij)
     elif MASKED:
         qk = qk * qk_scale + key_bias[None, :]
         m_ij = tl.maximum(m_i, tl.max(qk, 1))
