@@ -431,41 +431,65 @@ def test_topk_without_the_kernel_picks_the_same(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize(("s", "q_block", "rows_per_block", "text"), [(217, 64, 16, (190, 217)), (77, 16, 8, None)])
-def test_attention_and_topk_columns_equals_full_attention_then_topk(dtype, s, q_block, rows_per_block, text):
-    """The CPU refresh path: full attention and topk_columns in one pass over the sampled rows (some of them repeated
-    in a ragged last block) gives the two calls' results; bf16 scores it in float32 where topk_columns multiplies in
-    bf16, so there its columns hold at least their exact mass (to rounding) instead of being equal."""
-    from vidsparse.kernels import attention_and_topk_columns
+def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_block, rows_per_block, text):
+    """The CPU refresh in one pass gives what the refresh computes elsewhere in four calls: full attention with its
+    lse, topk_columns (over sampled rows, some repeated in a ragged last block), the column attention and the
+    subtraction, here of float64 references. bf16 scores in float32 where topk_columns multiplies in bf16, so there
+    its columns hold at least their exact mass (to rounding) instead of being equal, and the rest is checked against
+    the columns it chose."""
+    from vidsparse.kernels import attention_topk_and_rest, subtract_attention
 
     q, k, v = (t.cpu().to(dtype) for t in qkv(B, 3, s, 64, seed=19))
     padding = torch.zeros(B, s, dtype=torch.bool)
     padding[1, :5] = True
     padding[0, -3:] = True
-    for key_padding in (None, padding):
-        kw = dict(q_block=q_block, fraction=0.2, rows_per_block=rows_per_block, text=text, key_padding_mask=key_padding)
-        out, lse, columns, counts = attention_and_topk_columns(q, k, v, **kw)
+    for key_padding, fraction in ((None, 0.2), (padding, 0.2), (padding, 0.99)):  # 0.99: fewer live keys than slots
+        kw = dict(q_block=q_block, fraction=fraction, rows_per_block=rows_per_block, text=text,
+                  key_padding_mask=key_padding)
+        out, lse, columns, counts, o_rest, lse_rest = attention_topk_and_rest(q, k, v, **kw)
+        assert (counts < columns.shape[-1]).any() == (fraction == 0.99)
         compute = torch.float64 if dtype == torch.float64 else torch.float32
         everything = torch.arange(s, dtype=torch.int32).expand(1, 3, 1, -1).contiguous()
         expect, expect_lse = column_sparse_attention_reference(
             q, k, v, everything, torch.full((1, 3, 1), s, dtype=torch.int32), q_block=((s + 15) // 16) * 16,
-            key_padding_mask=key_padding, return_lse=True, out_dtype=compute)
-        assert out.dtype == compute and lse.dtype == torch.float32
-        torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(lse, expect_lse, atol=1e-5, rtol=1e-5)
-        expect_columns, expect_counts = topk_columns(q, k, expect_lse, **kw)
+            key_padding_mask=key_padding, return_lse=True, out_dtype=torch.float64)
+        assert out.dtype == compute and o_rest.dtype == compute
+        assert lse.dtype == torch.float32 and lse_rest.dtype == torch.float32
+        torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lse, expect_lse.float(), atol=1e-5, rtol=1e-5)
+        expect_columns, expect_counts = topk_columns(q, k, expect_lse.float(), **kw)
         assert torch.equal(counts, expect_counts)
         if dtype != torch.bfloat16:
             assert torch.equal(columns, expect_columns)
-            continue
-        scores = q.double() @ k.double().transpose(-1, -2) / 8
-        if key_padding is not None:
-            scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
-        from vidsparse.kernels.column_sparse import _sample_rows
+        else:
+            scores = q.double() @ k.double().transpose(-1, -2) / 8
+            if key_padding is not None:
+                scores = scores.masked_fill(key_padding[:, None, None, :], float("-inf"))
+            from vidsparse.kernels.column_sparse import _sample_rows
 
-        rows = _sample_rows(s, q_block, rows_per_block, 0, "cpu")
-        mass = scores.softmax(-1)[:, :, rows.view(-1)].view(B, 3, *rows.shape, s).sum(3)  # exact, sampled rows
-        held = lambda c: mass.gather(-1, c.long()).sum(-1)  # noqa: E731
-        assert (held(columns) >= held(expect_columns) * (1 - 1e-2)).all()
+            rows = _sample_rows(s, q_block, rows_per_block, 0, "cpu")
+            mass = scores.softmax(-1)[:, :, rows.view(-1)].view(B, 3, *rows.shape, s).sum(3)  # exact, sampled rows
+            held = lambda c: mass.gather(-1, c.long()).sum(-1)  # noqa: E731
+            assert (held(columns) >= held(expect_columns) * (1 - 1e-2)).all()
+        o_k, lse_k = column_sparse_attention_reference(q, k, v, columns, counts, q_block=q_block, text=text,
+                                                       key_padding_mask=key_padding, return_lse=True,
+                                                       out_dtype=torch.float64)
+        expect_rest, expect_lse_rest = subtract_attention(expect, expect_lse, o_k, lse_k)
+        # A rest empty in one and not the other holds no more than rounding of the row's mass in the other.
+        live, expect_live = torch.isfinite(lse_rest), torch.isfinite(expect_lse_rest)
+        assert (o_rest[~live] == 0).all()
+        share = lambda l: (l.double() - expect_lse.double()).exp()  # noqa: E731  the rest's share of the mass
+        assert (share(lse_rest)[live & ~expect_live] < 1e-5).all()
+        assert (share(expect_lse_rest)[expect_live & ~live] < 1e-5).all()
+        live &= expect_live
+        # The rest's error grows like rounding / its share (1 - r); weighted by the share, as it enters a merge, it
+        # is rounding of the whole row.
+        weight = share(expect_lse_rest).unsqueeze(-1)
+        torch.testing.assert_close((o_rest.double() * weight)[live], (expect_rest * weight)[live], atol=1e-5, rtol=0)
+        torch.testing.assert_close(share(lse_rest)[live], share(expect_lse_rest)[live], atol=1e-6, rtol=1e-5)
+        held = live & (weight.squeeze(-1) > 0.5)  # a rest that holds half the mass is float32-accurate itself
+        torch.testing.assert_close(o_rest.double()[held], expect_rest[held], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lse_rest.double()[held], expect_lse_rest[held].double(), atol=1e-5, rtol=1e-5)
 
 
 def test_topk_columns_feed_the_kernel():

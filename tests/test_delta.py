@@ -164,8 +164,9 @@ def test_delta_at_full_columns_in_a_model_equals_stock():
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
 def test_the_cpu_refresh_equals_the_reference_refresh(layout):
-    """The sdpa backend on the CPU refreshes in one pass (full attention and the columns from the same sampled rows,
-    `attention_and_topk_columns`): the output, the columns and the cached rest of the reference backend's two calls."""
+    """The sdpa backend on the CPU refreshes in one pass (full attention, the columns and the cached rest from one
+    score matrix, `attention_topk_and_rest`): the output, the columns and the cached rest of the reference backend's
+    four calls. (The rest at r = 0.99 under the sdpa backend: the next test.)"""
     gen = torch.Generator().manual_seed(4)
     padding = None
     if layout.text_position == "end":

@@ -2,7 +2,7 @@
 
 from .block_scores import block_scores, estimate_block_mass, pool_blocks
 from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attention
-from .column_sparse import ColumnKernelConfig, attention_and_topk_columns, column_sparse_attention, topk_columns
+from .column_sparse import ColumnKernelConfig, attention_topk_and_rest, column_sparse_attention, topk_columns
 from .merge import merge_attention, subtract_attention
 from .permute import permute_tokens, permute_tokens_reference
 from .reference import (
@@ -11,7 +11,7 @@ from .reference import (
 
 __all__ = [
     "SUPPORTED_HEAD_DIMS",
-    "attention_and_topk_columns",
+    "attention_topk_and_rest",
     "block_scores",
     "estimate_block_mass",
     "pool_blocks",

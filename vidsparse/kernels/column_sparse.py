@@ -32,7 +32,7 @@ import torch
 
 from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
 
-__all__ = ["ColumnKernelConfig", "attention_and_topk_columns", "column_sparse_attention", "topk_columns"]
+__all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_sparse_attention", "topk_columns"]
 
 _INDEX_DTYPE = torch.int32
 
@@ -335,7 +335,7 @@ def topk_columns(
 
 
 def _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, scale):
-    """The checks `topk_columns` and `attention_and_topk_columns` share; returns (K, text, scale)."""
+    """The checks `topk_columns` and `attention_topk_and_rest` share; returns (K, text, scale)."""
     for name, t in (("q", q), ("k", k)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -386,7 +386,7 @@ def _top_columns(mass: torch.Tensor, banned: torch.Tensor, count: int) -> tuple[
     return torch.where(idx == s, 0, idx).to(_INDEX_DTYPE), live.sum(-1, dtype=_INDEX_DTYPE)
 
 
-def attention_and_topk_columns(
+def attention_topk_and_rest(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -398,79 +398,105 @@ def attention_and_topk_columns(
     text: tuple[int, int] | None = None,
     key_padding_mask: torch.Tensor | None = None,
     seed: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Full attention and its `topk_columns` at once, on the CPU: `(out, lse, columns, counts)`.
+) -> tuple[torch.Tensor, ...]:
+    """A whole cached-delta refresh on the CPU, from one score matrix: `(out, lse, columns, counts, o_rest, lse_rest)`.
 
-    What a cached-delta refresh needs: `block_sparse_attention(q, k, v, full mask, return_lse=True)` and then
-    `topk_columns(q, k, lse, ...)`, which scores the sampled rows against every key a second time. Here the sampled
-    rows' scores are computed once, in float32, and give those rows' output and log-sum-exp as well as the columns'
-    mass; torch's CPU flash attention computes the other rows. Equal to the two calls to rounding.
+    What the refresh computes elsewhere in four calls: full attention with its log-sum-exp, `topk_columns` over it,
+    the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each chunk of
+    query blocks scores its rows against every key once, in float32: the probabilities give the output, the sampled
+    rows' column mass, and, gathered at the chosen columns and the text, the part that the rest subtracts. The rest
+    is `(sum p v - sum_part p v) / (sum p - sum_part p)` over the same probabilities, so it carries float32 rounding
+    only (no bf16 output enters it; see `subtract_attention`), and no key's K or V row is gathered per block.
 
-    Arguments are `topk_columns`' (with the default scale). `out` is float32 (float64 for float64 inputs), `lse`
-    float32; a row whose keys are all padded gets zeros and -inf.
+    Arguments are `topk_columns`' (with the default scale). `out` and `o_rest` are float32 (float64 for float64
+    inputs), `lse` and `lse_rest` float32. A row whose keys are all padded gets zeros and -inf; a rest that holds no
+    mass beyond rounding is empty (zeros and -inf), as `subtract_attention` leaves it.
     """
     count, text, scale = _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, None)
     validate_qkv(q, k, v)
     if q.device.type != "cpu":
-        raise ValueError(f"attention_and_topk_columns runs on the CPU; got {q.device} (use topk_columns)")
+        raise ValueError(f"attention_topk_and_rest runs on the CPU; got {q.device} (use topk_columns)")
     b, h, s, d = q.shape
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
-    q, k, v = (t.to(compute) for t in (q, k, v))
-    n_q = triton_cdiv(s, q_block)
-    rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R], a ragged last block repeats rows
-    r = rows.shape[1]
-    sampled = torch.zeros(s, dtype=torch.bool)
-    sampled[rows.view(-1)] = True
-    others = (~sampled).nonzero().view(-1)
+    bh, n_q = b * h, triton_cdiv(s, q_block)
+    # Scores in base 2 (q scaled by log2(e) too): exp2 is several times cheaper than exp on the CPU.
+    q = torch.nn.functional.pad(q.to(compute) * (scale * _LOG2E), (0, 0, 0, n_q * q_block - s))
+    q = q.reshape(bh, n_q * q_block, d)
+    keys, values = k.to(compute).reshape(bh, s, d).transpose(1, 2), v.to(compute).reshape(bh, s, d)
+    # Each block's sampled rows as weights: a row sampled twice (a ragged last block) counts twice, as in topk_columns.
+    rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R], absolute
+    weight = torch.zeros(n_q, q_block, dtype=compute)
+    weight.scatter_add_(1, rows - torch.arange(0, s, q_block).view(-1, 1), torch.ones(rows.shape, dtype=compute))
     pad = None
-    if key_padding_mask is not None:  # [B, 1, 1, S]: -inf on padded keys
-        pad = torch.zeros(b, 1, 1, s, dtype=compute).masked_fill_(key_padding_mask.view(b, 1, 1, s), float("-inf"))
+    if key_padding_mask is not None:  # [B H, 1, S]: -inf on padded keys
+        pad = torch.zeros(b, 1, s, dtype=compute).masked_fill_(key_padding_mask.view(b, 1, s), float("-inf"))
+        pad = pad.repeat_interleave(h, 0)
+    banned = _banned_keys(b, s, text, key_padding_mask, q.device)
+    text_keys = None if text is None else slice(*text)
+    v_text = None if text is None else values[:, text_keys]
 
-    out = torch.empty(b, h, s, d, dtype=compute)
-    lse = torch.empty(b, h, s, dtype=torch.float32)
-    if len(others):
-        o, l = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q.index_select(2, others), k, v, 0.0, False,
-                                                                          attn_mask=pad)
-        if key_padding_mask is not None:  # a row whose keys are all padded: flash attention says lse 0
-            l = l.masked_fill(key_padding_mask.all(-1).view(b, 1, 1), float("-inf"))
-        out[:, :, others], lse[:, :, others] = o, l.float()
-
-    # The sampled rows, every (batch, head) at once, a few query blocks a piece so that their scores stay in cache.
-    bh, at = b * h, rows.view(-1)
-    q_rows = q.index_select(2, at).view(bh, n_q * r, d)
-    keys, values = k.reshape(bh, s, d).transpose(1, 2), v.reshape(bh, s, d)
-    pad = None if pad is None else pad.expand(b, h, 1, s).reshape(bh, 1, s)
-    o_rows = torch.empty(bh, n_q * r, d, dtype=compute)
-    lse_rows = torch.empty(bh, n_q * r, 1, dtype=compute)
-    mass = torch.empty(bh, n_q, 1, s, dtype=compute)
-    per = max(1, _ROWS_PIECE // (bh * r * s))  # query blocks a piece
-    buffer = torch.empty(bh, min(per, n_q) * r, s, dtype=compute)  # one allocation: fresh pages cost a fault each
+    out = torch.empty(bh, n_q * q_block, d, dtype=compute)
+    o_rest = torch.empty_like(out)
+    lse = torch.empty(bh, n_q * q_block, 1, dtype=compute)
+    lse_rest = torch.empty_like(lse)
+    columns = torch.empty(b, h, n_q, count, dtype=_INDEX_DTYPE)
+    counts = torch.empty(b, h, n_q, dtype=_INDEX_DTYPE)
+    per = min(n_q, max(1, _ROWS_PIECE // (bh * q_block * s)))  # query blocks a chunk: its scores stay in cache
+    # Every temporary of the loop allocated once: a fresh allocation of this size costs a page fault per page.
+    buffer = torch.empty(bh, per * q_block, s, dtype=compute)
+    whole_buffer, part_buffer = torch.empty(2, bh, per * q_block, d, dtype=compute)
+    p_buffer = torch.empty(bh, per, q_block, count, dtype=compute)
+    v_buffer = torch.empty(bh, per * count, d, dtype=compute)
+    mass_buffer = torch.empty(bh, per, 1, s, dtype=compute)
+    slot = torch.arange(count).view(1, 1, 1, count)
     for n0 in range(0, n_q, per):
         n1 = min(n_q, n0 + per)
-        piece = slice(n0 * r, n1 * r)
-        scores = torch.bmm(q_rows[:, piece], keys, out=buffer[:, : (n1 - n0) * r]).mul_(scale)  # [BH, n R, S]
+        n, piece = n1 - n0, slice(n0 * q_block, n1 * q_block)
+        p = torch.bmm(q[:, piece], keys, out=buffer[:, : n * q_block])  # [BH, n Q, S], log2 scores
         if pad is not None:
-            scores.add_(pad)
-        peak = scores.amax(-1, keepdim=True)
+            p.add_(pad)
+        peak = p.amax(-1, keepdim=True)
         if pad is not None:
-            peak.nan_to_num_(neginf=0.0)  # 0 for a row whose keys are all padded: its total is 0
-        scores.sub_(peak).exp_()
-        total = scores.sum(-1, keepdim=True)
-        lse_rows[:, piece] = total.log().add_(peak)
-        inverse = total.reciprocal_().nan_to_num_(posinf=0.0)  # 0 for such a row: output 0, lse -inf, no mass
-        o_rows[:, piece] = torch.bmm(scores, values).mul_(inverse)
-        # each block's mass: its R rows' probabilities summed, sum_r e_r / total_r, as one product
-        mass[:, n0:n1] = torch.matmul(inverse.view(bh, n1 - n0, 1, r), scores.view(bh, n1 - n0, r, s))
-    out[:, :, at] = o_rows.view(b, h, n_q * r, d)  # a repeated row gets its one value twice
-    lse[:, :, at] = lse_rows.view(b, h, n_q * r).float()
-    mass = mass.view(b, h, n_q, s).float()
-    columns, counts = _top_columns(mass, _banned_keys(b, s, text, key_padding_mask, q.device), count)
-    return out, lse, columns, counts
+            peak.nan_to_num_(neginf=0.0)  # a row whose keys are all padded: its total is 0
+        p.sub_(peak).exp2_()
+        total = p.sum(-1, keepdim=True)  # [BH, n Q, 1]
+        whole = torch.bmm(p, values, out=whole_buffer[:, : n * q_block])  # sum p v
+        inverse = total.reciprocal().nan_to_num_(posinf=0.0)
+        torch.mul(whole, inverse, out=out[:, piece])
+        torch.add(total.log2(), peak, out=lse[:, piece])
+        # the columns: per block, the keys that its sampled rows give the most probability, sum_r p_r / total_r
+        mass = torch.matmul(weight[n0:n1].view(1, n, 1, q_block) * inverse.view(bh, n, 1, q_block),
+                            p.view(bh, n, q_block, s), out=mass_buffer[:, :n])
+        cols, live = _top_columns(mass.view(b, h, n, s), banned, count)
+        columns[:, :, n0:n1], counts[:, :, n0:n1] = cols, live
+        # the part the delta steps recompute: the live columns' and the text's probabilities, and their sum p v
+        index = cols.view(bh, n, 1, count).long()
+        p_cols = torch.gather(p.view(bh, n, q_block, s), -1, index.expand(bh, n, q_block, count), out=p_buffer[:, :n])
+        p_cols.masked_fill_(slot >= live.view(bh, n, 1, 1), 0.0)
+        v_cols = torch.gather(values, 1, index.view(bh, n * count, 1).expand(bh, n * count, d),
+                              out=v_buffer[:, : n * count]).view(bh, n, count, d)
+        part = torch.matmul(p_cols, v_cols, out=part_buffer[:, : n * q_block].view(bh, n, q_block, d))
+        part = part.view(bh, n * q_block, d)
+        part_total = p_cols.sum(-1).view(bh, n * q_block, 1)
+        if text_keys is not None:
+            p_text = p[:, :, text_keys]
+            part.baddbmm_(p_text, v_text)
+            part_total += p_text.sum(-1, keepdim=True)
+        rest_total = total.sub_(part_total)
+        empty = ~(rest_total > 4 * torch.finfo(compute).eps * (rest_total + part_total))  # all in the part
+        rest_total.masked_fill_(empty, 1.0)
+        torch.div(whole.sub_(part), rest_total, out=o_rest[:, piece]).masked_fill_(empty, 0.0)
+        torch.add(rest_total.log2_(), peak, out=lse_rest[:, piece]).masked_fill_(empty, float("-inf"))
+    shape = (b, h, n_q * q_block)
+    out, o_rest = (t.view(*shape, d)[:, :, :s] for t in (out, o_rest))
+    lse, lse_rest = (t.view(shape)[:, :, :s].mul(_LN2).float() for t in (lse, lse_rest))
+    return out, lse, columns, counts, o_rest, lse_rest
 
 
+_LOG2E, _LN2 = math.log2(math.e), math.log(2.0)
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
 _MASS_PIECE = 1 << 19  # float32 scores the PyTorch mass path holds at a time (2 MB)
-_ROWS_PIECE = 1 << 21  # scores of every head that attention_and_topk_columns holds at a time (8 MB in float32)
+_ROWS_PIECE = 1 << 21  # scores of every head that attention_topk_and_rest holds at a time (8 MB in float32)
 _MASS_BLOCK_N = 64
 
 

@@ -201,8 +201,8 @@ def sdpa_returns_lse(q: torch.Tensor) -> bool:
 
 
 def fuses_refresh(name: str, q: torch.Tensor) -> bool:
-    """Whether a cached-delta refresh under backend `name` computes its full attention and its columns in one pass
-    (`attention_and_topk_columns`): on the CPU where the sdpa backend would run its full attention."""
+    """Whether a cached-delta refresh under backend `name` computes its full attention, its columns and its cached
+    rest in one pass (`attention_topk_and_rest`): on the CPU where the sdpa backend would run its full attention."""
     runs_sdpa = name == "sdpa" or (name == "auto" and _triton_unavailable(q, None) is not None)
     return runs_sdpa and sdpa_returns_lse(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
 

@@ -5,10 +5,11 @@ groups of heads that are not neighbours are gathered and scattered. The cached-d
 layer's `LayerState.delta` through the `DeltaStore`:
 
 - **refresh**: full attention `o, lse`; per query block the `top_keys` share of key columns with the most mass
-  (`topk_columns`; on the CPU both in one pass, `attention_and_topk_columns`); their attention `o_k, lse_k`; the
-  rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, cached in the model's dtype. `o` and `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)`
-  amplifies their error by `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a
-  rest that is mostly rounding where the columns hold nearly all the mass;
+  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`,
+  cached in the model's dtype (on the CPU all four from one score matrix, `attention_topk_and_rest`). `o` and
+  `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)` amplifies their error by
+  `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a rest that is mostly rounding
+  where the columns hold nearly all the mass;
 - **delta**: only those columns (and the text) with this call's q, k, v, merged with the cached rest by log-sum-exp.
 
 Orders leave text in place and only text keys are ever padded (HunyuanVideo), so `key_padding` applies unchanged in
@@ -93,11 +94,11 @@ class Executor:
 
     # ------------------------------------------------------------------ cached deltas
     def refresh(self, g: HeadGroup, q, k, v, layout: TokenLayout, key_padding, state: LayerState, key):
-        from ..kernels import attention_and_topk_columns, subtract_attention, topk_columns
+        from ..kernels import attention_topk_and_rest, subtract_attention, topk_columns
 
         spec, text = g.delta, layout.text_range
-        if _backends.fuses_refresh(self.backend, q):  # the CPU: the sampled rows' scores serve both
-            out, lse, columns, counts = attention_and_topk_columns(
+        if _backends.fuses_refresh(self.backend, q):  # the CPU: one score matrix serves all four parts
+            out, lse, columns, counts, o_rest, lse_rest = attention_topk_and_rest(
                 q, k, v, q_block=spec.q_block, fraction=spec.top_keys, rows_per_block=spec.rows_per_block, text=text,
                 key_padding_mask=key_padding)
         else:
@@ -105,11 +106,11 @@ class Executor:
                                    return_lse=True, out_dtype=torch.float32)
             columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
                                            rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
-        o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
-                                                text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
-                                                out_dtype=torch.float32)
-        # float32 in (o_k's buffer reused), stored in the model's dtype
-        o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k, out=o_k if o_k.dtype == out.dtype else None)
+            o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
+                                                    text=text, key_padding_mask=key_padding, fall_back=self.fall_back,
+                                                    out_dtype=torch.float32)
+            # float32 in (o_k's buffer reused), stored in the model's dtype
+            o_rest, lse_rest = subtract_attention(out, lse, o_k, lse_k, out=o_k if o_k.dtype == out.dtype else None)
         o_rest, out = o_rest.to(q.dtype), out.to(q.dtype)
         text_keys = 0 if text is None else text[1] - text[0]
         # realised density of this layer's delta steps: each query block's columns and the text keys (device tensor)
