@@ -451,8 +451,8 @@ def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_bl
         compute = torch.float64 if dtype == torch.float64 else torch.float32
         everything = torch.arange(s, dtype=torch.int32).expand(1, 3, 1, -1).contiguous()
         expect, expect_lse = column_sparse_attention_reference(
-            q, k, v, everything, torch.full((1, 3, 1), s, dtype=torch.int32), q_block=((s + 15) // 16) * 16,
-            key_padding_mask=key_padding, return_lse=True, out_dtype=torch.float64)
+            q.double(), k.double(), v.double(), everything, torch.full((1, 3, 1), s, dtype=torch.int32),
+            q_block=((s + 15) // 16) * 16, key_padding_mask=key_padding, return_lse=True)
         assert out.dtype == compute and o_rest.dtype == compute
         assert lse.dtype == torch.float32 and lse_rest.dtype == torch.float32
         torch.testing.assert_close(out.double(), expect, atol=1e-5, rtol=1e-5)
@@ -471,9 +471,9 @@ def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_bl
             mass = scores.softmax(-1)[:, :, rows.view(-1)].view(B, 3, *rows.shape, s).sum(3)  # exact, sampled rows
             held = lambda c: mass.gather(-1, c.long()).sum(-1)  # noqa: E731
             assert (held(columns) >= held(expect_columns) * (1 - 1e-2)).all()
-        o_k, lse_k = column_sparse_attention_reference(q, k, v, columns, counts, q_block=q_block, text=text,
-                                                       key_padding_mask=key_padding, return_lse=True,
-                                                       out_dtype=torch.float64)
+        o_k, lse_k = column_sparse_attention_reference(q.double(), k.double(), v.double(), columns, counts,
+                                                       q_block=q_block, text=text, key_padding_mask=key_padding,
+                                                       return_lse=True)
         expect_rest, expect_lse_rest = subtract_attention(expect, expect_lse, o_k, lse_k)
         # A rest empty in one and not the other holds no more than rounding of the row's mass in the other.
         live, expect_live = torch.isfinite(lse_rest), torch.isfinite(expect_lse_rest)
@@ -486,7 +486,7 @@ def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_bl
         # is rounding of the whole row.
         weight = share(expect_lse_rest).unsqueeze(-1)
         torch.testing.assert_close((o_rest.double() * weight)[live], (expect_rest * weight)[live], atol=1e-5, rtol=0)
-        torch.testing.assert_close(share(lse_rest)[live], share(expect_lse_rest)[live], atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(share(lse_rest)[live], share(expect_lse_rest)[live], atol=4e-6, rtol=1e-5)
         held = live & (weight.squeeze(-1) > 0.5)  # a rest that holds half the mass is float32-accurate itself
         torch.testing.assert_close(o_rest.double()[held], expect_rest[held], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lse_rest.double()[held], expect_lse_rest[held].double(), atol=1e-5, rtol=1e-5)

@@ -18,6 +18,7 @@ from ..core.mask import SparseMask
 
 __all__ = ["block_sparse_attention_gathered", "block_sparse_attention_reference", "column_sparse_attention_reference"]
 
+_LOG2E, _LN2 = math.log2(math.e), math.log(2.0)
 _PIECE = 1 << 20  # elements the column reference works on at a time (4 MB in float32: in the CPU's cache)
 
 
@@ -217,9 +218,10 @@ class _Gathered:
         bias = torch.zeros(n, 1, width, dtype=k_cols.dtype, device=k_cols.device).masked_fill_(~ok.view(n, 1, width),
                                                                                              float("-inf"))
         scores = self.s_buf[: n * self.q_block * width].view(n, self.q_block, width)
-        torch.baddbmm(bias, q_blocks, k_cols.transpose(1, 2), alpha=scale, out=scores)
+        # in base 2: exp2 is several times cheaper than exp on the CPU
+        torch.baddbmm(bias, q_blocks, k_cols.transpose(1, 2), alpha=scale * _LOG2E, out=scores)
         peak = scores.amax(-1, keepdim=True).nan_to_num_(neginf=0.0)  # 0 for rows that see no live key
-        scores.sub_(peak).exp_()
+        scores.sub_(peak).exp2_()
         total = scores.sum(-1, keepdim=True)
         torch.bmm(scores, v_cols, out=out).div_(total.clamp_min(torch.finfo(scores.dtype).tiny))  # 0 for those
-        return total.log_().add_(peak).squeeze(-1)  # and -inf
+        return total.log2_().add_(peak).mul_(_LN2).squeeze(-1)  # and -inf
