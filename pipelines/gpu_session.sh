@@ -20,6 +20,8 @@
 #                                     # the dynamic and narrow-column GPU tests
 #   bash pipelines/gpu_session.sh 10  # issue 23: the GPU tests (every failure's message kept) and the cost of the
 #                                     # delta refresh's subtractable float32 outputs (kernels/bench_subtractable.py)
+#   bash pipelines/gpu_session.sh 11  # issue 19: the long yardstick's samples under each sampling setting
+#                                     # (yardstick/long_settings.py: guidance, its schedule, steps, SNR shift)
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -92,6 +94,10 @@ elif [ "$1" = "10" ]; then
     { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1; } \
         | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
     timeout 200 python3 kernels/bench_subtractable.py --out "$STAGE/kernels/subtractable.json" 2>&1 | tail -20
+elif [ "$1" = "11" ]; then
+    mkdir -p "$STAGE/yardstick"
+    timeout 480 python3 yardstick/long_settings.py --device cuda --out "$STAGE/yardstick/long_settings" 2>&1 \
+        | grep -v "it/s" | tail -12
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \

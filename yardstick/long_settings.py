@@ -1,0 +1,94 @@
+"""The long yardstick's sampling settings, measured: which guidance, schedule and step count make it draw its scenes.
+
+The long model's one-step prediction of x0 from noised truth is better than the small model's at every noise level
+but the first: from pure noise (t = 999, zero terminal SNR) it predicts the per-channel mean of the scene, a flat
+colour, where the small one already places some structure. Under a constant CFG of 6, that first flat prediction is
+pushed six times past the unconditional one (saturated colour), and the steps after it see a strong flat signal
+and keep it. This script generates the card's six sample prompts under each setting below, runs the same colour
+and motion check as the card (`vidsparse.yardstick.evaluate.check_prompt`), and draws one samples picture per
+setting:
+
+    python yardstick/long_settings.py --device cuda --out out/long_settings     # on the GPU, about 5 minutes
+
+It writes `settings.json` (per setting and prompt: the check's clauses, and the totals) and
+`long_samples_<setting>.png` under `--out`. `--frames/--height/--width` and `--steps-scale` shrink it for a CPU
+dry run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # make_card, beside this file
+
+from make_card import SAMPLE_PROMPTS, truth_samples  # noqa: E402
+
+from vidsparse.yardstick import GENERATE_LONG, load_yardstick  # noqa: E402
+
+# name -> (call arguments over GENERATE_LONG, the scheduler's snr_shift_scale)
+SETTINGS = {
+    "cfg6": ({}, 1.0),  # the card's until now
+    "cfg6-dynamic": ({"use_dynamic_cfg": True}, 1.0),  # CogVideoX's cosine ramp: guidance about 1 at high noise
+    "cfg3": ({"guidance_scale": 3.0}, 1.0),
+    "cfg1": ({"guidance_scale": 1.0}, 1.0),  # no guidance (one branch)
+    "cfg6-dynamic-50": ({"use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
+    "cfg6-dynamic-shift3": ({"use_dynamic_cfg": True}, 3.0),
+}
+
+
+def main(argv=None) -> None:
+    from diffusers import CogVideoXDDIMScheduler
+
+    from vidsparse.app.runinfo import environment
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--out", type=Path, default=Path("out/long_settings"))
+    parser.add_argument("--only", action="append", choices=list(SETTINGS), help="settings to run (default: all)")
+    parser.add_argument("--frames", type=int, help="a smaller size for a dry run (default 16 x 128 x 128)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count (a dry run: 0.1)")
+    parser.add_argument("--prompts", type=int, default=len(SAMPLE_PROMPTS))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+    pipe = load_yardstick(long=True, device=args.device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    base_scheduler = pipe.scheduler.config
+    size = {k: v for k, v in (("num_frames", args.frames), ("height", args.height), ("width", args.width)) if v}
+    results = {"command": " ".join(["python yardstick/long_settings.py", *(sys.argv[1:] if argv is None else argv)]),
+               "environment": environment([], args.device), "settings": {}}
+    for name in args.only or SETTINGS:
+        extra, shift = SETTINGS[name]
+        pipe.scheduler = CogVideoXDDIMScheduler.from_config(base_scheduler, snr_shift_scale=shift)
+        kwargs = {**GENERATE_LONG, **size, **extra}
+        steps = max(2, round(kwargs.pop("num_inference_steps") * args.steps_scale))
+        folder = args.out / name
+        folder.mkdir(exist_ok=True)
+        started = time.perf_counter()
+        checks = truth_samples(pipe, folder, kwargs, steps=steps, prompts=SAMPLE_PROMPTS[: args.prompts])
+        (folder / "long_samples.png").rename(args.out / f"long_samples_{name}.png")
+        folder.rmdir()
+        results["settings"][name] = {
+            "call": {**extra, "num_inference_steps": steps}, "snr_shift_scale": shift,
+            "seconds": round(time.perf_counter() - started, 1),
+            "present": sum(all(c["present"] for c in s["clauses"]) for s in checks),
+            "passed": sum(all(c["passed"] for c in s["clauses"]) for s in checks),
+            "of": len(checks), "checks": checks,
+        }
+        r = results["settings"][name]
+        print(f"{name:22s} present {r['present']}/{r['of']}  passed {r['passed']}/{r['of']}  ({r['seconds']} s)",
+              flush=True)
+        (args.out / "settings.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
