@@ -8,9 +8,9 @@ and keep it. This script generates the card's six sample prompts under each sett
 and motion check as the card (`vidsparse.yardstick.evaluate.check_prompt`), and draws one samples picture per
 setting:
 
-    python yardstick/long_settings.py --device cuda --out out/long_settings     # on the GPU, about 5 minutes
+    python yardstick/long_settings.py --device cuda --seeds 3 --out out/long_settings   # on the GPU, 3 minutes
 
-It writes `settings.json` (per setting and prompt: the check's clauses, and the totals) and
+It writes `settings.json` (per setting, prompt and seed (`--seeds`): the check's clauses, and the totals) and
 `long_samples_<setting>.png` under `--out`. `--frames/--height/--width` and `--steps-scale` shrink it for a CPU
 dry run.
 """
@@ -27,7 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # make_card, beside this file
 
-from make_card import SAMPLE_PROMPTS, truth_samples  # noqa: E402
+from make_card import SAMPLE_PROMPTS, _generate, truth_samples  # noqa: E402
+
+from vidsparse.yardstick.evaluate import check_prompt  # noqa: E402
 
 from vidsparse.yardstick import GENERATE_LONG, load_yardstick  # noqa: E402
 
@@ -39,6 +41,12 @@ SETTINGS = {
     "cfg1": ({"guidance_scale": 1.0}, 1.0),  # no guidance (one branch)
     "cfg6-dynamic-50": ({"use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
     "cfg6-dynamic-shift3": ({"use_dynamic_cfg": True}, 3.0),
+    "cfg2": ({"guidance_scale": 2.0}, 1.0),
+    "cfg3-dynamic": ({"guidance_scale": 3.0, "use_dynamic_cfg": True}, 1.0),
+    "cfg3-dynamic-30": ({"guidance_scale": 3.0, "use_dynamic_cfg": True, "num_inference_steps": 30}, 1.0),
+    "cfg6-dynamic-30": ({"use_dynamic_cfg": True, "num_inference_steps": 30}, 1.0),
+    "cfg3-dynamic-50": ({"guidance_scale": 3.0, "use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
+    "cfg1-50": ({"guidance_scale": 1.0, "num_inference_steps": 50}, 1.0),
 }
 
 
@@ -56,6 +64,7 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int)
     parser.add_argument("--steps-scale", type=float, default=1.0, help="scale every step count (a dry run: 0.1)")
     parser.add_argument("--prompts", type=int, default=len(SAMPLE_PROMPTS))
+    parser.add_argument("--seeds", type=int, default=1, help="seeds checked per prompt (the picture: seed 0)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -74,7 +83,11 @@ def main(argv=None) -> None:
         folder = args.out / name
         folder.mkdir(exist_ok=True)
         started = time.perf_counter()
-        checks = truth_samples(pipe, folder, kwargs, steps=steps, prompts=SAMPLE_PROMPTS[: args.prompts])
+        prompts = SAMPLE_PROMPTS[: args.prompts]
+        checks = truth_samples(pipe, folder, kwargs, steps=steps, prompts=prompts)  # seed 0, and the picture
+        for seed in range(1, args.seeds):
+            checks += [{"prompt": p, "seed": seed, "clauses": check_prompt(_generate(pipe, p, seed, steps, kwargs), p)}
+                       for p in prompts]
         (folder / "long_samples.png").rename(args.out / f"long_samples_{name}.png")
         folder.rmdir()
         results["settings"][name] = {
