@@ -22,6 +22,8 @@
 #                                     # delta refresh's subtractable float32 outputs (kernels/bench_subtractable.py)
 #   bash pipelines/gpu_session.sh 11  # issue 19: the long yardstick's samples under each sampling setting
 #                                     # (yardstick/long_settings.py: guidance, its schedule, steps, SNR shift)
+#   bash pipelines/gpu_session.sh 12  # issue 19, after part 11: the long pattern file searched again, the long
+#                                     # card (samples, numbers) and the sweep of both yardsticks
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -98,6 +100,18 @@ elif [ "$1" = "11" ]; then
     mkdir -p "$STAGE/yardstick"
     timeout 480 python3 yardstick/long_settings.py --device cuda --seeds 3 --out "$STAGE/yardstick/long_settings" 2>&1 \
         | grep -v "it/s" | tail -12
+elif [ "$1" = "12" ]; then
+    # after part 11 set the long model's CFG to 2: its pattern file searched again, its card, and both sweeps
+    mkdir -p "$STAGE/yardstick" "$STAGE/vidsparse/search/patterns"
+    P=vidsparse/search/patterns
+    timeout 150 python3 -m vidsparse search --model yardstick-long --device cuda --out $P/yardstick-long.safetensors \
+        > "$STAGE/search_yardstick-long.log" 2>&1
+    tail -n 3 "$STAGE/search_yardstick-long.log"
+    cp $P/yardstick-long.safetensors "$STAGE/$P/"
+    timeout 90 python3 yardstick/make_card.py --long --device cuda --run yardstick/training --out "$STAGE/yardstick" \
+        2>&1 | grep -v "it/s" | tail -12
+    timeout 340 python3 yardstick/sweep.py --device cuda --budget-s 300 --out "$STAGE/yardstick" 2>&1 \
+        | grep -v "it/s" | tail -40
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \
