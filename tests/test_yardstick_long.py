@@ -159,3 +159,26 @@ def test_the_pattern_file_fits_the_model_and_runs(long_pipe):
     finally:
         handle.remove()
     assert video.shape == (1, 4, 3, 32, 32) and torch.isfinite(video).all()
+
+
+@needs_weights
+def test_the_sampling_settings_script_checks_every_prompt_and_seed(tmp_path):
+    """yardstick/long_settings.py (the measurement behind the long model's CFG 2) at a reduced grid: each setting
+    its scheduler's shift and call, every prompt x seed checked, one picture a setting."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "yardstick"))
+    import long_settings
+
+    long_settings.main(["--device", "cpu", "--out", str(tmp_path), "--frames", "4", "--height", "32", "--width", "32",
+                        "--steps-scale", "0.1", "--prompts", "2", "--seeds", "2", "--only", "cfg2",
+                        "--only", "cfg6-dynamic-shift3"])
+    results = json.loads((tmp_path / "settings.json").read_text())
+    assert list(results["settings"]) == ["cfg2", "cfg6-dynamic-shift3"]
+    shifted = results["settings"]["cfg6-dynamic-shift3"]
+    assert shifted["snr_shift_scale"] == 3.0 and shifted["call"] == {"use_dynamic_cfg": True, "num_inference_steps": 2}
+    for name, r in results["settings"].items():
+        assert len(r["checks"]) == r["of"] == 4 and (tmp_path / f"long_samples_{name}.png").is_file()
+        assert [c.get("seed", 0) for c in r["checks"]] == [0, 0, 1, 1]
+        assert r["present"] == sum(all(c["present"] for c in s["clauses"]) for s in r["checks"])

@@ -716,7 +716,7 @@ def markdown(results: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + f"; {_secs(meta.get('seconds'))} in all.",
         "",
         f"{prompts} prompt(s) of `{meta['prompts_file']}` x seed(s) {', '.join(map(str, meta['seeds']))}: "
-        f"{len(first['cases'])} case(s) per setting and model, CFG {first['meta']['generate'].get('guidance_scale')}. "
+        f"{len(first['cases'])} case(s) per setting and model, at each model's own CFG (the table below). "
         "Every method against dense on the same cases, per model. Density is the realised density over every step "
         "and replaced layer of every case, the dense warm-up included (a dense call counts 1); for `delta` its "
         "refresh steps count 1 as well. PSNR: of the mean squared error over every frame of every case (an "
@@ -793,7 +793,8 @@ def _models_section(results: dict) -> list[str]:
     row("video grid (t x h x w)", lambda e: " x ".join(map(str, e["meta"]["grid"]))
         + f" = {e['meta']['video_tokens']:,} tokens")
     row("frames x height x width", lambda e: "{num_frames} x {height} x {width}".format(**e["meta"]["generate"]))
-    row("steps, dtype", lambda e: f"{e['meta']['steps']}, {e['meta']['dtype']}")
+    row("steps, dtype, CFG", lambda e: f"{e['meta']['steps']}, {e['meta']['dtype']}, "
+                                      f"{e['meta']['generate'].get('guidance_scale')}")
     row("weights", lambda e: e["meta"]["weights"])
     row("dense: density, s (batched / one case per call)", lambda e: " / ".join(
         f"{d['density']:.3f}, {d['seconds']:.1f} s" for k, d in e["dense"].items() if k != "floor") or "not run")
