@@ -431,14 +431,20 @@ def test_topk_without_the_kernel_picks_the_same(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize(("s", "q_block", "rows_per_block", "text"), [(217, 64, 16, (190, 217)), (77, 16, 8, None)])
-def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_block, rows_per_block, text):
+@pytest.mark.parametrize("chunks", ["one", "head pairs", "block pairs"])
+def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_block, rows_per_block, text, chunks,
+                                                                  monkeypatch):
     """The CPU refresh in one pass gives what the refresh computes elsewhere in four calls: full attention with its
     lse, topk_columns (over sampled rows, some repeated in a ragged last block), the column attention and the
     subtraction, here of float64 references. bf16 scores in float32 where topk_columns multiplies in bf16, so there
     its columns hold at least their exact mass (to rounding) instead of being equal, and the rest is checked against
     the columns it chose."""
-    from vidsparse.kernels import attention_topk_and_rest, subtract_attention
+    from vidsparse.kernels import attention_topk_and_rest, column_sparse, subtract_attention
 
+    # chunks of every (batch, head) and query block at once, of 2 (batch, head) pairs x 1 block, or of all pairs x 2
+    piece = {"one": None, "head pairs": 2 * q_block * s, "block pairs": B * 3 * 2 * q_block * s}[chunks]
+    if piece is not None:
+        monkeypatch.setattr(column_sparse, "_ROWS_PIECE", piece)
     q, k, v = (t.cpu().to(dtype) for t in qkv(B, 3, s, 64, seed=19))
     padding = torch.zeros(B, s, dtype=torch.bool)
     padding[1, :5] = True

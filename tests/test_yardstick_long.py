@@ -177,7 +177,10 @@ def test_the_sampling_settings_script_checks_every_prompt_and_seed(tmp_path):
     results = json.loads((tmp_path / "settings.json").read_text())
     assert list(results["settings"]) == ["cfg2", "cfg6-dynamic-shift3"]
     shifted = results["settings"]["cfg6-dynamic-shift3"]
-    assert shifted["snr_shift_scale"] == 3.0 and shifted["call"] == {"use_dynamic_cfg": True, "num_inference_steps": 2}
+    assert shifted["snr_shift_scale"] == 3.0
+    assert shifted["call"] == {"guidance_scale": 6.0, "use_dynamic_cfg": True, "num_inference_steps": 2}
+    chosen = results["settings"]["cfg2"]
+    assert chosen["snr_shift_scale"] == 1.0 and chosen["call"]["guidance_scale"] == GENERATE_LONG["guidance_scale"]
     for name, r in results["settings"].items():
         assert len(r["checks"]) == r["of"] == 4 and (tmp_path / f"long_samples_{name}.png").is_file()
         assert [c.get("seed", 0) for c in r["checks"]] == [0, 0, 1, 1]

@@ -33,18 +33,22 @@ from vidsparse.yardstick.evaluate import check_prompt  # noqa: E402
 
 from vidsparse.yardstick import GENERATE_LONG, load_yardstick  # noqa: E402
 
-# name -> (call arguments over GENERATE_LONG, the scheduler's snr_shift_scale)
+# name -> (call arguments over GENERATE_LONG, the scheduler's snr_shift_scale). Each names its guidance_scale:
+# GENERATE_LONG's own is the one these settings chose. `use_dynamic_cfg` is diffusers' CogVideoX schedule of the scale,
+# `1 + g (1 - cos(pi ((N - t) / N) ** 5)) / 2` with t the timestep's value (999, 949, ...), not the step's index, so
+# under this scheduler it gives each step a scale in [1, 1 + g] that jumps from step to step (1 + g at t = 999 for
+# N = 20); it is measured as diffusers runs it.
 SETTINGS = {
-    "cfg6": ({}, 1.0),  # the card's until now
-    "cfg6-dynamic": ({"use_dynamic_cfg": True}, 1.0),  # CogVideoX's cosine ramp: guidance about 1 at high noise
+    "cfg6": ({"guidance_scale": 6.0}, 1.0),  # the small yardstick's, and the long one's first card's
+    "cfg6-dynamic": ({"guidance_scale": 6.0, "use_dynamic_cfg": True}, 1.0),
     "cfg3": ({"guidance_scale": 3.0}, 1.0),
     "cfg1": ({"guidance_scale": 1.0}, 1.0),  # no guidance (one branch)
-    "cfg6-dynamic-50": ({"use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
-    "cfg6-dynamic-shift3": ({"use_dynamic_cfg": True}, 3.0),
+    "cfg6-dynamic-50": ({"guidance_scale": 6.0, "use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
+    "cfg6-dynamic-shift3": ({"guidance_scale": 6.0, "use_dynamic_cfg": True}, 3.0),
     "cfg2": ({"guidance_scale": 2.0}, 1.0),
     "cfg3-dynamic": ({"guidance_scale": 3.0, "use_dynamic_cfg": True}, 1.0),
     "cfg3-dynamic-30": ({"guidance_scale": 3.0, "use_dynamic_cfg": True, "num_inference_steps": 30}, 1.0),
-    "cfg6-dynamic-30": ({"use_dynamic_cfg": True, "num_inference_steps": 30}, 1.0),
+    "cfg6-dynamic-30": ({"guidance_scale": 6.0, "use_dynamic_cfg": True, "num_inference_steps": 30}, 1.0),
     "cfg3-dynamic-50": ({"guidance_scale": 3.0, "use_dynamic_cfg": True, "num_inference_steps": 50}, 1.0),
     "cfg1-50": ({"guidance_scale": 1.0, "num_inference_steps": 50}, 1.0),
 }
@@ -90,8 +94,9 @@ def main(argv=None) -> None:
                        for p in prompts]
         (folder / "long_samples.png").rename(args.out / f"long_samples_{name}.png")
         folder.rmdir()
-        results["settings"][name] = {
-            "call": {**extra, "num_inference_steps": steps}, "snr_shift_scale": shift,
+        results["settings"][name] = {  # what the pipeline was called with and its scheduler ran at
+            "call": {key: kwargs.get(key, False) for key in ("guidance_scale", "use_dynamic_cfg")}
+            | {"num_inference_steps": steps}, "snr_shift_scale": pipe.scheduler.config.snr_shift_scale,
             "seconds": round(time.perf_counter() - started, 1),
             "present": sum(all(c["present"] for c in s["clauses"]) for s in checks),
             "passed": sum(all(c["passed"] for c in s["clauses"]) for s in checks),

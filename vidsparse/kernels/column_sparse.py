@@ -431,72 +431,86 @@ def attention_topk_and_rest(
     if key_padding_mask is not None:  # [B H, 1, S]: -inf on padded keys
         pad = torch.zeros(b, 1, s, dtype=compute).masked_fill_(key_padding_mask.view(b, 1, s), float("-inf"))
         pad = pad.repeat_interleave(h, 0)
-    banned = _banned_keys(b, s, text, key_padding_mask, q.device)
+    banned = _banned_keys(b, s, text, key_padding_mask, q.device).repeat_interleave(h, 0)  # [B H, S]
     text_keys = None if text is None else slice(*text)
-    v_text = None if text is None else values[:, text_keys]
 
     out = torch.empty(bh, n_q * q_block, d, dtype=compute)
     o_rest = torch.empty_like(out)
     lse = torch.empty(bh, n_q * q_block, 1, dtype=compute)
     lse_rest = torch.empty_like(lse)
-    columns = torch.empty(b, h, n_q, count, dtype=_INDEX_DTYPE)
-    counts = torch.empty(b, h, n_q, dtype=_INDEX_DTYPE)
-    per = min(n_q, max(1, _ROWS_PIECE // (bh * q_block * s)))  # query blocks a chunk: its scores stay in cache
-    # Every temporary of the loop allocated once: a fresh allocation of this size costs a page fault per page.
-    buffer = torch.empty(bh, per * q_block, s, dtype=compute)
-    whole_buffer, part_buffer = torch.empty(2, bh, per * q_block, d, dtype=compute)
-    p_buffer = torch.empty(bh, per, q_block, count, dtype=compute)
-    v_buffer = torch.empty(bh, per * count, d, dtype=compute)
-    mass_buffer = torch.empty(bh, per, 1, s, dtype=compute)
+    columns = torch.empty(bh, n_q, count, dtype=_INDEX_DTYPE)
+    counts = torch.empty(bh, n_q, dtype=_INDEX_DTYPE)
+    # A chunk: `group` (batch, head) pairs x `per` query blocks, so that its scores (about _ROWS_PIECE) stay in the
+    # CPU's cache and its memory stays bounded at any length. Every temporary is a view of a buffer allocated once:
+    # a fresh allocation of this size costs a page fault per page.
+    group = min(bh, max(1, _ROWS_PIECE // (q_block * s)))
+    per = min(n_q, max(1, _ROWS_PIECE // (group * q_block * s)))
+    rows_most = group * per * q_block
+    buffers = {name: torch.empty(size, dtype=compute) for name, size in (
+        ("p", rows_most * s), ("whole", rows_most * d), ("part", rows_most * d), ("p_cols", rows_most * count),
+        ("v_cols", group * per * count * d), ("mass", group * per * s))}
+
+    def take(name, *shape):  # a contiguous view of the start of a buffer
+        return buffers[name][: math.prod(shape)].view(shape)
+
     slot = torch.arange(count).view(1, 1, 1, count)
-    for n0 in range(0, n_q, per):
-        n1 = min(n_q, n0 + per)
-        n, piece = n1 - n0, slice(n0 * q_block, n1 * q_block)
-        p = torch.bmm(q[:, piece], keys, out=buffer[:, : n * q_block])  # [BH, n Q, S], log2 scores
-        if pad is not None:
-            p.add_(pad)
-        peak = p.amax(-1, keepdim=True)
-        if pad is not None:
-            peak.nan_to_num_(neginf=0.0)  # a row whose keys are all padded: its total is 0
-        p.sub_(peak).exp2_()
-        total = p.sum(-1, keepdim=True)  # [BH, n Q, 1]
-        whole = torch.bmm(p, values, out=whole_buffer[:, : n * q_block])  # sum p v
-        inverse = total.reciprocal().nan_to_num_(posinf=0.0)
-        torch.mul(whole, inverse, out=out[:, piece])
-        torch.add(total.log2(), peak, out=lse[:, piece])
-        # the columns: per block, the keys that its sampled rows give the most probability, sum_r p_r / total_r
-        mass = torch.matmul(weight[n0:n1].view(1, n, 1, q_block) * inverse.view(bh, n, 1, q_block),
-                            p.view(bh, n, q_block, s), out=mass_buffer[:, :n])
-        cols, live = _top_columns(mass.view(b, h, n, s), banned, count)
-        columns[:, :, n0:n1], counts[:, :, n0:n1] = cols, live
-        # the part the delta steps recompute: the live columns' and the text's probabilities, and their sum p v
-        index = cols.view(bh, n, 1, count).long()
-        p_cols = torch.gather(p.view(bh, n, q_block, s), -1, index.expand(bh, n, q_block, count), out=p_buffer[:, :n])
-        p_cols.masked_fill_(slot >= live.view(bh, n, 1, 1), 0.0)
-        v_cols = torch.gather(values, 1, index.view(bh, n * count, 1).expand(bh, n * count, d),
-                              out=v_buffer[:, : n * count]).view(bh, n, count, d)
-        part = torch.matmul(p_cols, v_cols, out=part_buffer[:, : n * q_block].view(bh, n, q_block, d))
-        part = part.view(bh, n * q_block, d)
-        part_total = p_cols.sum(-1).view(bh, n * q_block, 1)
-        if text_keys is not None:
-            p_text = p[:, :, text_keys]
-            part.baddbmm_(p_text, v_text)
-            part_total += p_text.sum(-1, keepdim=True)
-        rest_total = total.sub_(part_total)
-        empty = ~(rest_total > 4 * torch.finfo(compute).eps * (rest_total + part_total))  # all in the part
-        rest_total.masked_fill_(empty, 1.0)
-        torch.div(whole.sub_(part), rest_total, out=o_rest[:, piece]).masked_fill_(empty, 0.0)
-        torch.add(rest_total.log2_(), peak, out=lse_rest[:, piece]).masked_fill_(empty, float("-inf"))
+    for g0 in range(0, bh, group):
+        heads = slice(g0, min(bh, g0 + group))
+        g = heads.stop - g0
+        keys_g, values_g = keys[heads], values[heads]
+        for n0 in range(0, n_q, per):
+            n1 = min(n_q, n0 + per)
+            n, piece = n1 - n0, slice(n0 * q_block, n1 * q_block)
+            p = torch.bmm(q[heads, piece], keys_g, out=take("p", g, n * q_block, s))  # log2 scores
+            if pad is not None:
+                p.add_(pad[heads])
+            peak = p.amax(-1, keepdim=True)
+            if pad is not None:
+                peak.nan_to_num_(neginf=0.0)  # a row whose keys are all padded: its total is 0
+            p.sub_(peak).exp2_()
+            total = p.sum(-1, keepdim=True)  # [g, n Q, 1]
+            whole = torch.bmm(p, values_g, out=take("whole", g, n * q_block, d))  # sum p v
+            inverse = total.reciprocal().nan_to_num_(posinf=0.0)
+            torch.mul(whole, inverse, out=out[heads, piece])
+            torch.add(total.log2(), peak, out=lse[heads, piece])
+            # the columns: per block, the keys that its sampled rows give the most probability, sum_r p_r / total_r
+            mass = torch.matmul(weight[n0:n1].view(1, n, 1, q_block) * inverse.view(g, n, 1, q_block),
+                                p.view(g, n, q_block, s), out=take("mass", g, n, 1, s))
+            cols, live = _top_columns(mass.view(g, 1, n, s), banned[heads], count)
+            cols, live = cols.view(g, n, count), live.view(g, n)
+            columns[heads, n0:n1], counts[heads, n0:n1] = cols, live
+            # the part the delta steps recompute: the live columns' and the text's probabilities, and their sum p v
+            index = cols.view(g, n, 1, count).long()
+            p_cols = torch.gather(p.view(g, n, q_block, s), -1, index.expand(g, n, q_block, count),
+                                  out=take("p_cols", g, n, q_block, count))
+            p_cols.masked_fill_(slot >= live.view(g, n, 1, 1), 0.0)
+            v_cols = torch.gather(values_g, 1, index.view(g, n * count, 1).expand(g, n * count, d),
+                                  out=take("v_cols", g, n * count, d)).view(g, n, count, d)
+            part = torch.matmul(p_cols, v_cols, out=take("part", g, n, q_block, d)).view(g, n * q_block, d)
+            part_total = p_cols.sum(-1).view(g, n * q_block, 1)
+            if text_keys is not None:
+                p_text = p[:, :, text_keys]
+                part.baddbmm_(p_text, values_g[:, text_keys])
+                part_total += p_text.sum(-1, keepdim=True)
+            rest_total = total.sub_(part_total)
+            empty = ~(rest_total > 4 * torch.finfo(compute).eps * (rest_total + part_total))  # all in the part
+            rest_total.masked_fill_(empty, 1.0)
+            torch.div(whole.sub_(part), rest_total, out=o_rest[heads, piece]).masked_fill_(empty, 0.0)
+            torch.add(rest_total.log2_(), peak, out=lse_rest[heads, piece]).masked_fill_(empty, float("-inf"))
     shape = (b, h, n_q * q_block)
+    # the ragged last block's padded rows cut off (a copy then, so that no cached tensor keeps them)
     out, o_rest = (t.view(*shape, d)[:, :, :s] for t in (out, o_rest))
+    if n_q * q_block != s:
+        out, o_rest = out.contiguous(), o_rest.contiguous()
     lse, lse_rest = (t.view(shape)[:, :, :s].mul(_LN2).float() for t in (lse, lse_rest))
-    return out, lse, columns, counts, o_rest, lse_rest
+    return out, lse, columns.view(b, h, n_q, count), counts.view(b, h, n_q), o_rest, lse_rest
 
 
 _LOG2E, _LN2 = math.log2(math.e), math.log(2.0)
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
 _MASS_PIECE = 1 << 19  # float32 scores the PyTorch mass path holds at a time (2 MB)
-_ROWS_PIECE = 1 << 21  # scores of every head that attention_topk_and_rest holds at a time (8 MB in float32)
+_ROWS_PIECE = 1 << 21  # scores that attention_topk_and_rest holds at a time (8 MB in float32; at least one
+# query block of one head)
 _MASS_BLOCK_N = 64
 
 
