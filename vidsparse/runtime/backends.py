@@ -204,7 +204,7 @@ def fuses_refresh(name: str, q: torch.Tensor) -> bool:
     """Whether a cached-delta refresh under backend `name` computes its full attention, its columns and its cached
     rest in one pass (`attention_topk_and_rest`): on the CPU where the sdpa backend would run its full attention."""
     runs_sdpa = name == "sdpa" or (name == "auto" and _triton_unavailable(q, None) is not None)
-    return runs_sdpa and sdpa_returns_lse(q) and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return runs_sdpa and q.device.type == "cpu" and q.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _sdpa(q, k, v, mask, key_padding, return_lse, cache=None, out_dtype=None):
