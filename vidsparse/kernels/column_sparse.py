@@ -403,10 +403,11 @@ def attention_topk_and_rest(
 
     What the refresh computes elsewhere in four calls: full attention with its log-sum-exp, `topk_columns` over it,
     the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each chunk of
-    query blocks scores its rows against every key once, in float32: the probabilities give the output, the sampled
-    rows' column mass, and, gathered at the chosen columns and the text, the part that the rest subtracts. The rest
-    is `(sum p v - sum_part p v) / (sum p - sum_part p)` over the same probabilities, so it carries float32 rounding
-    only (no bf16 output enters it; see `subtract_attention`), and no key's K or V row is gathered per block.
+    (batch, head) pairs and query blocks scores its rows against every key once, in float32 and base 2: the
+    probabilities give the output, the sampled rows' column mass, and, gathered at the chosen columns and the text,
+    the part that the rest subtracts. The rest is `(sum p v - sum_part p v) / (sum p - sum_part p)` over the same
+    probabilities, so it carries float32 rounding only (no bf16 output enters it; see `subtract_attention`), and the
+    columns' scores are read from the matrix: only their V rows are gathered, no K row.
 
     Arguments are `topk_columns`' (with the default scale). `out` and `o_rest` are float32 (float64 for float64
     inputs), `lse` and `lse_rest` float32. A row whose keys are all padded gets zeros and -inf; a rest that holds no
