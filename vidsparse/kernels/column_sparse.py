@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import torch
 
 from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
-from .reference import _LN2, _LOG2E
 
 __all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_sparse_attention", "topk_columns"]
 
@@ -508,6 +507,7 @@ def attention_topk_and_rest(
     return out, lse, columns.view(b, h, n_q, count), counts.view(b, h, n_q), o_rest, lse_rest
 
 
+_LOG2E, _LN2 = math.log2(math.e), math.log(2.0)
 _MAX_KERNEL_ROWS = 128  # sampled rows a block for the mass kernel (one tile of rows)
 _MASS_PIECE = 1 << 19  # float32 scores the PyTorch mass path holds at a time (2 MB)
 _ROWS_PIECE = 1 << 21  # scores that attention_topk_and_rest holds at a time (8 MB in float32; at least one

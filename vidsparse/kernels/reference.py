@@ -18,7 +18,7 @@ from ..core.mask import SparseMask
 
 __all__ = ["block_sparse_attention_gathered", "block_sparse_attention_reference", "column_sparse_attention_reference"]
 
-_LOG2E, _LN2 = math.log2(math.e), math.log(2.0)  # scores in base 2 (exp2 is cheaper than exp on the CPU)
+_LOG2E, _LN2 = math.log2(math.e), math.log(2.0)
 _PIECE = 1 << 20  # elements the column reference works on at a time (4 MB in float32: in the CPU's cache)
 
 
