@@ -24,6 +24,9 @@
 #                                     # (yardstick/long_settings.py: guidance, its schedule, steps, SNR shift)
 #   bash pipelines/gpu_session.sh 12  # issue 19, after part 11: the long pattern file searched again, the long
 #                                     # card (samples, numbers) and the sweep of both yardsticks
+#   bash pipelines/gpu_session.sh 13  # issue 21, the refresh that leaves the columns out: the GPU tests, its parts
+#                                     # (kernels/bench_refresh.py), HunyuanVideo 720p stock, delta and offloaded
+#                                     # delta steps
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -112,6 +115,14 @@ elif [ "$1" = "12" ]; then
         2>&1 | grep -v "it/s" | tail -12
     timeout 340 python3 yardstick/sweep.py --device cuda --budget-s 300 --out "$STAGE/yardstick" 2>&1 \
         | grep -v "it/s" | tail -40
+elif [ "$1" = "13" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/pipelines"
+    { echo "$STAMP"; timeout 170 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1; } \
+        | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
+    timeout 150 python3 kernels/bench_refresh.py --out "$STAGE/kernels/refresh.json" 2>&1 | tail -50
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 230 python3 pipelines/bench_methods.py \
+        --models hunyuanvideo --variants stock,delta,offload --runs 1 --budget-s 190 --out "$STAGE/pipelines" 2>&1 \
+        | tail -12
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \

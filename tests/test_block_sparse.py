@@ -68,12 +68,12 @@ def _run_kernel(*args, **kwargs):
 _truncate_to_bf16, _rel_err = truncate_to_bf16, rel_err
 
 
-def _check(q, k, v, mask, *, config=None, key_padding_mask=None, scale=None):
+def _check(q, k, v, mask, *, config=None, key_padding_mask=None, scale=None, exclude=None):
     """Run the kernel and hold o and lse to twice the reference's own error against the float64 golden.
 
     Also: no NaN or inf anywhere, rows without a live key exactly 0 with lse -inf. Returns (o, lse).
     """
-    kw = dict(key_padding_mask=key_padding_mask, scale=scale, return_lse=True)
+    kw = dict(key_padding_mask=key_padding_mask, scale=scale, return_lse=True, exclude=exclude)
     out, lse = _run_kernel(q, k, v, mask, config=config, **kw)
     golden, golden_lse = block_sparse_attention_reference(q.double(), k.double(), v.double(), mask, **kw)
     eager, eager_lse = block_sparse_attention_reference(q, k, v, mask, **kw)
@@ -100,6 +100,71 @@ def _check(q, k, v, mask, *, config=None, key_padding_mask=None, scale=None):
     lse_budget = max(2 * eager_lse_err, LSE_FLOOR)
     assert lse_err <= lse_budget, f"lse error {lse_err:.3g} > budget {lse_budget:.3g}"
     return out, lse
+
+
+# ---------------------------------------------------------------------------------------------- left-out keys
+def _bitmask(keys: torch.Tensor) -> torch.Tensor:
+    """int32 words `[..., ceil(S / 32)]` of a bool `[..., S]`, built bit by bit (the definition, in Python ints)."""
+    *lead, s = keys.shape
+    words = torch.zeros(*lead, -(-s // 32), dtype=torch.int64)
+    for j in range(s):
+        words[..., j // 32] += keys[..., j].long() << (j % 32)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32).to(DEVICE)
+
+
+@pytest.mark.parametrize(("head_dim", "seq_len", "density", "per_batch", "padded", "config"), [
+    (64, 217, 1.0, False, False, None),
+    (64, 217, 0.5, True, True, None),
+    (128, 129, 1.0, True, True, _config(32, 32, use_tma=True)),
+    (64, 100, 1.0, False, True, _config(32, 64, use_tma=False)),
+], ids=["d64-shared", "d64-sparse-per-batch-padded", "d128-tma-tiles32", "d64-ptr-tiles32x64"])
+def test_excluded_keys(head_dim, seq_len, density, per_batch, padded, config):
+    """`exclude` leaves each query block's set keys out (the delta refresh's rest): against the references with the
+    same bits, and the reference against attention over the kept keys, built from the definition."""
+    _skip_tma_without_hopper(config)
+    heads = 2
+    q, k, v = _qkv(heads, seq_len, head_dim, seed=seq_len + head_dim)
+    mask = _random_mask(density, heads, seq_len, seed=3)
+    g = torch.Generator().manual_seed(seq_len)
+    left_out = torch.rand(B if per_batch else 1, heads, mask.num_q_blocks, seq_len, generator=g) < 0.4
+    left_out[..., 31] = True  # bit 31: the sign bit of its word
+    padding = None
+    if padded:
+        padding = torch.zeros(B, seq_len, dtype=torch.bool, device=DEVICE)
+        padding[1, -10:] = True
+    exclude = _bitmask(left_out)
+    _check(q, k, v, mask, config=config, key_padding_mask=padding, exclude=exclude)
+    # the reference's own reading of the bits: a mask that is the blocks minus the set keys, token by token
+    allowed = mask.to_dense().to(DEVICE)  # [B', H, S, S]
+    allowed = allowed & ~left_out.to(DEVICE).repeat_interleave(mask.q_block, 2)[:, :, :seq_len]
+    if padding is not None:
+        allowed = allowed & ~padding[:, None, None, :]
+    scores = (q.double() @ k.double().transpose(-1, -2)) / head_dim**0.5
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    expect = torch.nan_to_num(scores.softmax(-1)) @ v.double()
+    got = block_sparse_attention_reference(q.double(), k.double(), v.double(), mask, key_padding_mask=padding,
+                                           exclude=exclude)
+    torch.testing.assert_close(got, expect, atol=1e-10, rtol=1e-10)
+
+
+def test_excluding_every_key_of_a_block_empties_its_rows():
+    q, k, v = _qkv(2, 150, 64, seed=31)
+    mask = _random_mask(1.0, 2, 150)
+    left_out = torch.zeros(1, 2, mask.num_q_blocks, 150, dtype=torch.bool)
+    left_out[:, 1, 1] = True  # head 1, query block 1: nothing left
+    out, lse = _check(q, k, v, mask, exclude=_bitmask(left_out))
+    assert torch.isneginf(lse[:, 1, 64:128]).all() and (out[:, 1, 64:128] == 0).all()
+    assert torch.isfinite(lse[:, 0]).all()
+
+
+def test_exclude_is_validated():
+    q, k, v = _qkv(2, 100, 64)
+    mask = _random_mask(1.0, 2, 100)
+    good = torch.zeros(1, 2, mask.num_q_blocks, 4, dtype=torch.int32, device=DEVICE)
+    for bad in (good.long(), good[..., :3], good[:, :1], torch.zeros(3, 2, 2, 4, dtype=torch.int32, device=DEVICE)):
+        with pytest.raises(ValueError, match=re.escape("exclude must be a contiguous int32 bitmask [B or 1, H, nQ, "
+                                                       "ceil(S / 32)] = [2, 2, 2, 4]")):
+            block_sparse_attention(q, k, v, mask, exclude=bad)
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -459,6 +524,32 @@ def test_gpu_bf16_real_shapes_against_flex(batch, seq_len, heads, head_dim, dens
     assert torch.isfinite(out).all()
     err = _rel_err(out, reference)
     assert err <= 2 * flex_err, f"kernel error {err:.3g} > 2 x FlexAttention's {flex_err:.3g}"
+
+
+@pytest.mark.gpu
+def test_gpu_excluded_keys_at_a_real_shape():
+    """The delta refresh's rest pass at a ragged 32k shape (24 heads x 128, text last and padded): a full mask minus
+    7% of the keys of every query block and the text, against the float32 reference with the same bits, within
+    twice the error of the same pass without the bits against its own reference."""
+    from vidsparse.kernels import column_bitmask, topk_columns
+
+    s, h = 32_768 + 125, 24
+    text = (s - 256, s)
+    torch.manual_seed(s)
+    q, k, v = (torch.randn(1, h, s, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    padding = torch.zeros(1, s, dtype=torch.bool, device="cuda")
+    padding[:, s - 100:] = True
+    mask = SparseMask.full(h, s, 128, 128, device="cuda")
+    columns, counts = topk_columns(q, k, None, q_block=128, fraction=0.07, text=text, key_padding_mask=padding)
+    exclude = column_bitmask(columns, counts, s, text)
+    errors = []
+    for bits in (None, exclude):
+        out = _run_kernel(q, k, v, mask, key_padding_mask=padding, exclude=bits)
+        reference = block_sparse_attention_reference(q.float(), k.float(), v.float(), mask, key_padding_mask=padding,
+                                                     exclude=bits)
+        assert torch.isfinite(out).all()
+        errors.append(_rel_err(out, reference))
+    assert errors[1] <= 2 * errors[0], f"with the bits {errors[1]:.3g}, without {errors[0]:.3g}"
 
 
 @pytest.mark.gpu

@@ -19,6 +19,7 @@ from attention_checks import DEVICE, FLOOR, LSE_FLOOR, poisoned_outputs, qkv, re
 
 from vidsparse.kernels import (
     ColumnKernelConfig,
+    column_bitmask,
     column_sparse_attention,
     column_sparse_attention_reference,
     topk_columns,
@@ -418,6 +419,68 @@ def test_mass_kernel_matches_pytorch(dtype, head_dim, rows_per_block, splits, mo
     assert rel_err(mass, expected) <= max(2 * rel_err(eager, expected), 1e-5)
 
 
+@pytest.mark.parametrize(("dtype", "head_dim", "rows_per_block", "padded"),
+                         [(torch.float32, 64, 16, True), (torch.bfloat16, 128, 5, True), (torch.float16, 64, 8, False)])
+def test_sampled_lse_is_the_full_attention_lse_of_the_sampled_rows(dtype, head_dim, rows_per_block, padded,
+                                                                   monkeypatch):
+    """`topk_columns(q, k, None, ...)` takes the sampled rows' log-sum-exp from its own QK pass (kernel and PyTorch
+    path), padding left out: that of full attention at those rows, -inf at every other row."""
+    from vidsparse.kernels import column_sparse as cs
+
+    s = 217
+    q, k, v = qkv(B, 2, s, head_dim, dtype=dtype, seed=21)
+    padding = None
+    if padded:
+        padding = torch.zeros(B, s, dtype=torch.bool, device=DEVICE)
+        padding[1, -40:] = True
+    rows = cs._sample_rows(s, 64, rows_per_block, 0, DEVICE)
+    golden = _full_lse(q.double(), k.double(), v.double(), key_padding_mask=padding)
+    eager = _full_lse(q, k, v, key_padding_mask=padding)
+    sampled = rows.reshape(-1).unique()
+    others = torch.ones(s, dtype=torch.bool, device=DEVICE)
+    others[sampled] = False
+    for kernel in (True, False):
+        monkeypatch.setattr(cs, "_mass_kernel_runs", lambda *a, kernel=kernel: kernel)
+        with poisoned_outputs():
+            lse = cs.sampled_lse(q, k, rows, padding, head_dim**-0.5)
+        assert lse.dtype == torch.float32 and torch.isneginf(lse[:, :, others]).all()
+        err = (lse[:, :, sampled].double() - golden[:, :, sampled]).abs().max().item()
+        eager_err = (eager[:, :, sampled].double() - golden[:, :, sampled]).abs().max().item()
+        assert err <= max(2 * eager_err, LSE_FLOOR), (kernel, err, eager_err)
+
+
+def test_topk_from_its_own_lse_picks_what_the_full_lse_picks():
+    q, k, v, planted = _planted()
+    padding = torch.zeros(B, 217, dtype=torch.bool, device=DEVICE)
+    padding[0, 200:] = True
+    lse = _full_lse(q, k, v, key_padding_mask=padding)
+    given = topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3), key_padding_mask=padding)
+    own = topk_columns(q, k, None, q_block=64, count=30, text=(0, 3), key_padding_mask=padding)
+    for a, b in zip(given, own):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("text", [None, (0, 5), (190, 217), (30, 64)])
+def test_column_bitmask_sets_the_live_columns_and_the_text(text):
+    from vidsparse.kernels.reference import bitmask_keys
+
+    s = 217
+    columns, counts = _columns(B, 3, s, 64, 40, text=text, seed=5, min_count=0)
+    columns[0, 0, 0, :2] = torch.tensor([31, 63], dtype=torch.int32)  # bit 31 of a word: its sign bit
+    counts[0, 0, 0] = max(int(counts[0, 0, 0]), 2)
+    words = column_bitmask(columns, counts, s, text)
+    assert words.dtype == torch.int32 and words.shape == (B, 3, 4, 7)
+    keys = bitmask_keys(words, s)
+    for i in range(B):
+        for j in range(3):
+            for n in range(4):
+                want = set(columns[i, j, n, : counts[i, j, n]].tolist())
+                if text:
+                    want |= set(range(*text))
+                assert set(keys[i, j, n].nonzero().squeeze(1).tolist()) == want
+    assert torch.equal(words[0, 0, 0, 0] < 0, torch.tensor(True, device=DEVICE))  # bit 31 set
+
+
 def test_topk_without_the_kernel_picks_the_same(monkeypatch):
     from vidsparse.kernels import column_sparse as cs
 
@@ -535,7 +598,7 @@ def test_topk_bad_input(kwargs, message):
     lse = torch.zeros(1, 2, 217, device=DEVICE)
     with pytest.raises(ValueError, match=message):
         topk_columns(q, bad_k, lse, **{"q_block": 64, **kwargs})
-    with pytest.raises(ValueError, match=re.escape("lse must be a float tensor [B, H, S] = [1, 2, 217]")):
+    with pytest.raises(ValueError, match=re.escape("lse must be None or a float tensor [B, H, S] = [1, 2, 217]")):
         topk_columns(q, k, lse[:, :, :5], q_block=64, count=3)
 
 

@@ -2,7 +2,9 @@
 
 from .block_scores import block_scores, estimate_block_mass, pool_blocks
 from .block_sparse import SUPPORTED_HEAD_DIMS, KernelConfig, block_sparse_attention
-from .column_sparse import ColumnKernelConfig, attention_topk_and_rest, column_sparse_attention, topk_columns
+from .column_sparse import (
+    ColumnKernelConfig, attention_topk_and_rest, column_bitmask, column_sparse_attention, topk_columns,
+)
 from .merge import merge_attention, subtract_attention
 from .permute import permute_tokens, permute_tokens_reference
 from .reference import (
@@ -20,6 +22,7 @@ __all__ = [
     "block_sparse_attention",
     "block_sparse_attention_gathered",
     "block_sparse_attention_reference",
+    "column_bitmask",
     "column_sparse_attention",
     "column_sparse_attention_reference",
     "merge_attention",

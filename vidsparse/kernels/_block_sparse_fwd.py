@@ -41,7 +41,7 @@ def _load_tile(desc, ptr, stride_s, b, h, row0, S,
 
 @triton.jit
 def _block_sparse_fwd(
-    Q, K, V, O, LSE, BIAS, KV_NUM, KV_IDX,
+    Q, K, V, O, LSE, BIAS, KV_NUM, KV_IDX, EXCLUDE,
     q_desc, k_desc, v_desc, o_desc,
     stride_qb, stride_qh, stride_qs,
     stride_kb, stride_kh, stride_ks,
@@ -50,10 +50,11 @@ def _block_sparse_fwd(
     stride_bias_b,
     stride_nb, stride_nh, stride_nq,
     stride_ib, stride_ih, stride_iq,
+    stride_xb, stride_xh, stride_xq,
     H, S, qk_scale,
     Q_BLOCK: tl.constexpr, K_BLOCK: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr, USE_TMA: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_EXCLUDE: tl.constexpr, RETURN_LSE: tl.constexpr, USE_TMA: tl.constexpr,
     DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr, POW2_MAX: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -71,6 +72,8 @@ def _block_sparse_fwd(
     # has stride 0 over the batch.
     n_blocks = tl.load(KV_NUM + b * stride_nb + h * stride_nh + q_blk * stride_nq)
     idx_row = KV_IDX + b.to(tl.int64) * stride_ib + h.to(tl.int64) * stride_ih + q_blk.to(tl.int64) * stride_iq
+    # The keys this query block leaves out, one bit each (the delta refresh's rest: its columns and the text).
+    x_row = EXCLUDE + b.to(tl.int64) * stride_xb + h.to(tl.int64) * stride_xh + q_blk.to(tl.int64) * stride_xq
 
     # q stays in registers for the whole loop; the softmax scale is folded into exp2.
     q = _load_tile(q_desc, q_base, stride_qs, b, h, row0, S, BLOCK_M, HEAD_DIM, USE_TMA)
@@ -94,6 +97,11 @@ def _block_sparse_fwd(
         if DOT_F32:
             k = k.to(tl.float32)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+        if HAS_EXCLUDE:
+            # -inf before the max, so a left-out key weighs nothing, as a padded one does
+            cols = col0 + offs_n
+            words = tl.load(x_row + (cols >> 5), mask=cols < S, other=0)
+            qk = tl.where(((words >> (cols & 31)) & 1)[None, :] != 0, float("-inf"), qk)
         if POW2_MAX:
             # The running max is a whole number (base 2), so every rescale is an exact power of two, and a
             # key's p (_exp2_shifted) is the same in any kernel that scores it alike, whatever tiles came

@@ -94,6 +94,21 @@ def validate_inputs(q, k, v, mask, key_padding_mask, *, need_kernel: bool) -> No
         raise ValueError(f"q, k and v must be floating point; got {q.dtype}")
 
 
+def validate_exclude(exclude, q, mask: SparseMask) -> None:
+    """None, or an int32 `[B or 1, H, nQ, ceil(S / 32)]` bitmask on q's device, last dim contiguous."""
+    if exclude is None:
+        return
+    b, h, s, _ = q.shape
+    want = (h, mask.num_q_blocks, -(-s // 32))
+    if (not isinstance(exclude, torch.Tensor) or exclude.dtype != torch.int32 or exclude.dim() != 4
+            or exclude.shape[0] not in (1, b) or tuple(exclude.shape[1:]) != want or exclude.stride(-1) != 1):
+        got = (exclude.dtype, tuple(exclude.shape)) if isinstance(exclude, torch.Tensor) else type(exclude).__name__
+        raise ValueError(f"exclude must be a contiguous int32 bitmask [B or 1, H, nQ, ceil(S / 32)] = "
+                         f"[{b}, {want[0]}, {want[1]}, {want[2]}] (column_bitmask builds one); got {got}")
+    if exclude.device != q.device:
+        raise ValueError(f"exclude is on {exclude.device}, q on {q.device}")
+
+
 def validate_qkv(q, k, v) -> None:
     """q, k and v: 4-D `[B, H, S, D]` tensors of one shape and dtype (devices are checked by the caller)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
@@ -175,6 +190,7 @@ def block_sparse_attention(
     return_lse: bool = False,
     config: KernelConfig | None = None,
     out_dtype: torch.dtype | None = None,
+    exclude: torch.Tensor | None = None,
 ):
     """Block-sparse attention forward: softmax(scale * q k^T) v over the key blocks `mask` selects.
 
@@ -189,7 +205,11 @@ def block_sparse_attention(
         config: override the shipped tile configuration (benchmarks and tuning).
         out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
             accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
-            both kernels, and the two outputs subtract without amplifying that rounding (the delta refresh).
+            both kernels, and the two outputs subtract without amplifying that rounding.
+        exclude: optional int32 bitmask `[B or 1, H, nQ, ceil(S / 32)]` over the mask's query blocks: bit
+            `j % 32` of word `j // 32` set leaves key j out of that block's attention, inside the blocks it
+            visits (`column_bitmask` builds it from column lists: the delta refresh's rest, every key but the
+            columns and the text).
 
     Returns:
         `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row that selects no key), or `(o, lse)`.
@@ -200,6 +220,7 @@ def block_sparse_attention(
         >>> o = block_sparse_attention(q, k, v, mask)
     """
     validate_inputs(q, k, v, mask, key_padding_mask, need_kernel=True)
+    validate_exclude(exclude, q, mask)
     if out_dtype not in (None, q.dtype, torch.float32):
         raise ValueError(f"out_dtype must be None (the input dtype) or torch.float32; got {out_dtype}")
     from . import _block_sparse_fwd as kern  # lazily: see the module docstring
@@ -233,9 +254,10 @@ def block_sparse_attention(
 
     num, idx = mask.kv_num_blocks, mask.kv_indices
     shared = mask.batch == 1
+    xs = (0, 0, 0) if exclude is None else (0 if exclude.shape[0] == 1 else exclude.stride(0), *exclude.stride()[1:3])
     grid = (triton_cdiv(s, cfg.block_m), b * h)
     kern._block_sparse_fwd[grid](
-        q, k, v, o, lse, bias if bias is not None else o, num, idx,
+        q, k, v, o, lse, bias if bias is not None else o, num, idx, exclude if exclude is not None else num,
         q_desc, k_desc, v_desc, o_desc,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
@@ -244,10 +266,11 @@ def block_sparse_attention(
         0 if bias is None or bias.shape[0] == 1 else bias.stride(0),
         0 if shared else num.stride(0), num.stride(1), num.stride(2),
         0 if shared else idx.stride(0), idx.stride(1), idx.stride(2),
+        *xs,
         h, s, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
         Q_BLOCK=mask.q_block, K_BLOCK=mask.k_block,
         BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
-        HAS_BIAS=bias is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,
+        HAS_BIAS=bias is not None, HAS_EXCLUDE=exclude is not None, RETURN_LSE=return_lse, USE_TMA=use_tma,
         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",  # fp32 inputs get fp32 products
         POW2_MAX=out_dtype == torch.float32,  # outputs meant to be subtracted: see the kernel

@@ -32,7 +32,8 @@ import torch
 
 from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
 
-__all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_sparse_attention", "topk_columns"]
+__all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_bitmask", "column_sparse_attention",
+           "topk_columns"]
 
 _INDEX_DTYPE = torch.int32
 
@@ -282,7 +283,9 @@ def topk_columns(
     Args:
         q, k: `[B, H, S, D]`, any strides and floating dtype. The kernel multiplies in it
             (float32 accumulation) for D in {64, 128}; other sizes take the PyTorch path.
-        lse: float `[B, H, S]`, the full attention's natural-log log-sum-exp per row.
+        lse: float `[B, H, S]`, the full attention's natural-log log-sum-exp per row; or None, to compute it
+            here for the sampled rows alone (QK products against every live key, no values), so that the
+            columns can be chosen before any attention pass (the GPU delta refresh).
         q_block: query tokens per column list (a multiple of 16), as given to `column_sparse_attention`.
         fraction / count: how many columns each block keeps, K (exactly one of the two):
             `count`, or `round(fraction * video keys)` with video keys = S minus the text length.
@@ -305,15 +308,18 @@ def topk_columns(
     """
     count, text, scale = _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, scale)
     b, h, s, d = q.shape
-    if not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (b, h, s) or not lse.is_floating_point():
+    if lse is not None and (not isinstance(lse, torch.Tensor) or tuple(lse.shape) != (b, h, s)
+                            or not lse.is_floating_point()):
         shape = (lse.dtype, tuple(lse.shape)) if isinstance(lse, torch.Tensor) else type(lse).__name__
-        raise ValueError(f"lse must be a float tensor [B, H, S] = [{b}, {h}, {s}]; got {shape}")
-    if lse.device != q.device:
+        raise ValueError(f"lse must be None or a float tensor [B, H, S] = [{b}, {h}, {s}]; got {shape}")
+    if lse is not None and lse.device != q.device:
         raise ValueError(f"lse is on {lse.device}, q on {q.device}")
 
     n_q = triton_cdiv(s, q_block)
     rows = _sample_rows(s, q_block, rows_per_block, seed, q.device)  # [nQ, R]
     banned = _banned_keys(b, s, text, key_padding_mask, q.device)
+    if lse is None:
+        lse = sampled_lse(q, k, rows, key_padding_mask, scale)
     # Rows with lse = -inf (no live key) contribute exp(score - inf) = 0.
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
@@ -332,6 +338,70 @@ def topk_columns(
             columns[:, h0:h1, q0:q1], counts[:, h0:h1, q0:q1] = _top_columns(mass, banned, count)
             del mass
     return columns, counts
+
+
+def sampled_lse(q, k, rows: torch.Tensor, key_padding_mask, scale: float) -> torch.Tensor:
+    """float32 `[B, H, S]`: the natural-log log-sum-exp over every live key of rows `rows` (int64 `[nQ, R]`, as
+    `_sample_rows` gives them), -inf at every other row (and at a row without a live key). The Triton kernel
+    where the mass kernel runs, else PyTorch a head at a time."""
+    b, h, s, d = q.shape
+    lse = torch.full((b, h, s), float("-inf"), dtype=torch.float32, device=q.device)
+    n_q, r = rows.shape
+    if not _mass_kernel_runs(q, r):
+        flat = rows.reshape(-1)
+        compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+        for i in range(b):
+            keys = k[i] if key_padding_mask is None else k[i][:, ~key_padding_mask[i]]
+            for j in range(h):
+                scores = torch.matmul(q[i, j, flat].to(compute), keys[j].to(compute).transpose(0, 1)) * scale
+                lse[i, j, flat] = torch.logsumexp(scores, -1).float() if scores.shape[-1] else float("-inf")
+        return lse
+    from . import _column_mass as kern  # lazily: see _block_sparse_fwd's docstring
+
+    q, k = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k))
+    bias = None
+    if key_padding_mask is not None:
+        bias = torch.zeros(b, s, dtype=torch.float32, device=q.device).masked_fill_(key_padding_mask, float("-inf"))
+    r_pad = max(1, 1 << (r - 1).bit_length())
+    group = max(1, _MAX_KERNEL_ROWS // r_pad) if q.device.type == "cuda" else max(1, 64 // r_pad)
+    group = max(group, -(-16 // r_pad))  # tl.dot needs at least 16 rows
+    kern._sampled_lse[(triton_cdiv(n_q, group), b * h)](
+        q, k, bias if bias is not None else lse, rows, lse,
+        q.stride(0), q.stride(1), q.stride(2),
+        k.stride(0), k.stride(1), k.stride(2),
+        0 if bias is None else bias.stride(0),
+        lse.stride(0), lse.stride(1),
+        h, s, n_q, scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        R=r, R_PAD=r_pad, GROUP=group, BLOCK_N=_MASS_BLOCK_N, HEAD_DIM=d, HAS_BIAS=bias is not None,
+        DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=4, num_stages=3 if q.device.type == "cuda" else 1,
+    )
+    return lse
+
+
+def column_bitmask(columns: torch.Tensor, counts: torch.Tensor, seq_len: int,
+                   text: tuple[int, int] | None = None) -> torch.Tensor:
+    """int32 `[B', H, nQ, ceil(seq_len / 32)]`: per query block, bit `j % 32` of word `j // 32` set for each of its
+    live columns and every text key, the keys `block_sparse_attention(..., exclude=)` leaves out (the delta
+    refresh's rest is the attention over the others). Entries past a count are not read. Live columns must be
+    distinct within a block (`topk_columns`' are): bits are summed into their words, which for distinct bits is the bitwise or. Built a head at a time, so
+    that the int64 word indices stay one head's size."""
+    b, h, n_q, width = *columns.shape[:3], triton_cdiv(seq_len, 32)
+    words = torch.zeros(b, h, n_q, width, dtype=torch.int32, device=columns.device)
+    live = torch.arange(columns.shape[-1], device=columns.device) < counts[..., None].to(torch.int64)
+    one = torch.ones((), dtype=torch.int32, device=columns.device)
+    for j in range(h):
+        cols = torch.where(live[:, j], columns[:, j].to(torch.int32), 0)  # entries past a count are never read
+        bits = torch.where(live[:, j], torch.bitwise_left_shift(one, cols & 31), 0)  # bit 31 wraps to INT_MIN
+        words[:, j].scatter_add_(-1, (cols >> 5).to(torch.int64), bits)
+    if text is not None and text[1] > text[0]:
+        keys = torch.zeros(width * 32, dtype=torch.bool, device=columns.device)
+        keys[text[0]:text[1]] = True
+        weights = torch.bitwise_left_shift(one, torch.arange(32, dtype=torch.int32, device=columns.device))
+        pattern = (keys.view(width, 32).to(torch.int32) * weights).sum(-1, dtype=torch.int32)  # distinct bits: or
+        words |= pattern
+    return words
 
 
 def _check_topk(q, k, q_block, fraction, count, rows_per_block, text, key_padding_mask, scale):

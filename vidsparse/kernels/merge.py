@@ -65,7 +65,8 @@ def merge_attention(
     ref = lse.masked_fill(torch.isneginf(lse), 0.0)
     w1 = torch.exp(l1 - ref).unsqueeze(-1)
     w2 = torch.exp(l2 - ref).unsqueeze(-1)
-    o = o1.to(compute) * w1 + o2.to(compute) * w2
+    # one temporary of the compute dtype: the products promote o1 and o2 element by element, uncopied
+    o = torch.mul(o1, w1).addcmul_(o2, w2)
     return o.to(o1.dtype), lse.to(lse1.dtype)
 
 

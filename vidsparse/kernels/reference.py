@@ -33,14 +33,17 @@ def block_sparse_attention_reference(
     return_lse: bool = False,
     max_elements: int = 1 << 27,
     out_dtype: torch.dtype | None = None,
+    exclude: torch.Tensor | None = None,
 ):
-    """Masked attention over `[B, H, S, D]` inputs, with the semantics of `block_sparse_attention`.
+    """Masked attention over `[B, H, S, D]` inputs, with the semantics of `block_sparse_attention` (`exclude`
+    included).
 
     A query row that selects no key gets zeros and a log-sum-exp of -inf.
     """
-    from .block_sparse import validate_inputs  # one set of checks for kernel and reference
+    from .block_sparse import validate_exclude, validate_inputs  # one set of checks for kernel and reference
 
     validate_inputs(q, k, v, mask, key_padding_mask, need_kernel=False)
+    validate_exclude(exclude, q, mask)
     b, h, s, d = q.shape
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -60,6 +63,9 @@ def block_sparse_attention_reference(
         # token-level mask of these rows: [B' or B, H, rows, S]
         allowed = blocks[:, :, qb0:qb1].repeat_interleave(mask.q_block, 2).repeat_interleave(mask.k_block, 3)
         allowed = allowed[:, :, start - qb0 * mask.q_block : stop - qb0 * mask.q_block, :s] & key_ok
+        if exclude is not None:
+            left_out = bitmask_keys(exclude[:, :, qb0:qb1], s).repeat_interleave(mask.q_block, 2)
+            allowed = allowed & ~left_out[:, :, start - qb0 * mask.q_block : stop - qb0 * mask.q_block]
         scores = torch.einsum("bhqd,bhkd->bhqk", qc[:, :, start:stop], kc) * scale
         scores = scores.masked_fill(~allowed, float("-inf"))
         row_lse = torch.logsumexp(scores, dim=-1)  # -inf for rows that select nothing
@@ -68,6 +74,13 @@ def block_sparse_attention_reference(
         lse[:, :, start:stop] = row_lse.float()
     out = out.to(out_dtype or q.dtype)
     return (out, lse) if return_lse else out
+
+
+def bitmask_keys(words: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """bool `[..., seq_len]`: which keys an int32 bitmask `[..., ceil(seq_len / 32)]` sets (bit j % 32 of word
+    j // 32), the inverse of `column_bitmask`."""
+    bits = torch.arange(32, dtype=torch.int32, device=words.device)
+    return ((words.unsqueeze(-1) >> bits) & 1).bool().flatten(-2)[..., :seq_len]
 
 
 def column_sparse_attention_reference(
