@@ -153,6 +153,17 @@ def main(argv=None):
     parts["old_subtract"] = median_ms(lambda: subtract_attention(out32, lse_full, o_k32.clone(), lse_k32))
     parts["new_sampled_lse"] = median_ms(lambda: sampled_lse(q, k, rows, None, d**-0.5))
     parts["new_topk_columns_given_lse"] = median_ms(lambda: topk_columns(q, k, lse_rows, **topk))
+    # topk_columns' two halves, at its chunk of two heads (the chunk 2^28 mass elements allow here)
+    from vidsparse.kernels.column_sparse import _banned_keys, _block_mass, _top_columns
+
+    lse_safe = lse_rows.masked_fill(~torch.isfinite(lse_rows), float("inf"))[:, :2]
+    n_q, banned = rows.shape[0], _banned_keys(1, s, text, None, q.device)
+    mass = _block_mass(q[:, :2], k[:, :2], lse_safe, rows, 0, n_q, d**-0.5)
+    parts["topk_mass_kernel_2_heads"] = median_ms(lambda: _block_mass(q[:, :2], k[:, :2], lse_safe, rows, 0, n_q,
+                                                                      d**-0.5))
+    parts["topk_select_2_heads"] = median_ms(lambda: _top_columns(mass.clone(), banned, columns.shape[-1]))
+    parts["topk_clone_2_heads"] = median_ms(lambda: mass.clone())
+    del mass
     parts["new_column_bitmask"] = median_ms(lambda: column_bitmask(columns, counts, s, text))
     parts["new_rest_pass"] = median_ms(lambda: block_sparse_attention(q, k, v, full, return_lse=True, exclude=words))
     parts["new_columns"] = median_ms(lambda: column_sparse_attention(q, k, v, columns, counts, q_block=qb, text=text,

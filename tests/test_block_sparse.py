@@ -117,7 +117,8 @@ def _bitmask(keys: torch.Tensor) -> torch.Tensor:
     (64, 217, 0.5, True, True, None),
     (128, 129, 1.0, True, True, _config(32, 32, use_tma=True)),
     (64, 100, 1.0, False, True, _config(32, 64, use_tma=False)),
-], ids=["d64-shared", "d64-sparse-per-batch-padded", "d128-tma-tiles32", "d64-ptr-tiles32x64"])
+    (64, 100, 0.5, True, False, _config(32, 16, use_tma=False)),
+], ids=["d64-shared", "d64-sparse-per-batch-padded", "d128-tma-tiles32", "d64-ptr-tiles32x64", "d64-tiles32x16"])
 def test_excluded_keys(head_dim, seq_len, density, per_batch, padded, config):
     """`exclude` leaves each query block's set keys out (the delta refresh's rest): against the references with the
     same bits, and the reference against attention over the kept keys, built from the definition."""

@@ -99,9 +99,14 @@ def _block_sparse_fwd(
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         if HAS_EXCLUDE:
             # -inf before the max, so a left-out key weighs nothing, as a padded one does
-            cols = col0 + offs_n
-            words = tl.load(x_row + (cols >> 5), mask=cols < S, other=0)
-            qk = tl.where(((words >> (cols & 31)) & 1)[None, :] != 0, float("-inf"), qk)
+            if BLOCK_N >= 32:  # the tile's BLOCK_N / 32 words, each spread over its 32 keys
+                w = tl.load(x_row + (col0 >> 5) + tl.arange(0, BLOCK_N // 32),
+                            mask=col0 + 32 * tl.arange(0, BLOCK_N // 32) < S, other=0)
+                bits = tl.reshape((w[:, None] >> tl.arange(0, 32)[None, :]) & 1, [BLOCK_N])
+            else:  # a tile inside one word
+                cols = col0 + offs_n
+                bits = (tl.load(x_row + (cols >> 5), mask=cols < S, other=0) >> (cols & 31)) & 1
+            qk = tl.where(bits[None, :] != 0, float("-inf"), qk)
         if POW2_MAX:
             # The running max is a whole number (base 2), so every rescale is an exact power of two, and a
             # key's p (_exp2_shifted) is the same in any kernel that scores it alike, whatever tiles came
