@@ -4,12 +4,13 @@ For each head group it permutes the group's heads into the group's token order, 
 groups of heads that are not neighbours are gathered and scattered. The cached-delta modes read and write the
 layer's `LayerState.delta` through the `DeltaStore`:
 
-- **refresh**: full attention `o, lse`; per query block the `top_keys` share of key columns with the most mass
-  (`topk_columns`); their attention `o_k, lse_k`; the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`,
-  cached in the model's dtype (on the CPU all four from one score matrix, `attention_topk_and_rest`). `o` and
-  `o_k` enter the subtraction unrounded (float32): `o_rest = (o - r o_k) / (1 - r)` amplifies their error by
-  `1 / (1 - r)`, with `r` the columns' share of the mass, so bf16 inputs would leave a rest that is mostly rounding
-  where the columns hold nearly all the mass;
+- **refresh**: per query block the `top_keys` share of key columns with the most mass (`topk_columns`), the rest
+  `o_rest, lse_rest` over every other key, cached in the model's dtype, and the output. The Triton kernels choose
+  the columns from the sampled rows' own log-sum-exp, run the rest as one full pass that leaves the columns and
+  the text out (`block_sparse_attention(..., exclude=column_bitmask(...))`), and merge it with the columns'
+  attention: disjoint parts add, so nothing is amplified. On the CPU all of it comes from one score matrix
+  (`attention_topk_and_rest`). The other backends subtract: `o_rest = (o - r o_k) / (1 - r)` from the full and the
+  columns' attention in float32, since it amplifies their error by `1 / (1 - r)`, with `r` the columns' share;
 - **delta**: only those columns (and the text) with this call's q, k, v, merged with the cached rest by log-sum-exp.
 
 Orders leave text in place and only text keys are ever padded (HunyuanVideo), so `key_padding` applies unchanged in
