@@ -166,6 +166,12 @@ def main(argv=None):
     del mass
     parts["new_column_bitmask"] = median_ms(lambda: column_bitmask(columns, counts, s, text))
     parts["new_rest_pass"] = median_ms(lambda: block_sparse_attention(q, k, v, full, return_lse=True, exclude=words))
+    if device == "cuda":  # the rest pass on the plain pass's tiles, which spill with the bits (kernels/resources.py)
+        from vidsparse.kernels.block_sparse import _TUNED_HOPPER
+
+        plain_tiles = _TUNED_HOPPER[(d, 2)]
+        parts["new_rest_pass_plain_tiles"] = median_ms(lambda: block_sparse_attention(
+            q, k, v, full, return_lse=True, exclude=words, config=plain_tiles))
     parts["new_columns"] = median_ms(lambda: column_sparse_attention(q, k, v, columns, counts, q_block=qb, text=text,
                                                                      return_lse=True))
     parts["new_merge"] = median_ms(lambda: merge_attention(o_rest, lse_rest, o_k, lse_k))

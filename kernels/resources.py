@@ -1,6 +1,7 @@
-"""Compile the column-sparse, column-mass and permute kernels for Hopper (sm_90) without a GPU and
-report what each build uses: registers, spill stack, shared memory, and whether the K/V loads
-became pipelined asynchronous copies (`cp.async`) and the matmuls `wgmma`.
+"""Compile the block-sparse, column-sparse, column-mass and permute kernels for Hopper (sm_90) without a GPU
+and report what each build uses: registers, spill stack, shared memory, and whether the K/V loads
+became pipelined asynchronous copies (`cp.async`, or `cp.async.bulk.tensor` for the block-sparse
+kernel's tensor-descriptor loads) and the matmuls `wgmma`.
 
     python kernels/resources.py                    # the shipped configs
     python kernels/resources.py --sweep            # the column kernel's tune space too
@@ -32,20 +33,25 @@ POINTERS = {  # pointer arguments by name -> element type
     "Q": "bf16", "K": "bf16", "V": "bf16", "O": "bf16", "X": "bf16", "Y": "bf16",
     "LSE": "fp32", "BIAS": "fp32", "MASS": "fp32",
     "COUNTS": "i32", "COLUMNS": "i32", "ROWS": "i64", "PERMS": "i64", "ORDER": "i64",
+    "KV_NUM": "i32", "KV_IDX": "i32", "EXCLUDE": "i32",
 }
 FLOATS = {"qk_scale"}
 # Integers not divisible by 16 at HunyuanVideo 720p (H = 24, K = 8,316 columns, unit strides).
 NOT_ALIGNED = {"H", "NUM_COLS", "text_start", "text_stop", "n_blocks", "block0", "D",
                "stride_nb", "stride_nh", "stride_nq", "stride_cb", "stride_ch", "stride_cq", "stride_ck",
-               "stride_ps", "stride_ob", "stride_oh", "stride_xd"}
+               "stride_ps", "stride_ob", "stride_oh", "stride_xd", "S", "stride_bias_b", "stride_xq"}
 
 
-def build(fn, constexprs: dict, num_warps: int, num_stages: int) -> dict:
-    """Compile one specialisation of `fn` for sm_90 and read its resource use."""
+def build(fn, constexprs: dict, num_warps: int, num_stages: int, descriptors: dict | None = None) -> dict:
+    """Compile one specialisation of `fn` for sm_90 and read its resource use (`descriptors`: argument name ->
+    tensor-descriptor type, for the TMA loads)."""
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
             sig[name] = "constexpr"
+            continue
+        if descriptors and name in descriptors:
+            sig[name] = descriptors[name]
             continue
         sig[name] = f"*{POINTERS[name]}" if name in POINTERS else "fp32" if name in FLOATS else "i32"
         if name in POINTERS or (name not in FLOATS and name not in NOT_ALIGNED):
@@ -64,7 +70,7 @@ def build(fn, constexprs: dict, num_warps: int, num_stages: int) -> dict:
         "regs": int(re.search(r"REG:(\d+)", usage).group(1)),
         "stack": int(re.search(r"STACK:(\d+)", usage).group(1)),
         "shared": kernel.metadata.shared,
-        "cp_async": len(re.findall(r"cp\.async\.cg|cp\.async\.ca", ptx)),
+        "cp_async": len(re.findall(r"cp\.async\.cg|cp\.async\.ca|cp\.async\.bulk\.tensor", ptx)),
         "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
     }
 
@@ -82,6 +88,24 @@ def column_builds(configs: dict[tuple[int, int], list[ColumnKernelConfig]]):
                 name = (f"column_sparse D={head_dim} {cfg.block_m}x{cfg.block_n} warps={cfg.num_warps} "
                         f"stages={cfg.num_stages} padding={has_bias}")
                 yield name, kern._column_sparse_fwd, consts, cfg.num_warps, cfg.num_stages
+
+
+def block_sparse_builds():
+    """The shipped Hopper configs (tensor-descriptor loads), plain and with left-out keys (the delta refresh's rest
+    pass, which has its own config where the shipped one spills)."""
+    from vidsparse.kernels import _block_sparse_fwd as kern
+    from vidsparse.kernels.block_sparse import _TUNED_HOPPER, _TUNED_HOPPER_EXCLUDE
+
+    for exclude, table in ((False, _TUNED_HOPPER), (True, _TUNED_HOPPER), (True, _TUNED_HOPPER_EXCLUDE)):
+        for (head_dim, _), cfg in table.items():
+            rows = {"q_desc": cfg.block_m, "o_desc": cfg.block_m, "k_desc": cfg.block_n, "v_desc": cfg.block_n}
+            descriptors = {n: f"tensordesc<bf16[1,1,{r},{head_dim}]>" for n, r in rows.items()}
+            consts = dict(Q_BLOCK=128, K_BLOCK=128, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=head_dim,
+                          HAS_BIAS=False, HAS_EXCLUDE=exclude, RETURN_LSE=True, USE_TMA=True, DOT_F32=False,
+                          DOT_PRECISION="tf32", POW2_MAX=False)
+            name = (f"block_sparse D={head_dim} {cfg.block_m}x{cfg.block_n} warps={cfg.num_warps} "
+                    f"stages={cfg.num_stages} exclude={exclude}")
+            yield name, kern._block_sparse_fwd, consts, cfg.num_warps, cfg.num_stages, descriptors
 
 
 def other_builds():
@@ -104,12 +128,12 @@ def main(argv=None) -> int:
         from bench import column_tune_space  # kernels/bench.py: run as a script, this folder is on sys.path
 
         configs = {key: column_tune_space(key[0]) for key in _TUNED_HOPPER}
-    builds = list(column_builds(configs)) + ([] if args.sweep else list(other_builds()))
+    builds = list(column_builds(configs)) + ([] if args.sweep else list(block_sparse_builds()) + list(other_builds()))
     print(f"triton {triton.__version__}, target sm_90")
     print(f"{'kernel':70s} {'regs':>5s} {'stack':>6s} {'shared':>8s} {'cp.async':>9s} {'wgmma':>6s}")
-    for name, fn, consts, warps, stages in builds:
+    for name, fn, consts, warps, stages, *descriptors in builds:
         try:
-            r = build(fn, consts, warps, stages)
+            r = build(fn, consts, warps, stages, *descriptors)
             print(f"{name:70s} {r['regs']:5d} {r['stack']:6d} {r['shared']:8d} {r['cp_async']:9d} {r['wgmma']:6d}", flush=True)
         except Exception as exc:  # a config that does not compile is reported, not fatal
             print(f"{name:70s} failed: {type(exc).__name__}: {str(exc)[:80]}", flush=True)

@@ -48,6 +48,13 @@ _TUNED_HOPPER: dict[tuple[int, int], KernelConfig] = {
     (64, 2): KernelConfig(block_m=64, block_n=128, num_warps=4, num_stages=3),
     (128, 2): KernelConfig(block_m=128, block_n=64, num_warps=4, num_stages=2),
 }
+# The rest pass of the delta refresh (`exclude=`): at head dim 128 the shipped tiles spill once the left-out keys'
+# bits are read (255 registers and 64 bytes of stack for sm_90 under `python kernels/resources.py`, against 254 and 0
+# without them); 64 x 128 with one stage keeps 160 and no stack, and measured within 2% of the best plain config at
+# HunyuanVideo 544p (kernels/TUNING.md). Screened, not yet timed with the bits: `kernels/bench_refresh.py` times it.
+_TUNED_HOPPER_EXCLUDE: dict[tuple[int, int], KernelConfig] = {
+    (128, 2): KernelConfig(block_m=64, block_n=128, num_warps=4, num_stages=1),
+}
 _FALLBACK_GPU = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=2, use_tma=False)
 
 
@@ -57,13 +64,16 @@ def _interpreting() -> bool:
     return bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else False
 
 
-def default_config(q: torch.Tensor, mask: SparseMask) -> KernelConfig:
-    """The shipped configuration for these inputs, shrunk to divide the mask's block sizes."""
+def default_config(q: torch.Tensor, mask: SparseMask, exclude: bool = False) -> KernelConfig:
+    """The shipped configuration for these inputs (`exclude`: with left-out keys), shrunk to divide the mask's
+    block sizes."""
     if q.device.type != "cuda":
         # The interpreter runs a numpy op per tile: big tiles mean fewer of them.
         cfg = KernelConfig(block_m=64, block_n=64, num_warps=4, num_stages=1, use_tma=False)
     elif torch.cuda.get_device_capability(q.device)[0] >= 9 and q.element_size() == 2:
-        cfg = _TUNED_HOPPER.get((q.shape[-1], 2), _FALLBACK_GPU)
+        key = (q.shape[-1], 2)
+        cfg = _TUNED_HOPPER_EXCLUDE.get(key) if exclude else None
+        cfg = cfg or _TUNED_HOPPER.get(key, _FALLBACK_GPU)
     else:
         cfg = _FALLBACK_GPU
     return dataclasses.replace(cfg, block_m=min(cfg.block_m, mask.q_block), block_n=min(cfg.block_n, mask.k_block))
@@ -226,7 +236,7 @@ def block_sparse_attention(
     from . import _block_sparse_fwd as kern  # lazily: see the module docstring
 
     b, h, s, d = q.shape
-    cfg = config or default_config(q, mask)
+    cfg = config or default_config(q, mask, exclude is not None)
     if mask.q_block % cfg.block_m or mask.k_block % cfg.block_n:
         raise ValueError(
             f"config tiles {cfg.block_m}x{cfg.block_n} must divide the mask blocks {mask.q_block}x{mask.k_block}"
