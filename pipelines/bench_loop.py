@@ -59,7 +59,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -76,24 +75,10 @@ log = logging.getLogger("bench_loop")
 # ---------------------------------------------------------------------------------------------- memory
 
 
-def _host_peak_gib() -> float:
-    """Peak resident set size since the last `_reset_host_peak` (VmHWM), else of the whole process."""
-    try:
-        with open("/proc/self/status") as status:
-            line = next(line for line in status if line.startswith("VmHWM:"))
-        return int(line.split()[1]) * 1024 / GIB
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+def _host_peak() -> float:
+    from vidsparse.app.runinfo import host_peak_gib  # lazily: torch is imported after the allocator's setting
 
-
-def _reset_host_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux); False where it cannot (the peak is then the process's)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        return True
-    except OSError:
-        return False
+    return host_peak_gib()
 
 
 def _gpu_peaks(torch, device) -> dict:
@@ -107,11 +92,13 @@ def _fresh_peaks(torch, device) -> bool:
     """Free what the last phase left cached and start its peaks again; whether the host peak was reset."""
     import gc
 
+    from vidsparse.app.runinfo import reset_host_peak
+
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    return _reset_host_peak()
+    return reset_host_peak()
 
 
 # ---------------------------------------------------------------------------------------------- step kinds
@@ -320,7 +307,7 @@ def _finish(phase: dict, loop: Loop, torch, device) -> None:
     phase["median_s"] = statistics.median(r["seconds"] for r in rows) if rows else None
     phase["kinds"] = _summary(rows)
     phase.update(_gpu_peaks(torch, device))
-    phase["host_peak_rss_gib"] = _host_peak_gib()
+    phase["host_peak_rss_gib"] = _host_peak()
 
 
 def method_phase(loop: Loop, plan, args, result: dict, deadline, save, t0, stock_latents) -> None:

@@ -124,6 +124,7 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     import vidsparse
     from vidsparse import SparseConfig
     from vidsparse.app.bench.catalogue import MODELS, TINY_VIDEO, build_transformer
+    from vidsparse.app.runinfo import host_peak_gib, reset_host_peak
 
     spec = MODELS[name]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
@@ -147,7 +148,8 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
     def record(label, times, output, reference, extra=None):
         row = {"median_s": statistics.median(times), "times_s": [round(t, 4) for t in times],
                "rel_err_vs_stock": None if reference is None else _rel(output, reference),
-               "finite": bool(torch.isfinite(output).all())}
+               "finite": bool(torch.isfinite(output).all()),
+               "host_peak_gib": host_peak_gib()}  # since the variant's start where Linux resets it, else the process
         row.update(extra or {})
         entry["variants"][label] = row
         log.info("%s %s: %.3f s (%s)", name, label, row["median_s"], {k: v for k, v in row.items() if k != "times_s"})
@@ -158,6 +160,7 @@ def bench_model(name: str, args, mix: dict, out: dict, save) -> None:
 
     def fresh():  # drop the previous variant's caches before the next one measures memory
         gc.collect()
+        reset_host_peak()
         if device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
@@ -432,6 +435,7 @@ def main(argv=None) -> int:
     from vidsparse.app.runinfo import environment
 
     out_dir = args.out or (Path(tempfile.mkdtemp(prefix="bench_methods_")) if args.dry_run else HERE)
+    out_dir.mkdir(parents=True, exist_ok=True)
     mix = _mix(args)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     command = ["python", "pipelines/bench_methods.py", *(sys.argv[1:] if argv is None else argv)]
@@ -458,18 +462,20 @@ def markdown(name: str, result: dict) -> str:
     stock = entry.get("variants", {}).get("stock", {}).get("median_s")
     dense = entry.get("variants", {}).get("vidsparse dense", {}).get("median_s")
     lines += [f"Input: {entry.get('video')}, batch {entry.get('batch')}", "",
-              "| variant | step (median) | vs stock | vs vidsparse dense | density | rel. err vs stock | peak GPU GB |",
-              "|---|---|---|---|---|---|---|"]
+              "| variant | step (median) | vs stock | vs vidsparse dense | density | rel. err vs stock | peak GPU GB | "
+              "peak host GiB |",
+              "|---|---|---|---|---|---|---|---|"]
     for label, row in entry.get("variants", {}).items():
         if "median_s" not in row:
-            lines.append(f"| {label} | {row} | | | | | |")
+            lines.append(f"| {label} | {row} | | | | | | |")
             continue
         t = row["median_s"]
         ratio = lambda base: f"{base / t:.2f}x" if base else "-"  # noqa: E731
         lines.append(
             f"| {label} | {t:.3f} s | {ratio(stock)} | {ratio(dense)} | "
             f"{row.get('density', 1.0):.3f} | {row['rel_err_vs_stock'] if row['rel_err_vs_stock'] is None else round(row['rel_err_vs_stock'], 4)} | "
-            f"{row.get('peak_gb') if row.get('peak_gb') is None else round(row['peak_gb'], 1)} |")
+            f"{row.get('peak_gb') if row.get('peak_gb') is None else round(row['peak_gb'], 1)} | "
+            f"{'-' if row.get('host_peak_gib') is None else round(row['host_peak_gib'], 1)} |")
     if "schedules_50_steps" in entry:
         lines += ["", "50-step totals implied by the measured steps:", ""]
         lines += [f"- {k}: " + (f"{v:.2f}x" if "speedup" in k else f"{100 * v:.1f}%" if "share" in k else f"{v:.2f} s")

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import platform
+import resource
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -114,3 +115,24 @@ def use_interpreter_if_needed(device: torch.device) -> bool:
     else:
         logger.info("running on the CPU with TRITON_INTERPRET=%s", os.environ["TRITON_INTERPRET"])
     return os.environ["TRITON_INTERPRET"] not in ("", "0")
+
+
+def host_peak_gib() -> float:
+    """Peak resident set size of this process in GiB since the last `reset_host_peak` (Linux's VmHWM), else over the
+    whole process."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024 / 2**30
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+
+
+def reset_host_peak() -> bool:
+    """Start `host_peak_gib` again from the current RSS (Linux); False where it cannot (it then covers the process)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
