@@ -27,6 +27,11 @@
 #   bash pipelines/gpu_session.sh 13  # issue 21, the refresh that leaves the columns out: the GPU tests, its parts
 #                                     # (kernels/bench_refresh.py), HunyuanVideo 720p stock, delta and offloaded
 #                                     # delta steps
+#   bash pipelines/gpu_session.sh 14  # issue 21, after the rest pass got its own tiles: the GPU tests, the refresh's
+#                                     # parts on both tiles, HunyuanVideo 720p stock, dense and delta steps
+#   bash pipelines/gpu_session.sh 15  # issue 21: HunyuanVideo 720p's hybrid loop in order, its mix forced, at the
+#                                     # preset's 8 GiB of GPU cache (pipelines/bench_loop.py)
+#   bash pipelines/gpu_session.sh 16  # the sweep of both yardsticks again (the GPU refresh leaves the columns out)
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -123,6 +128,23 @@ elif [ "$1" = "13" ]; then
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 230 python3 pipelines/bench_methods.py \
         --models hunyuanvideo --variants stock,delta,offload --runs 1 --budget-s 190 --out "$STAGE/pipelines" 2>&1 \
         | tail -12
+elif [ "$1" = "14" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/pipelines"
+    { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1; } \
+        | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
+    timeout 150 python3 kernels/bench_refresh.py --out "$STAGE/kernels/refresh.json" 2>&1 | tail -50
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 260 python3 pipelines/bench_methods.py \
+        --models hunyuanvideo --variants stock,dense,delta --runs 1 --budget-s 230 --out "$STAGE/pipelines" 2>&1 \
+        | tail -12
+elif [ "$1" = "15" ]; then
+    mkdir -p "$STAGE/pipelines"
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 580 python3 pipelines/bench_loop.py --method hybrid \
+        --force-mix --stock-steps 0 --stock-from pipelines/LOOP_hunyuanvideo_delta.json --time-limit-s 560 \
+        --out "$STAGE/pipelines" 2>&1 | tail -20
+elif [ "$1" = "16" ]; then
+    mkdir -p "$STAGE/yardstick"
+    timeout 340 python3 yardstick/sweep.py --device cuda --budget-s 300 --out "$STAGE/yardstick" 2>&1 \
+        | grep -v "it/s" | tail -40
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \
