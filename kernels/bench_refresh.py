@@ -116,7 +116,8 @@ def main(argv=None):
         if text:
             left_out[:, text[0]:text[1]] = True
         rest = scores.masked_fill(left_out[:, None, :], float("-inf")).softmax(-1) @ v[0].float()
-        share = 1 - (scores.masked_fill(left_out[:, None, :], float("-inf")).logsumexp(-1) - scores.logsumexp(-1)).exp()
+        # the rest's share of each row's mass, exp(lse_rest - lse)
+        share = (scores.masked_fill(left_out[:, None, :], float("-inf")).logsumexp(-1) - scores.logsumexp(-1)).exp()
         for name, got in (("subtracting", old), ("leaving_out", new)):
             if name == "subtracting" and not same_columns:
                 continue  # another draw of columns: another rest

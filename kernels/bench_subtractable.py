@@ -1,4 +1,5 @@
 """What `out_dtype=torch.float32` (the delta refresh's subtractable outputs, issue 23 defect 5) costs on the GPU.
+The runtime's Triton refresh no longer uses them: it leaves the columns out (`kernels/bench_refresh.py`).
 
 At HunyuanVideo 720p's attention shape (24 heads, 119,056 tokens, head dim 128, bf16): the full-mask block-sparse
 kernel and the column kernel at 7% of the keys, each with its plain output and with the float32, whole-number-shift

@@ -39,7 +39,8 @@ FLOATS = {"qk_scale"}
 # Integers not divisible by 16 at HunyuanVideo 720p (H = 24, K = 8,316 columns, unit strides).
 NOT_ALIGNED = {"H", "NUM_COLS", "text_start", "text_stop", "n_blocks", "block0", "D",
                "stride_nb", "stride_nh", "stride_nq", "stride_cb", "stride_ch", "stride_cq", "stride_ck",
-               "stride_ps", "stride_ob", "stride_oh", "stride_xd", "S", "stride_bias_b", "stride_xq"}
+               "stride_ps", "stride_ob", "stride_oh", "stride_xd", "S", "stride_bias_b", "stride_xb", "stride_xh",
+               "stride_xq"}
 
 
 def build(fn, constexprs: dict, num_warps: int, num_stages: int, descriptors: dict | None = None) -> dict:
@@ -96,15 +97,17 @@ def block_sparse_builds():
     from vidsparse.kernels import _block_sparse_fwd as kern
     from vidsparse.kernels.block_sparse import _TUNED_HOPPER, _TUNED_HOPPER_EXCLUDE
 
-    for exclude, table in ((False, _TUNED_HOPPER), (True, _TUNED_HOPPER), (True, _TUNED_HOPPER_EXCLUDE)):
+    builds = [(exclude, bias, table) for exclude, table in
+              ((False, _TUNED_HOPPER), (True, _TUNED_HOPPER), (True, _TUNED_HOPPER_EXCLUDE)) for bias in (False, True)]
+    for exclude, bias, table in builds:  # bias: padded or ragged keys, as every HunyuanVideo launch has
         for (head_dim, _), cfg in table.items():
             rows = {"q_desc": cfg.block_m, "o_desc": cfg.block_m, "k_desc": cfg.block_n, "v_desc": cfg.block_n}
             descriptors = {n: f"tensordesc<bf16[1,1,{r},{head_dim}]>" for n, r in rows.items()}
             consts = dict(Q_BLOCK=128, K_BLOCK=128, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=head_dim,
-                          HAS_BIAS=False, HAS_EXCLUDE=exclude, RETURN_LSE=True, USE_TMA=True, DOT_F32=False,
+                          HAS_BIAS=bias, HAS_EXCLUDE=exclude, RETURN_LSE=True, USE_TMA=True, DOT_F32=False,
                           DOT_PRECISION="tf32", POW2_MAX=False)
             name = (f"block_sparse D={head_dim} {cfg.block_m}x{cfg.block_n} warps={cfg.num_warps} "
-                    f"stages={cfg.num_stages} exclude={exclude}")
+                    f"stages={cfg.num_stages} exclude={exclude} padding={bias}")
             yield name, kern._block_sparse_fwd, consts, cfg.num_warps, cfg.num_stages, descriptors
 
 

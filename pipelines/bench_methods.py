@@ -11,13 +11,15 @@ Per model, in one process, one denoising step of the transformer (the pipeline's
 - `profile`: Sparse VideoGen's online profiling. Random weights make every head diffuse, so the planner's choice is
   replaced by a fixed per-head draw with the mix of choices the yardstick measured (`--profile-mix`, read from
   yardstick/sweep.json when present); the real profiling still runs at every call, so its cost is in the time;
-- `delta refresh` and `delta`: the cached-delta method's refresh step (full attention, column selection, cache
+- `delta refresh` and `delta`: the cached-delta method's refresh step (column selection, the rest, their merge, cache
   store) and delta step (top_keys of the columns recomputed), with the whole cache on the GPU, and a delta step with
   `--cache-budget` GiB on the GPU and the rest offloaded to host memory; peak GPU memory of each;
 - `hybrid refresh`, `hybrid choosing step` and `hybrid step`: the hybrid method's three kinds of step (every head
   refreshed; sampled rows measured, choices made and the plan built; the plan reused), its choices forced to the
   mix the yardstick measured (`--hybrid-mix`, from yardstick/sweep.json's `hybrid_mix`), its static candidate the
   yardstick's searched patterns dealt out to the model;
+- peak host memory (RSS) beside each GPU peak, both counted from the start of the variant: a variant's rows share
+  them (delta's refresh and step, the hybrid's three rows), and stock's host peak includes building the model;
 - the implied 50-step totals: the measured dense, refresh, delta and hybrid step times times each method's schedule,
   warm-up steps included, and the share of the hybrid's time spent choosing;
 - attention-level overheads at the model's shape: profiling (`ProfilePlanner.choose` and the plan) and the token

@@ -130,10 +130,12 @@ elif [ "$1" = "13" ]; then
         | tail -12
 elif [ "$1" = "14" ]; then
     mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/pipelines"
-    { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1; } \
+    { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1
+      echo "# python3 -m pytest -q tests/test_block_sparse.py -k exclud -p no:cacheprovider  (the CPU's tests, on the GPU)"
+      timeout 60 python3 -m pytest -q tests/test_block_sparse.py -k exclud -p no:cacheprovider --tb=short 2>&1; } \
         | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
     timeout 150 python3 kernels/bench_refresh.py --out "$STAGE/kernels/refresh.json" 2>&1 | tail -50
-    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 260 python3 pipelines/bench_methods.py \
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 230 python3 pipelines/bench_methods.py \
         --models hunyuanvideo --variants stock,dense,delta --runs 1 --budget-s 230 --out "$STAGE/pipelines" 2>&1 \
         | tail -12
 elif [ "$1" = "15" ]; then

@@ -162,10 +162,15 @@ def test_exclude_is_validated():
     q, k, v = _qkv(2, 100, 64)
     mask = _random_mask(1.0, 2, 100)
     good = torch.zeros(1, 2, mask.num_q_blocks, 4, dtype=torch.int32, device=DEVICE)
-    for bad in (good.long(), good[..., :3], good[:, :1], torch.zeros(3, 2, 2, 4, dtype=torch.int32, device=DEVICE)):
-        with pytest.raises(ValueError, match=re.escape("exclude must be a contiguous int32 bitmask [B or 1, H, nQ, "
-                                                       "ceil(S / 32)] = [2, 2, 2, 4]")):
+    strided = torch.zeros(1, 2, mask.num_q_blocks, 8, dtype=torch.int32, device=DEVICE)[..., ::2]
+    for bad in (good.long(), good[..., :3], good[:, :1], torch.zeros(3, 2, 2, 4, dtype=torch.int32, device=DEVICE),
+                strided):
+        with pytest.raises(ValueError, match=re.escape("exclude must be an int32 bitmask, last dim contiguous, "
+                                                       "[B or 1, H, nQ, ceil(S / 32)] = [2, 2, 2, 4]")):
             block_sparse_attention(q, k, v, mask, exclude=bad)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="exclude is on meta, q on cpu"):
+            block_sparse_attention(q, k, v, mask, exclude=good.to("meta"))
 
 
 # ---------------------------------------------------------------------------------------------- shapes
@@ -543,14 +548,16 @@ def test_gpu_excluded_keys_at_a_real_shape():
     mask = SparseMask.full(h, s, 128, 128, device="cuda")
     columns, counts = topk_columns(q, k, None, q_block=128, fraction=0.07, text=text, key_padding_mask=padding)
     exclude = column_bitmask(columns, counts, s, text)
-    errors = []
-    for bits in (None, exclude):
-        out = _run_kernel(q, k, v, mask, key_padding_mask=padding, exclude=bits)
-        reference = block_sparse_attention_reference(q.float(), k.float(), v.float(), mask, key_padding_mask=padding,
-                                                     exclude=bits)
-        assert torch.isfinite(out).all()
+    errors, lse_errors = [], []
+    for bits in (None, exclude):  # with the lse, as the refresh runs it
+        out, lse = _run_kernel(q, k, v, mask, key_padding_mask=padding, exclude=bits, return_lse=True)
+        reference, reference_lse = block_sparse_attention_reference(
+            q.float(), k.float(), v.float(), mask, key_padding_mask=padding, exclude=bits, return_lse=True)
+        assert torch.isfinite(out).all() and torch.isfinite(lse).all()
         errors.append(_rel_err(out, reference))
+        lse_errors.append((lse - reference_lse).abs().max().item())
     assert errors[1] <= 2 * errors[0], f"with the bits {errors[1]:.3g}, without {errors[0]:.3g}"
+    assert lse_errors[1] <= max(2 * lse_errors[0], LSE_FLOOR), lse_errors
 
 
 @pytest.mark.gpu

@@ -163,7 +163,7 @@ def test_delta_at_full_columns_in_a_model_equals_stock():
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
-def test_the_cpu_refresh_equals_the_reference_refresh(layout):
+def test_the_fused_and_triton_refreshes_equal_the_reference_refresh(layout):
     """The sdpa backend on the CPU refreshes in one pass (full attention, the columns and the cached rest from one
     score matrix, `attention_topk_and_rest`), and the Triton backend without any full attention (the columns from
     the sampled rows' own log-sum-exp, then the rest as one pass that leaves them out, merged with theirs): the

@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import platform
-import resource
 import shlex
 import sys
 from datetime import datetime, timezone
@@ -125,6 +124,8 @@ def host_peak_gib() -> float:
             line = next(line for line in status if line.startswith("VmHWM:"))
         return int(line.split()[1]) * 1024 / 2**30
     except (OSError, StopIteration):
+        import resource  # POSIX only, and only where /proc is not
+
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
 
 

@@ -111,7 +111,8 @@ def _block_sparse_fwd(
             # The running max is a whole number (base 2), so every rescale is an exact power of two, and a
             # key's p (_exp2_shifted) is the same in any kernel that scores it alike, whatever tiles came
             # before; so is its rounding to the input dtype for the PV product. The full and the column
-            # kernel's outputs then subtract without amplifying that rounding (the delta refresh).
+            # kernel's outputs then subtract without amplifying that rounding (a subtracting refresh, as
+            # kernels/bench_refresh.py times it).
             s_ij = qk * qk_scale
             if HAS_BIAS:
                 bias = tl.load(BIAS + b * stride_bias_b + col0 + offs_n)

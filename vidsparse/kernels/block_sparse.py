@@ -113,7 +113,7 @@ def validate_exclude(exclude, q, mask: SparseMask) -> None:
     if (not isinstance(exclude, torch.Tensor) or exclude.dtype != torch.int32 or exclude.dim() != 4
             or exclude.shape[0] not in (1, b) or tuple(exclude.shape[1:]) != want or exclude.stride(-1) != 1):
         got = (exclude.dtype, tuple(exclude.shape)) if isinstance(exclude, torch.Tensor) else type(exclude).__name__
-        raise ValueError(f"exclude must be a contiguous int32 bitmask [B or 1, H, nQ, ceil(S / 32)] = "
+        raise ValueError(f"exclude must be an int32 bitmask, last dim contiguous, [B or 1, H, nQ, ceil(S / 32)] = "
                          f"[{b}, {want[0]}, {want[1]}, {want[2]}] (column_bitmask builds one); got {got}")
     if exclude.device != q.device:
         raise ValueError(f"exclude is on {exclude.device}, q on {q.device}")
@@ -215,7 +215,8 @@ def block_sparse_attention(
         config: override the shipped tile configuration (benchmarks and tuning).
         out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
             accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
-            both kernels, and the two outputs subtract without amplifying that rounding.
+            both kernels, and the two outputs subtract without amplifying that rounding (`kernels/bench_refresh.py`'s
+            subtracting refresh; the runtime's refresh leaves the columns out instead, `exclude`).
         exclude: optional int32 bitmask `[B or 1, H, nQ, ceil(S / 32)]` over the mask's query blocks: bit
             `j % 32` of word `j // 32` set leaves key j out of that block's attention, inside the blocks it
             visits (`column_bitmask` builds it from column lists: the delta refresh's rest, every key but the

@@ -1,5 +1,5 @@
 """`column_sparse_attention`: attention over a per-query-block list of key tokens (columns),
-Chipmunk-style, and `topk_columns`, which picks those lists from a full attention's statistics.
+Chipmunk-style, and `topk_columns`, which picks those lists from sampled rows' attention probabilities.
 
 Block sparsity keeps whole 128 x 128 tiles; column sparsity keeps, for each block of `q_block`
 queries, an arbitrary set of individual key tokens. The kernel gathers their K and V rows by index,
@@ -185,7 +185,8 @@ def column_sparse_attention(
         config: override the shipped tile configuration (benchmarks and tuning).
         out_dtype: the output's dtype: the input dtype (None) or torch.float32, which keeps the float32
             accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
-            both kernels, and the two outputs subtract without amplifying that rounding (the delta refresh).
+            both kernels, and the two outputs subtract without amplifying that rounding (`kernels/bench_refresh.py`'s
+            subtracting refresh; the runtime's refresh no longer subtracts on this path).
 
     Returns:
         `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row without a live key), or `(o, lse)`.
@@ -385,8 +386,9 @@ def column_bitmask(columns: torch.Tensor, counts: torch.Tensor, seq_len: int,
     """int32 `[B', H, nQ, ceil(seq_len / 32)]`: per query block, bit `j % 32` of word `j // 32` set for each of its
     live columns and every text key, the keys `block_sparse_attention(..., exclude=)` leaves out (the delta
     refresh's rest is the attention over the others). Entries past a count are not read. Live columns must be
-    distinct within a block (`topk_columns`' are): bits are summed into their words, which for distinct bits is the bitwise or. Built a head at a time, so
-    that the int64 word indices stay one head's size."""
+    distinct within a block (`topk_columns`' are): bits are summed into their words, which for distinct bits is the
+    bitwise or (a repeated column would carry into its neighbour). Built a head at a time, so that the int64 word
+    indices stay one head's size."""
     b, h, n_q, width = *columns.shape[:3], triton_cdiv(seq_len, 32)
     words = torch.zeros(b, h, n_q, width, dtype=torch.int32, device=columns.device)
     live = torch.arange(columns.shape[-1], device=columns.device) < counts[..., None].to(torch.int64)
@@ -471,8 +473,8 @@ def attention_topk_and_rest(
 ) -> tuple[torch.Tensor, ...]:
     """A whole cached-delta refresh on the CPU, from one score matrix: `(out, lse, columns, counts, o_rest, lse_rest)`.
 
-    What the refresh computes elsewhere in four calls: full attention with its log-sum-exp, `topk_columns` over it,
-    the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each chunk of
+    What the reference backend's refresh computes in four calls: full attention with its log-sum-exp, `topk_columns`
+    over it, the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each chunk of
     (batch, head) pairs and query blocks scores its rows against every key once, in float32 and base 2: the
     probabilities give the output, the sampled rows' column mass, and, gathered at the chosen columns and the text,
     the part that the rest subtracts. The rest is `(sum p v - sum_part p v) / (sum p - sum_part p)` over the same

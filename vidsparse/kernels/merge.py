@@ -65,7 +65,8 @@ def merge_attention(
     ref = lse.masked_fill(torch.isneginf(lse), 0.0)
     w1 = torch.exp(l1 - ref).unsqueeze(-1)
     w2 = torch.exp(l2 - ref).unsqueeze(-1)
-    # one temporary of the compute dtype: the products promote o1 and o2 element by element, uncopied
+    # one output-sized buffer of the compute dtype, accumulated in place (on CUDA the products promote o1 and o2
+    # element by element; the CPU casts each to the compute dtype once on the way)
     o = torch.mul(o1, w1).addcmul_(o2, w2)
     return o.to(o1.dtype), lse.to(lse1.dtype)
 

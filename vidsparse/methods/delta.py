@@ -4,9 +4,10 @@ Activations change slowly between denoising steps, so a key need not be dropped 
 be cached. Per layer and CFG branch, in voxel order (chunks of t x h x w tokens, so a query block is a compact piece
 of video):
 
-- on a **refresh** step, full attention `o, lse = attn(all keys)`; per query block, the `top_keys` fraction of key
-  columns that carry most of its attention mass (`topk_columns`, estimated from sampled rows, on the device), their
-  attention `o_k, lse_k`, and the rest `o_rest, lse_rest = subtract(o, lse; o_k, lse_k)`, which is cached;
+- on a **refresh** step, per query block, the `top_keys` fraction of key columns that carry most of its attention
+  mass (`topk_columns`, estimated from sampled rows, on the device), their attention `o_k, lse_k`, and the rest
+  `o_rest, lse_rest`, the attention over every other key, which is cached; the step's output is their merge, full
+  attention (the executor's docstring says how each backend computes the rest);
 - on a **delta** step, only those columns (and the text keys) with the current q, k, v: `o_k', lse_k'`, merged with
   the cached rest by log-sum-exp: `o = merge(o_rest, lse_rest; o_k', lse_k')`.
 

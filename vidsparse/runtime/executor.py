@@ -102,11 +102,14 @@ class Executor:
 
         spec, text = g.delta, layout.text_range
         full = self.full_mask(layout, q.shape[1], spec.q_block, q.device)
-        if _backends.fuses_refresh(self.backend, q):  # the CPU: one score matrix serves all four parts
+        fused = _backends.fuses_refresh(self.backend, q)
+        # picked once: each pick reports why a faster backend cannot run
+        backend = None if fused else _backends.pick_backend(self.backend, q, full, self.fall_back, need_lse=True)
+        if fused:  # the CPU: one score matrix serves all four parts
             out, lse, columns, counts, o_rest, lse_rest = attention_topk_and_rest(
                 q, k, v, q_block=spec.q_block, fraction=spec.top_keys, rows_per_block=spec.rows_per_block, text=text,
                 key_padding_mask=key_padding)
-        elif _backends.pick_backend(self.backend, q, full, self.fall_back, need_lse=True).name == "triton":
+        elif backend.name == "triton":
             # The columns first, from the sampled rows' own log-sum-exp; then the rest directly, as one full pass
             # that leaves the columns and the text out, and the columns' attention beside it. Their merge is the
             # full attention: two disjoint parts add, nothing is subtracted, and every output stays in the model's
@@ -120,7 +123,7 @@ class Executor:
             out, _ = merge_attention(o_rest, lse_rest, o_k, lse_k)
             del o_k, lse_k
         else:  # the other backends subtract the columns' part from the full attention, both in float32
-            out, lse = self.sparse(q, k, v, full, key_padding, return_lse=True, out_dtype=torch.float32)
+            out, lse = backend.run(q, k, v, full, key_padding, True, self.mask_rows, out_dtype=torch.float32)
             columns, counts = topk_columns(q, k, lse, q_block=spec.q_block, fraction=spec.top_keys,
                                            rows_per_block=spec.rows_per_block, text=text, key_padding_mask=key_padding)
             o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
