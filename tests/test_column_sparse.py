@@ -497,8 +497,8 @@ def test_topk_without_the_kernel_picks_the_same(monkeypatch):
 @pytest.mark.parametrize("chunks", ["one", "head pairs", "block pairs"])
 def test_attention_topk_and_rest_equals_the_refresh_in_four_calls(dtype, s, q_block, rows_per_block, text, chunks,
                                                                   monkeypatch):
-    """The CPU refresh in one pass gives what the reference backend's refresh computes in four calls: full attention with its
-    lse, topk_columns (over sampled rows, some repeated in a ragged last block), the column attention and the
+    """The CPU refresh in one pass gives what the reference backend's refresh computes in four calls: full attention
+    with its lse, topk_columns (over sampled rows, some repeated in a ragged last block), the column attention and the
     subtraction, here of float64 references. bf16 scores in float32 where topk_columns multiplies in bf16, so there
     its columns hold at least their exact mass (to rounding) instead of being equal, and the rest is checked against
     the columns it chose."""

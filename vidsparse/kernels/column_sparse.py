@@ -474,8 +474,8 @@ def attention_topk_and_rest(
     """A whole cached-delta refresh on the CPU, from one score matrix: `(out, lse, columns, counts, o_rest, lse_rest)`.
 
     What the reference backend's refresh computes in four calls: full attention with its log-sum-exp, `topk_columns`
-    over it, the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each chunk of
-    (batch, head) pairs and query blocks scores its rows against every key once, in float32 and base 2: the
+    over it, the column attention (the listed keys and the text), and `subtract_attention` for the rest. Here each
+    chunk of (batch, head) pairs and query blocks scores its rows against every key once, in float32 and base 2: the
     probabilities give the output, the sampled rows' column mass, and, gathered at the chosen columns and the text,
     the part that the rest subtracts. The rest is `(sum p v - sum_part p v) / (sum p - sum_part p)` over the same
     probabilities, so it carries float32 rounding only (no bf16 output enters it; see `subtract_attention`), and the
