@@ -154,7 +154,18 @@ def main(argv=None):
     mass = _block_mass(q[:, :2], k[:, :2], lse_safe, rows, 0, n_q, d**-0.5)
     parts["topk_mass_kernel_2_heads"] = median_ms(lambda: _block_mass(q[:, :2], k[:, :2], lse_safe, rows, 0, n_q,
                                                                       d**-0.5))
-    parts["topk_select_2_heads"] = median_ms(lambda: _top_columns(mass.clone(), banned, columns.shape[-1]))
+    # The selection both ways: the radix-select kernel (what topk_columns runs) and torch.topk plus a sort (before it)
+    picked = [_top_columns(mass.clone(), banned, columns.shape[-1], kernel=kernel) for kernel in (True, False)]
+    # Lists can differ only where masses tie at the K-th largest; the masses they pick cannot.
+    chosen = [mass.masked_fill(banned[:, None, None, :], -1.0).gather(-1, cols.long()).sort(-1).values
+              for cols, _ in picked]
+    checks["select_rows_differing"] = int((picked[0][0] != picked[1][0]).any(-1).sum())
+    checks["select_same_masses_and_counts"] = torch.equal(*chosen) and torch.equal(picked[0][1], picked[1][1])
+    del picked, chosen
+    parts["topk_select_2_heads_kernel"] = median_ms(lambda: _top_columns(mass.clone(), banned, columns.shape[-1],
+                                                                         kernel=True))
+    parts["topk_select_2_heads_torch"] = median_ms(lambda: _top_columns(mass.clone(), banned, columns.shape[-1],
+                                                                        kernel=False))
     parts["topk_clone_2_heads"] = median_ms(lambda: mass.clone())
     del mass
     parts["new_column_bitmask"] = median_ms(lambda: column_bitmask(columns, counts, s, text))

@@ -1,4 +1,4 @@
-"""Compile the block-sparse, column-sparse, column-mass and permute kernels for Hopper (sm_90) without a GPU
+"""Compile the block-sparse, column-sparse, column-mass, column-select and permute kernels for Hopper (sm_90) without a GPU
 and report what each build uses: registers, spill stack, shared memory, and whether the K/V loads
 became pipelined asynchronous copies (`cp.async`, or `cp.async.bulk.tensor` for the block-sparse
 kernel's tensor-descriptor loads) and the matmuls `wgmma`.
@@ -32,7 +32,7 @@ HOPPER = GPUTarget("cuda", 90, 64)
 POINTERS = {  # pointer arguments by name -> element type
     "Q": "bf16", "K": "bf16", "V": "bf16", "O": "bf16", "X": "bf16", "Y": "bf16",
     "LSE": "fp32", "BIAS": "fp32", "MASS": "fp32",
-    "COUNTS": "i32", "COLUMNS": "i32", "ROWS": "i64", "PERMS": "i64", "ORDER": "i64",
+    "COUNTS": "i32", "COLUMNS": "i32", "COLS": "i32", "ROWS": "i64", "PERMS": "i64", "ORDER": "i64",
     "KV_NUM": "i32", "KV_IDX": "i32", "EXCLUDE": "i32",
 }
 FLOATS = {"qk_scale"}
@@ -40,7 +40,7 @@ FLOATS = {"qk_scale"}
 NOT_ALIGNED = {"H", "NUM_COLS", "text_start", "text_stop", "n_blocks", "block0", "D",
                "stride_nb", "stride_nh", "stride_nq", "stride_cb", "stride_ch", "stride_cq", "stride_ck",
                "stride_ps", "stride_ob", "stride_oh", "stride_xd", "S", "stride_bias_b", "stride_xb", "stride_xh",
-               "stride_xq"}
+               "stride_xq", "stride_cr", "top_k"}
 
 
 def build(fn, constexprs: dict, num_warps: int, num_stages: int, descriptors: dict | None = None) -> dict:
@@ -112,11 +112,13 @@ def block_sparse_builds():
 
 
 def other_builds():
-    from vidsparse.kernels import _column_mass, _permute
+    from vidsparse.kernels import _column_mass, _column_select, _permute
+    from vidsparse.kernels.column_sparse import _SELECT_BLOCK
 
     for head_dim in (64, 128):
         consts = dict(R=16, R_PAD=16, GROUP=8, BLOCK_N=64, HEAD_DIM=head_dim, DOT_F32=False, DOT_PRECISION="tf32")
         yield f"column_mass D={head_dim} 16 rows x 8 blocks", _column_mass._column_mass, consts, 4, 3
+    yield f"select_top {_SELECT_BLOCK} masses a step", _column_select._select_top, dict(BLOCK=_SELECT_BLOCK), 4, 1
     for inverse in (False, True):
         consts = dict(BLOCK_S=64, BLOCK_D=128, HAS_ORDER=True, INVERSE=inverse)
         yield f"permute_tokens D=128 inverse={inverse}", _permute._permute_tokens, consts, 4, 1

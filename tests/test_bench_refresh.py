@@ -23,4 +23,6 @@ def test_bench_refresh_dry_run(tmp_path, capsys):
     errors = checks["rest_rel_err_weighted"]
     assert errors["leaving_out"] < 2e-2
     assert errors["subtracting"] is None or errors["subtracting"] < 2e-2
-    assert set(result["parts_ms"]) >= {"new_rest_pass", "new_sampled_lse", "old_full_float32", "cudnn_sdpa"}
+    assert checks["select_same_masses_and_counts"] is True
+    assert set(result["parts_ms"]) >= {"new_rest_pass", "new_sampled_lse", "old_full_float32", "cudnn_sdpa",
+                                      "topk_select_2_heads_kernel", "topk_select_2_heads_torch"}

@@ -460,6 +460,68 @@ def test_topk_from_its_own_lse_picks_what_the_full_lse_picks():
         assert torch.equal(a, b)
 
 
+def _select_both(mass, banned, count):
+    from vidsparse.kernels.column_sparse import _top_columns
+
+    return (_top_columns(mass.clone(), banned, count, kernel=True),
+            _top_columns(mass.clone(), banned, count, kernel=False))
+
+
+@pytest.mark.parametrize(("s", "count"), [(300, 17), (217, 1), (130, 130), (77, 64)])
+def test_selection_kernel_picks_what_topk_picks(s, count):
+    """Distinct masses: the radix select and torch.topk plus a sort give the same lists, with banned keys, zero
+    masses (live, and the smallest), rows where banning leaves fewer than K, and a row with every key banned."""
+    g = torch.Generator().manual_seed(s)
+    mass = torch.rand(2, 3, 4, s, generator=g, dtype=torch.float64).float().to(DEVICE)
+    mass[0, 0, 0, :7] = 0.0
+    mass[1, 2, 3] *= 1e-30  # tiny masses order by their bits too
+    banned = torch.zeros(2, s, dtype=torch.bool, device=DEVICE)
+    banned[1, ::3] = True
+    banned[0, -5:] = True
+    (cols, counts), (want_cols, want_counts) = _select_both(mass, banned, count)
+    assert torch.equal(counts, want_counts) and torch.equal(cols, want_cols)
+    assert counts[1].max() <= s - len(range(0, s, 3))
+    everything = torch.ones(2, s, dtype=torch.bool, device=DEVICE)
+    (cols, counts), _ = _select_both(mass, everything, count)
+    assert counts.eq(0).all() and cols.eq(0).all()
+
+
+def test_selection_kernel_breaks_ties_at_the_lowest_keys():
+    """Masses with many ties: the list holds every key above the K-th largest mass, then the lowest-numbered keys
+    equal to it, ascending; entries past a count are 0."""
+    s, count = 200, 50
+    g = torch.Generator().manual_seed(0)
+    mass = torch.randint(0, 4, (1, 2, 3, s), generator=g).float().to(DEVICE)
+    banned = torch.zeros(1, s, dtype=torch.bool, device=DEVICE)
+    banned[0, 10:20] = True
+    (cols, counts), _ = _select_both(mass, banned, count)
+    assert counts.eq(count).all()
+    for row, got in zip(mass.view(-1, s), cols.view(-1, count)):
+        live = row.masked_fill(banned[0], -1)
+        kth = live.sort(descending=True).values[count - 1]
+        above = (live > kth).nonzero().squeeze(1)
+        ties = (live == kth).nonzero().squeeze(1)[: count - len(above)]
+        assert got.tolist() == sorted(above.tolist() + ties.tolist())
+
+
+@pytest.mark.gpu
+def test_gpu_selection_kernel_at_the_720p_shape():
+    """Two heads of HunyuanVideo 720p's masses (932 query blocks x 119,312 keys, K = 8,334, the text banned): the
+    kernel takes the same masses as torch.topk; the lists agree wherever no two masses tie at the K-th largest."""
+    s, count, n_q = 119_312, 8_334, 932
+    g = torch.Generator(device="cuda").manual_seed(0)
+    mass = torch.randn(1, 2, n_q, s, device="cuda", generator=g).mul_(3).exp_()  # heavy-tailed, as attention mass
+    banned = torch.zeros(1, s, dtype=torch.bool, device="cuda")
+    banned[0, -256:] = True
+    (cols, counts), (want_cols, want_counts) = _select_both(mass, banned, count)
+    assert torch.equal(counts, want_counts) and counts.eq(count).all()
+    assert (cols.diff(dim=-1) > 0).all() and (cols < s - 256).all()
+    live = mass.masked_fill(banned[:, None, None, :], -1.0)
+    got, want = (live.gather(-1, c.long()).sort(-1).values for c in (cols, want_cols))
+    assert torch.equal(got, want)
+    assert (cols != want_cols).any(-1).float().mean() < 0.01
+
+
 @pytest.mark.parametrize("text", [None, (0, 5), (190, 217), (30, 64)])
 def test_column_bitmask_sets_the_live_columns_and_the_text(text):
     from vidsparse.kernels.reference import bitmask_keys

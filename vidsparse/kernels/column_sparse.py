@@ -325,6 +325,7 @@ def topk_columns(
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
     use_kernel = _mass_kernel_runs(q, rows_per_block)
+    select_kernel = q.device.type == "cuda" or _interpreting()
     per_block = b * s  # mass elements held per (head, query block)
     heads_per_chunk = max(1, min(h, max_elements // max(1, per_block * n_q)))
     blocks_per_chunk = n_q if heads_per_chunk > 1 else max(1, min(n_q, max_elements // max(1, per_block)))
@@ -336,7 +337,7 @@ def topk_columns(
             q1 = min(n_q, q0 + blocks_per_chunk)
             mass_of = _block_mass if use_kernel else _block_mass_reference
             mass = mass_of(q[:, h0:h1], k[:, h0:h1], lse_safe[:, h0:h1], rows, q0, q1, scale)  # [B, hc, n, S]
-            columns[:, h0:h1, q0:q1], counts[:, h0:h1, q0:q1] = _top_columns(mass, banned, count)
+            columns[:, h0:h1, q0:q1], counts[:, h0:h1, q0:q1] = _top_columns(mass, banned, count, select_kernel)
             del mass
     return columns, counts
 
@@ -447,15 +448,42 @@ def _banned_keys(b: int, s: int, text, key_padding_mask, device) -> torch.Tensor
     return banned
 
 
-def _top_columns(mass: torch.Tensor, banned: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(columns, counts)` of masses `[B, H, n, S]` (overwritten): the `count` largest, ascending, no banned key."""
+def _top_columns(mass: torch.Tensor, banned: torch.Tensor, count: int,
+                 kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(columns, counts)` of masses `[B, H, n, S]` (overwritten): the `count` largest, ascending, no banned key.
+    `kernel`: by the Triton radix select (`_column_select`), which breaks ties at the K-th largest mass by taking
+    the lowest keys; else `torch.topk` and a sort, which break them as `torch.topk` does."""
     s = mass.shape[-1]
     mass.masked_fill_(banned[:, None, None, :], -1.0)  # below any real mass (>= 0)
+    if kernel:
+        return _select_columns(mass, count)
     top, idx = torch.topk(mass, count, dim=-1, sorted=False)
     live = top >= 0
     # Ascending, with the unchosen slots (index S) sorted to the end, then zeroed.
     idx = torch.sort(torch.where(live, idx, s), dim=-1).values
     return torch.where(idx == s, 0, idx).to(_INDEX_DTYPE), live.sum(-1, dtype=_INDEX_DTYPE)
+
+
+# Masses a selection program reads at a time.
+_SELECT_BLOCK = 1024
+
+
+def _select_columns(mass: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_top_columns` by the Triton kernel: float32 masses `[..., S]`, negative where banned."""
+    from . import _column_select as kern  # lazily: see _block_sparse_fwd's docstring
+
+    *lead, s = mass.shape
+    rows = mass.reshape(-1, s)
+    if rows.stride(-1) != 1:
+        rows = rows.contiguous()
+    columns = torch.empty(rows.shape[0], count, dtype=_INDEX_DTYPE, device=mass.device)
+    counts = torch.empty(rows.shape[0], dtype=_INDEX_DTYPE, device=mass.device)
+    if rows.shape[0]:
+        kern._select_top[(rows.shape[0],)](
+            rows, columns, counts, rows.stride(0), columns.stride(0), s, count,
+            BLOCK=_SELECT_BLOCK if mass.device.type == "cuda" else 64, num_warps=4,
+        )
+    return columns.view(*lead, count), counts.view(lead)
 
 
 def attention_topk_and_rest(
