@@ -8,7 +8,8 @@ seeds 0 and 1), encoded with the pixel transform and noised with the scheduler a
 noise per clip). The transformer predicts the clean latent, `x0 = sqrt(a) x_t - sqrt(1 - a) v`, from the true prompt
 and from the prompt with one word swapped: the shape's colour, its shape, its direction (the opposite one), or the
 background's colour; and from the empty prompt. The script reports each swap's error relative to the true prompt's
-(mean over prompts and seeds). A word the model reads makes the wrong word cost: a ratio well above 1. A ratio of 1
+(mean over prompts and seeds), and how far the swap moves the frozen text encoder's output (the largest change of
+one token's embedding, beside the tokens' mean norm). A word the model reads makes the wrong word cost: a ratio well above 1. A ratio of 1
 means the prediction does not depend on that word, so generation cannot follow it, whatever the sampler does.
 """
 
@@ -74,6 +75,11 @@ def main(argv=None) -> None:
             variants = {"true": prompt, **swaps(prompt)}
             texts = {name: _encode_prompts(pipe.tokenizer, pipe.text_encoder, [p] * args.seeds, args.device)
                      for name, p in variants.items()}
+            # How far each swap moves the text encoder's output: the largest change of one token's embedding
+            text_change = {name: round(float((texts[name][0] - texts["true"][0]).norm(dim=-1).max()), 2)
+                           for name in variants if name not in ("true", "empty")}
+            token_norm = round(float(texts["true"][0].norm(dim=-1).mean()), 2)
+            print(f"{prompt} | token norm {token_norm} | text change {text_change}", flush=True)
             for t in LEVELS:
                 a = alphas[t].to(args.device)
                 noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -85,7 +91,8 @@ def main(argv=None) -> None:
                     x0_hat = a.sqrt() * noisy - (1 - a).sqrt() * v
                     errors[name] = (((x0_hat - x0) ** 2).mean(dim=dims) / var).tolist()
                 for seed in range(args.seeds):
-                    row = {"prompt": prompt, "seed": seed, "t": t, "error_true": round(errors["true"][seed], 4)}
+                    row = {"prompt": prompt, "seed": seed, "t": t, "error_true": round(errors["true"][seed], 4),
+                           "token_norm": token_norm, **{f"text_change_{n}": c for n, c in text_change.items()}}
                     row.update({f"ratio_{name}": round(errors[name][seed] / errors["true"][seed], 3)
                                 for name in variants if name != "true"})
                     rows.append(row)
@@ -95,10 +102,13 @@ def main(argv=None) -> None:
     kinds = [k for k in rows[0] if k.startswith("ratio_")]
     summary = {str(t): {k[len("ratio_"):]: round(float(np.mean([r[k] for r in rows if r["t"] == t])), 3)
                         for k in kinds} for t in LEVELS}
+    changes = {k[len("text_change_"):]: round(float(np.mean([r[k] for r in rows])), 2)
+               for k in rows[0] if k.startswith("text_change_")}
     result = {"model": args.model, "device": args.device, "levels": LEVELS, "seeds": args.seeds,
-              "mean_error_ratio_by_level": summary, "rows": rows,
+              "mean_error_ratio_by_level": summary, "mean_text_change": changes,
+              "mean_token_norm": round(float(np.mean([r["token_norm"] for r in rows])), 2), "rows": rows,
               "command": " ".join(["python yardstick/prompt_words.py", *(sys.argv[1:] if argv is None else argv)])}
-    print(json.dumps(summary))
+    print(json.dumps({"error_ratio": summary, "text_change": changes}))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
