@@ -79,11 +79,49 @@ def test_shipped_weights_load_with_stock_diffusers():
         assert torch.equal(a.float(), b.float()), name
 
 
-def test_training_runs_a_step(tmp_path):
+def test_shape_coverage_follows_the_shape():
+    """The coverage `render` returns is 1 inside a shape, 0 on the background, and moves with it; the video is the
+    same with or without it."""
+    scene = scene_for_prompt("a red square moving right over a gray plain background", np.random.default_rng(3))
+    video, cover = render([scene], frames=5, height=32, width=32, coverage=True)
+    assert torch.equal(video, render([scene], frames=5, height=32, width=32))
+    assert cover.shape == (1, 5, 32, 32) and cover.min() == 0 and cover.max() == 1
+    red = (video[0, 0] > 0.5) & (video[0, 1] < -0.5)  # [F, H, W]: the square's pixels
+    assert (cover[0][red] > 0.5).float().mean() > 0.95 and (cover[0][~red] < 0.5).float().mean() > 0.95
+    column = lambda f: float((cover[0, f].sum(0) * torch.arange(32)).sum() / cover[0, f].sum())  # noqa: E731
+    assert column(4) > column(0) + 4  # it moves right
+
+
+def test_shape_weighted_loss():
+    """Weight 0 or a uniform coverage: the plain mean squared error. Else an error where the shapes are costs
+    (1 + w) times one on the background, and the mean weight keeps the scale."""
+    from vidsparse.yardstick.train import shape_weighted_mse
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(2, 3, 4, 6, 8, generator=g), torch.randn(2, 3, 4, 6, 8, generator=g)
+    cover = (torch.rand(2, 3, 12, 16, generator=g) > 0.7).float()
+    plain = torch.nn.functional.mse_loss(pred, target)
+    assert torch.allclose(shape_weighted_mse(pred, target, cover, 0.0), plain)
+    assert torch.allclose(shape_weighted_mse(pred, target, torch.ones_like(cover), 4.0), plain)
+    shape = torch.zeros(2, 3, 12, 16)
+    shape[..., :2, :2] = 1  # latent pixel (0, 0) is all shape
+    err_at = lambda i, j: torch.zeros_like(target).index_put_(  # noqa: E731
+        (torch.tensor([0]), torch.tensor([0]), torch.tensor([0]), torch.tensor([i]), torch.tensor([j])),
+        torch.tensor([1.0]))
+    on, off = (float(shape_weighted_mse(err_at(i, j), torch.zeros_like(target), shape, 4.0)) for i, j in ((0, 0), (5, 7)))
+    assert on == pytest.approx(5 * off)
+
+
+@pytest.mark.parametrize("shape_weight", [0.0, 4.0])
+def test_training_runs_a_step(tmp_path, shape_weight):
+    import json
+
     from vidsparse.yardstick.train import main
 
-    main(["--out", str(tmp_path), "--steps", "1", "--batch", "1", "--workers", "0"])
+    main(["--out", str(tmp_path), "--steps", "1", "--batch", "1", "--workers", "0",
+          "--shape-weight", str(shape_weight)])
     assert (tmp_path / "weights" / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+    assert json.loads((tmp_path / "train.json").read_text())["shape_weight"] == shape_weight
     load_yardstick(tmp_path / "weights")
 
 
@@ -113,3 +151,28 @@ def test_held_out_prompts_move_the_right_colour_the_right_way(yardstick, prompt)
     result, = check_prompt(clip, prompt)
     assert result["present"], result
     assert result["passed"], result
+
+
+def test_prompt_words_swaps_one_word_and_reports_each(tmp_path, monkeypatch):
+    """yardstick/prompt_words.py at a reduced size: one word swapped per kind, an error ratio per kind and level."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "yardstick"
+    monkeypatch.syspath_prepend(str(folder))  # the script imports directions.py beside it, as run from the root
+    spec = importlib.util.spec_from_file_location("prompt_words", folder / "prompt_words.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    swapped = module.swaps("a red square moving left over a gray plain background")
+    assert swapped["direction"] == "a red square moving right over a gray plain background"
+    assert swapped["colour"].split()[1] != "red" and swapped["shape"].split()[2] != "square"
+    assert swapped["background"].split()[7] != "gray" and swapped["empty"] == ""
+    out = tmp_path / "words.json"
+    module.main(["--size", "2", "16", "16", "--seeds", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["size"] == [2, 16, 16] and len(result["rows"]) == 4 * 3
+    for level in result["mean_error_ratio_by_level"].values():
+        assert set(level) == {"colour", "shape", "direction", "background", "empty"}
+        assert all(ratio > 0 for ratio in level.values())
+    assert all(change > 1 for change in result["mean_text_change"].values())

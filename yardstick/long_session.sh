@@ -14,14 +14,15 @@
 # 3. assembly: the transformer alone (float16) into vidsparse/yardstick/weights-long/ of this tree, where the
 #    built-in `yardstick-long` loads it;
 # 4. at the same time: `vidsparse search --model yardstick-long` (its config's calibration prompts) writes
-#    vidsparse/search/patterns/yardstick-long.safetensors, and `yardstick/make_card.py --long` generates the samples
-#    picture (each sample above the rendered truth of its prompt) and the card's numbers.
+#    vidsparse/search/patterns/yardstick-long.safetensors, `yardstick/make_card.py --long` generates the samples
+#    picture (each sample above the rendered truth of its prompt) and the card's numbers, and
+#    `yardstick/prompt_words.py --model yardstick-long` measures which prompt words the new weights read.
 #
-# $OUT, 8 files, mirroring where each goes in the repository (`python yardstick/fill_long_card.py --from $OUT` puts
+# $OUT, 9 files, mirroring where each goes in the repository (`python yardstick/fill_long_card.py --from $OUT` puts
 # them there, draws the loss curve and fills the card's TODO(gpu) numbers):
 #   weights-long/transformer/{config.json,diffusion_pytorch_model.safetensors} -> vidsparse/yardstick/weights-long/transformer/
 #   patterns/yardstick-long.safetensors                                          -> vidsparse/search/patterns/
-#   yardstick/long_samples.png, yardstick/long_card.json                         -> yardstick/
+#   yardstick/long_samples.png, long_card.json, prompt_words_long.json           -> yardstick/
 #   training/long_train.log, long_loss.json, long_train.json                     -> yardstick/training/
 set -u -o pipefail
 DRY=0
@@ -39,11 +40,12 @@ if [ $DRY = 1 ]; then
     mkdir -p "$ROOT"
     git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$ROOT"
     cd "$ROOT" || exit 1
-    export PYTHONPATH=$PWD OMP_NUM_THREADS=1  # one thread each: the search and the card run side by side
+    export PYTHONPATH=$PWD OMP_NUM_THREADS=1  # one thread each: the search, the card and the prompt words run side by side
     SIZE="--frames 4 --height 32 --width 32"
     TRAIN="--steps 26 --batch 1 --workers 0"
     SEARCH="--frames 4 --height 32 --width 32 --steps 2 --device cpu --prompt 'a white circle bouncing over a navy striped background' search.observe=1 search.rows_per_frame=8"
     CARD="--device cpu --frames 4 --height 32 --width 32 --steps 2 --samples 2"
+    WORDS="--device cpu --size 4 32 32 --seeds 1"
 else
     OUT=${OUT:-$PWD/out/long}
     if [ ! -d /tmp/site/diffusers ] && ls .whl/*.whl >/dev/null 2>&1; then  # not installed by the call already
@@ -63,6 +65,7 @@ else
     # 5.75 minutes from the long weights, did not make the samples draw their scenes (yardstick/training/long_shift4_*).
     SEARCH="--device cuda"
     CARD="--device cuda"
+    WORDS="--device cuda"
 fi
 mkdir -p "$OUT/weights-long/transformer" "$OUT/patterns" "$OUT/yardstick" "$OUT/training"
 LOG=$OUT/training/long_train.log
@@ -76,6 +79,9 @@ TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
 # INIT: the weights to fine-tune (default the shipped small yardstick's; a second session passes the long one's).
 INIT=${INIT:-vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors}
 SHIFT="--snr-shift-scale ${SNR_SHIFT:-1}"
+# SHAPE_WEIGHT (default 0, the shipped weights'): weight the loss by 1 + this where the shapes are (train.py
+# --shape-weight), since the small model learned not to read the shape and direction words (prompt_words.py).
+TRAIN="$TRAIN --shape-weight ${SHAPE_WEIGHT:-0}"
 cp "$INIT" "$WORK/init.safetensors"  # the assembly below replaces weights-long, which INIT may point into
 eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN $SHIFT \
     --init "$WORK/init.safetensors" 2>&1 | tee -a "$LOG"
@@ -103,22 +109,28 @@ ls -l "$OUT/weights-long/transformer" | tee -a "$LOG"
 LIMIT=$(( $(left) - 8 ))
 [ $DRY = 1 ] && LIMIT=300
 [ $LIMIT -lt 10 ] && LIMIT=10
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # two processes side by side: keep their CPU threads from spinning
-stage "search and card, in parallel, each within $LIMIT s" | tee -a "$LOG"
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # three processes side by side: keep their CPU threads from spinning
+stage "search, card and prompt words, in parallel, each within $LIMIT s" | tee -a "$LOG"
 PATTERNS=vidsparse/search/patterns/yardstick-long.safetensors
 rm -f "$PATTERNS" "$PATTERNS.ckpt.pt"
+mkdir -p "$WORK/card"
 eval timeout -k 5 $LIMIT python3 -m vidsparse search --model yardstick-long --out "$PATTERNS" $SEARCH \
     >"$WORK/search.log" 2>&1 &
 SEARCH_PID=$!
-mkdir -p "$WORK/card"
+eval timeout -k 5 $LIMIT python3 yardstick/prompt_words.py --model yardstick-long $WORDS \
+    --out "$WORK/card/prompt_words_long.json" >"$WORK/words.log" 2>&1 &
+WORDS_PID=$!
 cp "$OUT/training/long_loss.json" "$OUT/training/long_train.json" "$WORK/card/" 2>/dev/null
 timeout -k 5 $LIMIT python3 yardstick/make_card.py --long $CARD --weights vidsparse/yardstick/weights-long \
     --run "$WORK/card" --out "$WORK/card" >"$WORK/card.log" 2>&1
 echo "card exit $?" >>"$WORK/card.log"
 wait $SEARCH_PID
 echo "search exit $?" >>"$WORK/search.log"
-{ echo "== search"; cat "$WORK/search.log"; echo "== card"; cat "$WORK/card.log"; } | tee -a "$LOG"
+wait $WORDS_PID
+echo "prompt words exit $?" >>"$WORK/words.log"
+{ echo "== search"; cat "$WORK/search.log"; echo "== card"; cat "$WORK/card.log"; echo "== prompt words";
+  cat "$WORK/words.log"; } | tee -a "$LOG"
 [ -f "$PATTERNS" ] && cp "$PATTERNS" "$OUT/patterns/"
-for f in long_samples.png long_card.json; do [ -f "$WORK/card/$f" ] && cp "$WORK/card/$f" "$OUT/yardstick/"; done
+for f in long_samples.png long_card.json prompt_words_long.json; do [ -f "$WORK/card/$f" ] && cp "$WORK/card/$f" "$OUT/yardstick/"; done
 stage "done" | tee -a "$LOG"
 (cd "$OUT" && find . -type f -printf '%8s  %p\n' | sort -k2) | tee -a "$LOG"

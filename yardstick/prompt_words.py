@@ -56,10 +56,12 @@ def main(argv=None) -> None:
     parser.add_argument("--model", choices=("yardstick", "yardstick-long"), default="yardstick")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--size", type=int, nargs=3, metavar=("FRAMES", "HEIGHT", "WIDTH"), default=None,
+                        help="render at this size instead of the model's own (RoPE lets the weights run at others)")
     parser.add_argument("--out", type=Path, default=None, help="a JSON file for the results")
     args = parser.parse_args(argv)
     long = args.model == "yardstick-long"
-    f, h, w = (LONG_FRAMES, LONG_HEIGHT, LONG_WIDTH) if long else (FRAMES, HEIGHT, WIDTH)
+    f, h, w = args.size or ((LONG_FRAMES, LONG_HEIGHT, LONG_WIDTH) if long else (FRAMES, HEIGHT, WIDTH))
     pipe = load_yardstick(long=long, device=args.device)
     transformer, vae = pipe.transformer, pipe.vae
     alphas = pipe.scheduler.alphas_cumprod.float()
@@ -104,7 +106,7 @@ def main(argv=None) -> None:
                         for k in kinds} for t in LEVELS}
     changes = {k[len("text_change_"):]: round(float(np.mean([r[k] for r in rows])), 2)
                for k in rows[0] if k.startswith("text_change_")}
-    result = {"model": args.model, "device": args.device, "levels": LEVELS, "seeds": args.seeds,
+    result = {"model": args.model, "device": args.device, "size": [f, h, w], "levels": LEVELS, "seeds": args.seeds,
               "mean_error_ratio_by_level": summary, "mean_text_change": changes,
               "mean_token_norm": round(float(np.mean([r["token_norm"] for r in rows])), 2), "rows": rows,
               "command": " ".join(["python yardstick/prompt_words.py", *(sys.argv[1:] if argv is None else argv)])}

@@ -235,9 +235,12 @@ def _background(scene: Scene, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor)
 
 
 def render(
-    scenes: list[Scene], frames: int = 9, height: int = 64, width: int = 64, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """Draw scenes as videos: [B, 3, F, H, W] float32 in [-1, 1] (the pixel range diffusers' VAEs take)."""
+    scenes: list[Scene], frames: int = 9, height: int = 64, width: int = 64, device: torch.device | str = "cpu",
+    coverage: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Draw scenes as videos: [B, 3, F, H, W] float32 in [-1, 1] (the pixel range diffusers' VAEs take).
+    `coverage`: also return where the shapes are, [B, F, H, W] float32 in [0, 1] (the largest of their coverages),
+    which training can weight its loss by (`train.py --shape-weight`)."""
     if frames < 2:
         raise ValueError(f"frames must be at least 2 (t runs from the first frame to the last), got {frames}")
     device = torch.device(device)
@@ -246,8 +249,9 @@ def render(
     x = ((torch.arange(width, device=device) + 0.5) / width).view(1, 1, width)
     y = ((torch.arange(height, device=device) + 0.5) / height).view(1, height, 1)
     pixel = 1.0 / min(height, width)
-    videos = []
+    videos, covers = [], []
     for scene in scenes:
+        cover = torch.zeros(frames, height, width, device=device)
         dark, light = scene.tones or (BG_COLOURS[scene.bg_colour], BG_COLOURS[scene.bg_colour])
         mix = _background(scene, x, y, t).unsqueeze(0)  # [1, F, H, W]
         dark_t = torch.tensor(dark, device=device).view(3, 1, 1, 1)
@@ -257,8 +261,11 @@ def render(
             alpha = _shape_alpha(shape, x, y, t, pixel).unsqueeze(0)
             colour = torch.tensor(shape.rgb or COLOURS[shape.colour], device=device).view(3, 1, 1, 1)
             video = video + (colour - video) * alpha
+            cover = torch.maximum(cover, alpha[0])
         videos.append(video)
-    return (torch.stack(videos) / 127.5 - 1).clamp(-1, 1)
+        covers.append(cover)
+    videos = (torch.stack(videos) / 127.5 - 1).clamp(-1, 1)
+    return (videos, torch.stack(covers)) if coverage else videos
 
 
 def scene_for_prompt(prompt: str, rng: np.random.Generator) -> Scene:

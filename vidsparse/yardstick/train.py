@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 
 class SceneBatches(torch.utils.data.IterableDataset):
-    """Endless batches of (videos [B, 3, F, H, W] float16 in [-1, 1], prompts), one random stream per worker and rank."""
+    """Endless batches of (videos [B, 3, F, H, W] float16 in [-1, 1], prompts, shape coverage [B, F, H, W] float16 in
+    [0, 1]), one random stream per worker and rank."""
 
     def __init__(self, batch: int, seed: int, rank: int, size: tuple[int, int, int] = (FRAMES, HEIGHT, WIDTH)):
         self.batch, self.seed, self.rank, self.size = batch, seed, rank, size
@@ -55,7 +56,18 @@ class SceneBatches(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, self.rank, worker])
         while True:
             scenes = sample_scenes(self.batch, rng)
-            yield render(scenes, *self.size).half(), [s.prompt for s in scenes]
+            videos, cover = render(scenes, *self.size, coverage=True)
+            yield videos.half(), [s.prompt for s in scenes], cover.half()
+
+
+def shape_weighted_mse(pred: torch.Tensor, target: torch.Tensor, cover: torch.Tensor, shape_weight: float):
+    """The mean squared error of latents `[B, F, C, h, w]`, each latent pixel weighted by `1 + shape_weight x` the
+    shapes' coverage `cover` `[B, F, 2h, 2w]` pooled over the 2 x 2 pixels it folds, and divided by the mean weight
+    (so that the loss keeps its scale). `shape_weight` 0 is the plain mean squared error."""
+    if not shape_weight:
+        return F.mse_loss(pred, target)
+    weight = 1 + shape_weight * F.avg_pool2d(cover.float(), 2).unsqueeze(2)  # [B, F, 1, h, w]
+    return (F.mse_loss(pred, target, reduction="none") * weight).mean() / weight.mean()
 
 
 def _rotary_emb(transformer, frames: int, height: int, width: int):
@@ -140,6 +152,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="divide every noise level's signal-to-noise ratio by this (the scheduler's "
                              "snr_shift_scale): larger videos carry more redundant signal at the same level, so they "
                              "need more noise (CogVideoX-2b uses 3 at 480p)")
+    parser.add_argument("--shape-weight", type=float, default=0.0,
+                        help="weight the loss by 1 + this where the shapes are (their coverage, pooled to the latent "
+                             "grid), normalised to the mean weight: the shapes' outlines and travel are a few pixels "
+                             "of each frame, and the small model learned not to read their words "
+                             "(yardstick/prompt_words.py); 0: the plain mean squared error")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
     parser.add_argument("--batch", type=int, default=48, help="per GPU")
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + rank)
 
-    def train_step(videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    def train_step(videos: torch.Tensor, prompts: list[str], cover: torch.Tensor) -> torch.Tensor:
         videos = videos.to(device, non_blocking=True).float()
         with torch.no_grad():
             text = _encode_prompts(tokenizer, text_encoder, prompts, device)
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             pred = model(hidden_states=noisy, encoder_hidden_states=text, timestep=t, image_rotary_emb=rope,
                          return_dict=False)[0]
-        loss = F.mse_loss(pred.float(), target)
+        loss = shape_weighted_mse(pred.float(), target, cover.to(device), args.shape_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
@@ -222,12 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     losses, started, last_save, step = [], time.perf_counter(), time.perf_counter(), 0
     timing, per_step = None, None
     budget = args.minutes * 60
-    for videos, prompts in loader:
+    for videos, prompts, cover in loader:
         progress = min(step / total, 1.0)
         lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = train_step(videos, prompts)
+        loss = train_step(videos, prompts, cover)
         step += 1
         with torch.no_grad():
             decay = min(0.999, (1 + step) / (10 + step))
@@ -262,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
             "minutes": args.minutes if not args.steps else None,
             "seconds_per_step": round(per_step, 4) if per_step else None,
             "compile": args.compile, "seconds": round(elapsed, 1), "init": str(args.init) if args.init else None,
-            "snr_shift_scale": args.snr_shift_scale,
+            "snr_shift_scale": args.snr_shift_scale, "shape_weight": args.shape_weight,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 1) if device.type == "cuda" else None,
             "torch": torch.__version__,
