@@ -27,8 +27,9 @@
 #   bash pipelines/gpu_session.sh 13  # issue 21, the refresh that leaves the columns out: the GPU tests, its parts
 #                                     # (kernels/bench_refresh.py), HunyuanVideo 720p stock, delta and offloaded
 #                                     # delta steps
-#   bash pipelines/gpu_session.sh 14  # issue 21, after the rest pass got its own tiles: the GPU tests, the refresh's
-#                                     # parts on both tiles, HunyuanVideo 720p stock, dense and delta steps
+#   bash pipelines/gpu_session.sh 14  # issue 21, after the rest pass got its own tiles and the selection its kernel:
+#                                     # the GPU tests, the refresh's parts on both tiles and both selections,
+#                                     # HunyuanVideo 720p stock, dense and delta steps
 #   bash pipelines/gpu_session.sh 15  # issue 21: HunyuanVideo 720p's hybrid loop in order, its mix forced, at the
 #                                     # preset's 8 GiB of GPU cache (pipelines/bench_loop.py)
 #   bash pipelines/gpu_session.sh 16  # the sweep of both yardsticks again (the GPU refresh leaves the columns out)
@@ -131,8 +132,9 @@ elif [ "$1" = "13" ]; then
 elif [ "$1" = "14" ]; then
     mkdir -p "$STAGE/tests" "$STAGE/kernels" "$STAGE/pipelines"
     { echo "$STAMP"; timeout 150 python3 -m pytest -q -m gpu tests -p no:cacheprovider --tb=short -rfE 2>&1
-      echo "# python3 -m pytest -q tests/test_block_sparse.py -k exclud -p no:cacheprovider  (the CPU's tests, on the GPU)"
-      timeout 60 python3 -m pytest -q tests/test_block_sparse.py -k exclud -p no:cacheprovider --tb=short 2>&1; } \
+      echo "# python3 -m pytest -q tests/test_block_sparse.py tests/test_column_sparse.py -k 'exclud or selection' -p no:cacheprovider  (the CPU's tests, on the GPU)"
+      timeout 60 python3 -m pytest -q tests/test_block_sparse.py tests/test_column_sparse.py -k 'exclud or selection' \
+          -p no:cacheprovider --tb=short 2>&1; } \
         | tee "$STAGE/tests/GPU_RESULTS.txt" | tail -30
     timeout 150 python3 kernels/bench_refresh.py --out "$STAGE/kernels/refresh.json" 2>&1 | tail -50
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 230 python3 pipelines/bench_methods.py \
