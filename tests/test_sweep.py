@@ -19,9 +19,10 @@ def cpu_paths():
     import triton
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("TRITON_INTERPRET", raising=False)
+        # The knob first: monkeypatch restores the value it reads now, which after the delenv would be False for good.
         if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
             mp.setattr(triton.knobs.runtime, "interpret", False)
+        mp.delenv("TRITON_INTERPRET", raising=False)
         yield
 
 
