@@ -44,6 +44,7 @@ from vidsparse import KernelConfig, SparseMask, block_sparse_attention
 from vidsparse.kernels import ColumnKernelConfig, column_sparse_attention, permute_tokens, topk_columns
 from vidsparse.kernels.block_sparse import default_config
 from vidsparse.kernels.column_sparse import default_column_config
+from vidsparse.core.columns import pack_columns
 from vidsparse.core.layout import TokenLayout
 from vidsparse.core.patterns import frame_band, temporal
 
@@ -315,6 +316,12 @@ def bench_columns(cases, compiled_flex, *, flex: bool = True, device: str = "cud
             del out_flex
         del ours
         ours_ms = time_ms(lambda: column_sparse_attention(q, k, v, columns, counts, **kw))
+        # The same lists packed to 16 bits a column (what a cached delta keeps): the same output, bit for bit
+        low, wraps = pack_columns(columns, counts, s)
+        packed_equal = torch.equal(column_sparse_attention(q, k, v, low, counts, wraps=wraps, **kw),
+                                   column_sparse_attention(q, k, v, columns, counts, **kw))
+        packed_ms = time_ms(lambda: column_sparse_attention(q, k, v, low, counts, wraps=wraps, **kw))
+        del low, wraps
         if flex:
             flex_ms = time_ms(lambda: compiled_flex(q, k, v, block_mask=flex_mask))
             del flex_mask
@@ -328,14 +335,15 @@ def bench_columns(cases, compiled_flex, *, flex: bool = True, device: str = "cud
             "flex_ms": flex_ms, "block_sparse_ms": block_ms, "block_sparse_density": block_mask.density(),
             "vs_cudnn": cudnn_ms / ours_ms, "vs_fa2": fa2_ms / ours_ms,
             "vs_flex": flex_ms / ours_ms if flex else None, "vs_block_sparse": block_ms / ours_ms,
-            "err_ours": err_ours, "err_flex": err_flex,
-            "correct": err_ours <= (max(2 * err_flex, 1e-2) if flex else 1e-2),
+            "err_ours": err_ours, "err_flex": err_flex, "packed_ms": packed_ms, "packed_equal": packed_equal,
+            "correct": err_ours <= (max(2 * err_flex, 1e-2) if flex else 1e-2) and packed_equal,
         }
         rows.append(case)
         flex_txt = f"flex {flex_ms:8.2f} (x{case['vs_flex']:.2f}) " if flex else ""
         print(
             f"{name:18s} columns {fraction:.0%} K={n_cols} d={density:.3f} ours {ours_ms:8.2f} ms "
-            f"({case['ours_tflops']:5.0f} TF/s) {flex_txt}block-sparse {block_ms:8.2f} cudnn {cudnn_ms:8.2f} "
+            f"({case['ours_tflops']:5.0f} TF/s) packed {packed_ms:8.2f} {flex_txt}block-sparse {block_ms:8.2f} "
+            f"cudnn {cudnn_ms:8.2f} "
             f"| x{case['vs_cudnn']:.2f} cudnn | err {err_ours:.1e}" + (f" (flex {err_flex:.1e})" if flex else ""),
             flush=True,
         )
@@ -425,19 +433,22 @@ def write_columns(env: dict, rows: list[dict], overheads: dict | None, out_dir: 
         "Times are medians of CUDA-event timings after warm-up; effective TFLOP/s = 4·H·S·(K + text)·D / time. "
         "Block-sparse: `block_sparse_attention` on a random 128x128 block mask of the same density. FlexAttention: "
         "the identical token-level mask as a `mask_mod`. Errors are relative L2 against float32 attention over the "
-        "same keys on sampled query blocks.",
+        "same keys on sampled query blocks. Packed: the same lists at 16 bits a column with their wrap positions "
+        "(`vidsparse.core.columns`, what a cached delta keeps), which give the same output bit for bit.",
         "",
-        "| shape | S | heads x D | keys kept | K | density | columns ms | TFLOP/s | block-sparse ms | Flex ms | cuDNN ms "
-        "| FA2 ms | vs cuDNN | vs FA2 | vs Flex | vs block-sparse | err (ours / flex) |",
-        "|---" * 17 + "|",
+        "| shape | S | heads x D | keys kept | K | density | columns ms | TFLOP/s | packed ms | block-sparse ms "
+        "| Flex ms | cuDNN ms | FA2 ms | vs cuDNN | vs FA2 | vs Flex | vs block-sparse | err (ours / flex) |",
+        "|---" * 18 + "|",
     ]
     for c in rows:
         flex_ms = f"{c['flex_ms']:.2f}" if c["flex_ms"] is not None else "-"
         vs_flex = f"{c['vs_flex']:.2f}x" if c["vs_flex"] is not None else "-"
         err_flex = f"{c['err_flex']:.1e}" if c["err_flex"] is not None else "-"
+        packed_ms = f"{c['packed_ms']:.2f}" if c.get("packed_ms") is not None else "-"
         lines.append(
             f"| {c['shape']} | {c['seq_len']:,} | {c['heads']}x{c['head_dim']} | {c['fraction']:.0%} | {c['columns']:,} | "
-            f"{c['density']:.3f} | {c['ours_ms']:.2f} | {c['ours_tflops']:.0f} | {c['block_sparse_ms']:.2f} | {flex_ms} | "
+            f"{c['density']:.3f} | {c['ours_ms']:.2f} | {c['ours_tflops']:.0f} | {packed_ms} | "
+            f"{c['block_sparse_ms']:.2f} | {flex_ms} | "
             f"{c['cudnn_ms']:.2f} | {c['fa2_ms']:.2f} | {c['vs_cudnn']:.2f}x | {c['vs_fa2']:.2f}x | {vs_flex} | "
             f"{c['vs_block_sparse']:.2f}x | {c['err_ours']:.1e} / {err_flex} |"
         )

@@ -1,5 +1,5 @@
-"""Compile the block-sparse, column-sparse, column-mass, column-select and permute kernels for Hopper (sm_90) without a GPU
-and report what each build uses: registers, spill stack, shared memory, and whether the K/V loads
+"""Compile the block-sparse, column-sparse, column-mass, column-select and permute kernels for Hopper (sm_90)
+without a GPU and report what each build uses: registers, spill stack, shared memory, and whether the K/V loads
 became pipelined asynchronous copies (`cp.async`, or `cp.async.bulk.tensor` for the block-sparse
 kernel's tensor-descriptor loads) and the matmuls `wgmma`.
 
@@ -33,19 +33,19 @@ POINTERS = {  # pointer arguments by name -> element type
     "Q": "bf16", "K": "bf16", "V": "bf16", "O": "bf16", "X": "bf16", "Y": "bf16",
     "LSE": "fp32", "BIAS": "fp32", "MASS": "fp32",
     "COUNTS": "i32", "COLUMNS": "i32", "COLS": "i32", "ROWS": "i64", "PERMS": "i64", "ORDER": "i64",
-    "KV_NUM": "i32", "KV_IDX": "i32", "EXCLUDE": "i32",
+    "KV_NUM": "i32", "KV_IDX": "i32", "EXCLUDE": "i32", "WRAPS": "i32",
 }
 FLOATS = {"qk_scale"}
 # Integers not divisible by 16 at HunyuanVideo 720p (H = 24, K = 8,316 columns, unit strides).
 NOT_ALIGNED = {"H", "NUM_COLS", "text_start", "text_stop", "n_blocks", "block0", "D",
                "stride_nb", "stride_nh", "stride_nq", "stride_cb", "stride_ch", "stride_cq", "stride_ck",
                "stride_ps", "stride_ob", "stride_oh", "stride_xd", "S", "stride_bias_b", "stride_xb", "stride_xh",
-               "stride_xq", "stride_cr", "top_k"}
+               "stride_xq", "stride_cr", "top_k", "stride_wb", "stride_wh", "stride_wq"}
 
 
 def build(fn, constexprs: dict, num_warps: int, num_stages: int, descriptors: dict | None = None) -> dict:
     """Compile one specialisation of `fn` for sm_90 and read its resource use (`descriptors`: argument name ->
-    tensor-descriptor type, for the TMA loads)."""
+    tensor-descriptor type, for the TMA loads, or pointer type, such as "*i16" for packed column lists)."""
     sig, attrs = {}, {}
     for i, name in enumerate(fn.arg_names):
         if name in constexprs:
@@ -53,6 +53,8 @@ def build(fn, constexprs: dict, num_warps: int, num_stages: int, descriptors: di
             continue
         if descriptors and name in descriptors:
             sig[name] = descriptors[name]
+            if descriptors[name].startswith("*"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
             continue
         sig[name] = f"*{POINTERS[name]}" if name in POINTERS else "fp32" if name in FLOATS else "i32"
         if name in POINTERS or (name not in FLOATS and name not in NOT_ALIGNED):
@@ -81,14 +83,16 @@ def column_builds(configs: dict[tuple[int, int], list[ColumnKernelConfig]]):
 
     for (head_dim, _), cfgs in configs.items():
         for cfg in cfgs:
-            for has_bias in (False, True):
+            for has_bias, packed in ((False, False), (True, False), (True, True)):
                 consts = dict(
                     stride_ck=1, Q_BLOCK=128, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=head_dim,
                     HAS_TEXT=True, HAS_BIAS=has_bias, RETURN_LSE=True, DOT_F32=False, DOT_PRECISION="tf32",
+                    PACKED=packed, N_WRAPS=int(packed),  # 720p's lists: one wrap
                 )
                 name = (f"column_sparse D={head_dim} {cfg.block_m}x{cfg.block_n} warps={cfg.num_warps} "
-                        f"stages={cfg.num_stages} padding={has_bias}")
-                yield name, kern._column_sparse_fwd, consts, cfg.num_warps, cfg.num_stages
+                        f"stages={cfg.num_stages} padding={has_bias} packed={packed}")
+                yield (name, kern._column_sparse_fwd, consts, cfg.num_warps, cfg.num_stages,
+                       {"COLUMNS": "*i16"} if packed else None)
 
 
 def block_sparse_builds():

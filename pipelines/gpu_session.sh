@@ -33,6 +33,8 @@
 #   bash pipelines/gpu_session.sh 15  # issue 21: HunyuanVideo 720p's hybrid loop in order, its mix forced, at the
 #                                     # preset's 8 GiB of GPU cache (pipelines/bench_loop.py)
 #   bash pipelines/gpu_session.sh 16  # the sweep of both yardsticks again (the GPU refresh leaves the columns out)
+#   bash pipelines/gpu_session.sh 17  # issue 21: the column kernel on packed lists beside int32 ones (kernels/bench.py
+#                                     # --only columns), and the GPU tests of the packed lists and the selection
 #   TOP_P=0.8 DENSITY=0.51 bash pipelines/gpu_session.sh 9   # HunyuanVideo 720p x 129: stock, dense, a dynamic step capped
 #                                     # at DENSITY (the long yardstick's), then pipelines/bench_loop.py if present
 #
@@ -149,6 +151,12 @@ elif [ "$1" = "16" ]; then
     mkdir -p "$STAGE/yardstick"
     timeout 340 python3 yardstick/sweep.py --device cuda --budget-s 300 --out "$STAGE/yardstick" 2>&1 \
         | grep -v "it/s" | tail -40
+elif [ "$1" = "17" ]; then
+    mkdir -p "$STAGE/tests" "$STAGE/kernels"
+    { echo "$STAMP -k 'packed or selection'"
+      timeout 120 python3 -m pytest -q -m gpu tests/test_column_sparse.py -k 'packed or selection' -p no:cacheprovider \
+          --tb=short -rfE 2>&1; } | tee "$STAGE/tests/GPU_RESULTS_packed.txt" | tail -20
+    timeout 400 python3 kernels/bench.py --only columns --no-flex-columns --out "$STAGE/kernels" 2>&1 | tail -30
 elif [ "$1" = "9" ]; then
     mkdir -p "$STAGE/pipelines"
     PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True timeout 330 python3 pipelines/bench_methods.py \

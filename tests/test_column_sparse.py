@@ -460,6 +460,105 @@ def test_topk_from_its_own_lse_picks_what_the_full_lse_picks():
         assert torch.equal(a, b)
 
 
+# ---------------------------------------------------------------------------------------------- packed lists
+
+
+@pytest.mark.parametrize("s", [217, 40_000, 65_536, 65_537, 200_000])
+def test_packed_lists_round_trip(s):
+    """pack_columns then unpack_columns gives ascending lists back (entries past a count 0), in half the bytes;
+    W = ceil(S / 2^16) - 1 wrap positions, each the number of live entries below its multiple of 2^16."""
+    from vidsparse.core.columns import pack_columns, packed_wraps, unpack_columns
+
+    columns, counts = _columns(B, 3, s, 64 if s < 1000 else 8192, 40, min_count=0, seed=s % 7)
+    columns = torch.where(torch.arange(40, device=DEVICE) < counts.unsqueeze(-1), columns, 0)
+    low, wraps = pack_columns(columns, counts, s)
+    assert low.dtype == torch.int16 and low.shape == columns.shape
+    assert wraps.shape == (*counts.shape, packed_wraps(s)) and packed_wraps(s) == -(-s // 65536) - 1
+    assert torch.equal(unpack_columns(low, wraps, counts), columns)
+    live = torch.arange(40, device=DEVICE) < counts.unsqueeze(-1)
+    for w in range(wraps.shape[-1]):
+        assert torch.equal(wraps[..., w], (live & (columns < (w + 1) * 65536)).sum(-1, dtype=torch.int32))
+
+
+def test_packed_lists_are_validated():
+    from vidsparse.core.columns import pack_columns
+
+    q, k, v = qkv(1, 2, 100, 64)
+    columns, counts = _columns(1, 2, 100, 64, 8)
+    low, wraps = pack_columns(torch.where(columns == GARBAGE, 0, columns), counts, 100)
+    with pytest.raises(ValueError, match="pass their wraps too"):
+        column_sparse_attention(q, k, v, low, counts, q_block=64)
+    with pytest.raises(ValueError, match=re.escape("wraps must be int32 [B', H, nQ, W] = [1, 2, 2, 0]")):
+        column_sparse_attention(q, k, v, low, counts, q_block=64, wraps=torch.zeros(1, 2, 2, 1, dtype=torch.int32))
+    with pytest.raises(ValueError, match="packed columns .* must be int16"):
+        column_sparse_attention(q, k, v, columns, counts, q_block=64, wraps=wraps)
+    with pytest.raises(ValueError, match="must be int32"):
+        pack_columns(columns.long(), counts, 100)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_lists_give_the_same_attention(dtype):
+    """The kernel and the reference read packed lists as the int32 lists they pack: the same outputs, bit for bit."""
+    from vidsparse.core.columns import pack_columns
+
+    s = 217
+    q, k, v = qkv(B, 2, s, 64, dtype=dtype)
+    columns, counts = _columns(B, 2, s, 64, 24, text=(190, 217))
+    low, wraps = pack_columns(torch.where(columns == GARBAGE, 0, columns), counts, s)
+    plain = _check(q, k, v, columns, counts, q_block=64, text=(190, 217))
+    packed = _run_kernel(q, k, v, low, counts, q_block=64, text=(190, 217), return_lse=True, wraps=wraps)
+    assert all(torch.equal(a, b) for a, b in zip(plain, packed))
+    ref = column_sparse_attention_reference(q, k, v, columns, counts, q_block=64, text=(190, 217), return_lse=True)
+    ref_packed = column_sparse_attention_reference(q, k, v, low, counts, q_block=64, text=(190, 217),
+                                                   return_lse=True, wraps=wraps)
+    assert all(torch.equal(a, b) for a, b in zip(ref, ref_packed))
+
+
+def test_packed_lists_past_two_to_the_16_keys():
+    """65,600 keys (one wrap): lists that cross 2^16 decode in the kernel to the int32 lists' attention, with a
+    ragged last tile whose slots past the count must not decode past S."""
+    from vidsparse.core.columns import pack_columns
+
+    s, n_cols = 65_600, 40
+    q, k, v = qkv(1, 1, s, 64)
+    g = torch.Generator().manual_seed(0)
+    n_q = -(-s // 1024)
+    # half the columns of each block below 2^16, half above it; counts ragged
+    below = torch.rand(1, 1, n_q, 65_536, generator=g).argsort(-1)[..., : n_cols // 2]
+    above = 65_536 + torch.rand(1, 1, n_q, s - 65_536, generator=g).argsort(-1)[..., : n_cols // 2]
+    columns = torch.cat([below, above], -1).sort(-1).values.int().to(DEVICE)
+    counts = torch.randint(n_cols // 2 - 3, n_cols + 1, (1, 1, n_q), generator=g).int().to(DEVICE)
+    columns = torch.where(torch.arange(n_cols, device=DEVICE) < counts.unsqueeze(-1), columns, 0)
+    low, wraps = pack_columns(columns, counts, s)
+    assert wraps.shape[-1] == 1 and (wraps[..., 0] < counts).any()
+    kw = dict(q_block=1024, return_lse=True, config=_config(64, 32))
+    plain = _run_kernel(q, k, v, columns, counts, **kw)
+    packed = _run_kernel(q, k, v, low, counts, wraps=wraps, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(plain, packed))
+
+
+@pytest.mark.gpu
+def test_gpu_packed_lists_at_the_720p_shape():
+    """Two heads at HunyuanVideo 720p's length (119,312 keys, one wrap), 7% of the keys a block of 128, bf16, the
+    text at the end and padded keys: packed lists give the int32 lists' outputs and lse, bit for bit."""
+    from vidsparse.core.columns import pack_columns
+
+    s, n_cols, text = 119_312, 8_334, (119_056, 119_312)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(1, 2, s, 128, device="cuda", dtype=torch.bfloat16, generator=g) for _ in range(3))
+    n_q = -(-s // 128)
+    columns = torch.rand(1, 2, n_q, text[0], device="cuda", generator=g).topk(n_cols, -1).indices.sort(-1).values.int()
+    counts = torch.randint(n_cols - 100, n_cols + 1, (1, 2, n_q), device="cuda", generator=g).int()
+    columns = torch.where(torch.arange(n_cols, device="cuda") < counts.unsqueeze(-1), columns, 0)
+    padding = torch.zeros(1, s, dtype=torch.bool, device="cuda")
+    padding[0, -40:] = True
+    low, wraps = pack_columns(columns, counts, s)
+    kw = dict(q_block=128, text=text, key_padding_mask=padding, return_lse=True)
+    plain = column_sparse_attention(q, k, v, columns, counts, **kw)
+    packed = column_sparse_attention(q, k, v, low, counts, wraps=wraps, **kw)
+    assert all(torch.equal(a, b) for a, b in zip(plain, packed))
+
+
 def _select_both(mass, banned, count):
     from vidsparse.kernels.column_sparse import _top_columns
 

@@ -185,7 +185,8 @@ def test_the_fused_and_triton_refreshes_equal_the_reference_refresh(layout):
     *fused, (expect, expect_entry) = results
     for out, entry in fused:
         torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
-        assert torch.equal(entry.columns, expect_entry.columns) and torch.equal(entry.counts, expect_entry.counts)
+        assert torch.equal(entry.column_lists(), expect_entry.column_lists())
+        assert torch.equal(entry.counts, expect_entry.counts) and entry.columns.dtype == torch.int16
         torch.testing.assert_close(entry.o_rest, expect_entry.o_rest, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(entry.lse_rest, expect_entry.lse_rest, atol=1e-5, rtol=1e-5)
 
@@ -217,7 +218,7 @@ def test_the_cached_rest_at_r_099_is_float32_accurate_in_the_merged_output(backe
     blocks = torch.arange(s) // 16
     listed = torch.zeros(b, h, s, s, dtype=torch.bool)
     for i in range(s // 16):
-        cols = entry.columns[:, :, i].long()
+        cols = entry.column_lists()[:, :, i].long()
         live = torch.arange(cols.shape[-1]) < entry.counts[:, :, i, None]
         rows = listed[:, :, blocks == i]
         rows.scatter_(-1, cols.unsqueeze(2).expand(-1, -1, rows.shape[2], -1), live.unsqueeze(2).expand(-1, -1, rows.shape[2], -1))
@@ -291,7 +292,26 @@ def test_a_delta_step_is_the_column_delta_of_voxel_blocks(layout):
     expect = (lse_rest - total).exp().unsqueeze(-1) * o_rest + (lse_k - total).exp().unsqueeze(-1) * o_k
     expect = expect[:, :, torch.argsort(perm)]  # back to model order
 
-    cached = state.delta.columns.long().sort(-1).values
+    cached = state.delta.column_lists().long().sort(-1).values
     assert (state.delta.counts == count).all() and torch.equal(cached, top.sort(-1).values)
     torch.testing.assert_close(out.double(), expect, atol=2e-5, rtol=1e-4)
     assert ((out.double() - _full(*now)).norm() / _full(*now).norm()).item() > 1e-2  # the cached rest counts
+
+
+def test_a_refreshed_entry_keeps_its_lists_packed():
+    """A refresh stores its column lists packed (int16 and their wraps): 2 bytes a column in `nbytes`, the wraps in
+    `tensors` (so that offloading and narrowing move them too), and `column_lists()` gives the ascending int32
+    lists back; the delta step after it reads them packed."""
+    layout = LAYOUTS[1]
+    runtime, planner = _setup(layout, top_keys=0.3)
+    q, k, v = (torch.randn(1, 2, layout.seq_len, 64, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    state = LayerState()
+    assert _step(runtime, planner, state, layout, 0, q, k, v)[0] == "refresh"
+    entry = state.delta
+    assert entry.columns.dtype == torch.int16 and len(entry.tensors) == 5
+    assert entry.wraps.shape == (*entry.counts.shape, 0)  # S < 2^16: no wrap position
+    lists = entry.column_lists()
+    assert lists.dtype == torch.int32 and (lists.diff(dim=-1)[..., : int(entry.counts.min()) - 1] > 0).all()
+    plain = sum(t.numel() * t.element_size() for t in (entry.o_rest, entry.lse_rest, entry.counts, entry.wraps))
+    assert entry.nbytes == plain + 2 * entry.columns.numel()
+    assert _step(runtime, planner, state, layout, 1, q, k, v)[0] == "delta"

@@ -155,3 +155,4 @@ def test_a_plan_made_for_another_layout_is_not_reused(method):
         runtime.step = 5
         plan, _, _ = runtime.plan(0, q, k, v, layout.text_len)
         assert all(g.mask is None or g.mask.seq_len == layout.seq_len for g in plan.groups)
+

@@ -45,8 +45,10 @@ class CachedDelta:
     Attributes:
         o_rest: `[B, H, S, D]`: the attention output over the keys outside the columns, normalised over them.
         lse_rest: `[B, H, S]` float32: their natural-log sum of exponentials.
-        columns: int32 `[B, H, nQ, K]`: per query block, the key columns a delta step recomputes (ascending).
+        columns: per query block, the key columns a delta step recomputes (ascending): int32 `[B, H, nQ, K]`, or
+            packed, int16 with `wraps` (`vidsparse.core.columns`, half the bytes; what the executor stores).
         counts: int32 `[B, H, nQ]`: how many of `columns` count per block.
+        wraps: int32 `[B, H, nQ, W]` of packed `columns`, else None.
         density: `[B, H]`: the realised density of a delta step (its columns and the text keys).
         heads: the model heads the entry holds, in order (a delta group of some of them selects its own).
         device: where the tensors are used; `offloaded` says they are in pinned host memory instead.
@@ -59,6 +61,7 @@ class CachedDelta:
     density: torch.Tensor
     heads: tuple[int, ...]
     device: torch.device
+    wraps: torch.Tensor | None = None
     offloaded: bool = False
     copied: object | None = None  # CUDA event: the copy to the host is done
     staged: tuple[torch.Tensor, ...] | None = None  # device copies fetched ahead of use
@@ -66,11 +69,23 @@ class CachedDelta:
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        return self.o_rest, self.lse_rest, self.columns, self.counts
+        """`(o_rest, lse_rest, columns, counts)`, and `wraps` where the columns are packed."""
+        held = (self.o_rest, self.lse_rest, self.columns, self.counts)
+        return held if self.wraps is None else (*held, self.wraps)
 
     @tensors.setter
     def tensors(self, values: tuple[torch.Tensor, ...]) -> None:
-        self.o_rest, self.lse_rest, self.columns, self.counts = values
+        self.o_rest, self.lse_rest, self.columns, self.counts, *wraps = values
+        self.wraps = wraps[0] if wraps else None
+
+    def column_lists(self) -> torch.Tensor:
+        """The columns as int32 `[B, H, nQ, K]` lists, unpacked where they are packed (entries past a count: 0)."""
+        if self.wraps is None:
+            return self.columns
+        from .columns import unpack_columns
+
+        o_rest, lse_rest, columns, counts, wraps = self.readable()
+        return unpack_columns(columns, wraps, counts)
 
     def readable(self) -> tuple[torch.Tensor, ...]:
         """The tensors where they are, once any copy to the host is done (to read a few rows of them)."""

@@ -49,8 +49,20 @@ def _attend_tile(q, k, v, key_bias, m_i, l_i, acc, qk_scale,
 
 
 @triton.jit
+def _column_index(raw, slot, wrap_row, PACKED: tl.constexpr, N_WRAPS: tl.constexpr):
+    # int64 key indices of list entries `raw` at positions `slot`. A packed list (vidsparse.core.columns) holds
+    # int16 low halves of an ascending list: 2^16 more for every wrap position at or before the slot.
+    idx = raw.to(tl.int64)
+    if PACKED:
+        idx = idx & 0xFFFF
+        for w in tl.static_range(N_WRAPS):
+            idx += tl.where(slot >= tl.load(wrap_row + w), 65536, 0)
+    return idx
+
+
+@triton.jit
 def _column_sparse_fwd(
-    Q, K, V, O, LSE, BIAS, COUNTS, COLUMNS,
+    Q, K, V, O, LSE, BIAS, COUNTS, COLUMNS, WRAPS,
     stride_qb, stride_qh, stride_qs,
     stride_kb, stride_kh, stride_ks,
     stride_vb, stride_vh, stride_vs,
@@ -58,7 +70,9 @@ def _column_sparse_fwd(
     stride_bias_b,
     stride_nb, stride_nh, stride_nq,
     stride_cb, stride_ch, stride_cq, stride_ck,
+    stride_wb, stride_wh, stride_wq,
     H, S, NUM_COLS, text_start, text_stop, qk_scale,
+    PACKED: tl.constexpr, N_WRAPS: tl.constexpr,
     Q_BLOCK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_TEXT: tl.constexpr, HAS_BIAS: tl.constexpr, RETURN_LSE: tl.constexpr,
     DOT_F32: tl.constexpr, DOT_PRECISION: tl.constexpr, POW2_MAX: tl.constexpr,
@@ -79,6 +93,7 @@ def _column_sparse_fwd(
     # is clamped to the list's length: a bad count cannot read past it.
     n_cols = tl.minimum(tl.load(COUNTS + b * stride_nb + h * stride_nh + q_blk * stride_nq), NUM_COLS)
     col_row = COLUMNS + b.to(tl.int64) * stride_cb + h.to(tl.int64) * stride_ch + q_blk.to(tl.int64) * stride_cq
+    wrap_row = WRAPS + b.to(tl.int64) * stride_wb + h.to(tl.int64) * stride_wh + q_blk.to(tl.int64) * stride_wq
 
     # q stays in registers for the whole loop; the softmax scale is folded into exp2.
     offs_m = row0 + tl.arange(0, BLOCK_M)
@@ -112,7 +127,8 @@ def _column_sparse_fwd(
     # S x stride_s passes 2^31 for fused-QKV layouts at HunyuanVideo sizes.
     n_full = n_cols // BLOCK_N
     for it in range(0, n_full):
-        idx = tl.load(col_row + (it * BLOCK_N + offs_n) * stride_ck).to(tl.int64)
+        slot = it * BLOCK_N + offs_n
+        idx = _column_index(tl.load(col_row + slot * stride_ck), slot, wrap_row, PACKED, N_WRAPS)
         k = tl.load(k_base + idx[:, None] * stride_ks + dims[None, :])
         v = tl.load(v_base + idx[:, None] * stride_vs + dims[None, :])
         if HAS_BIAS:
@@ -126,7 +142,8 @@ def _column_sparse_fwd(
     if n_full * BLOCK_N < n_cols:
         slot = n_full * BLOCK_N + offs_n
         live = slot < n_cols
-        idx = tl.load(col_row + slot * stride_ck, mask=live, other=0).to(tl.int64)
+        idx = tl.where(live, _column_index(tl.load(col_row + slot * stride_ck, mask=live, other=0), slot, wrap_row,
+                                           PACKED, N_WRAPS), 0)
         key_bias = tl.where(live, 0.0, float("-inf"))
         if HAS_BIAS:
             key_bias += tl.load(bias_base + idx)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.columns import packed_wraps
 from .block_sparse import _interpreting, triton_cdiv, validate_key_padding, validate_kernel_support, validate_qkv
 
 __all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_bitmask", "column_sparse_attention",
@@ -115,7 +116,8 @@ def _check_text(text, s: int) -> tuple[int, int] | None:
     return start, stop
 
 
-def validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, *, need_kernel: bool):
+def validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, *, need_kernel: bool,
+                           wraps: torch.Tensor | None = None):
     """Raise a ValueError naming the expected and the given values for any input the kernel (or,
     with need_kernel=False, the reference) cannot take. Returns the text range as a tuple or None.
 
@@ -138,10 +140,22 @@ def validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_
     if not isinstance(counts, torch.Tensor) or tuple(counts.shape) != expected:
         shape = tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__
         raise ValueError(f"counts must be a tensor [B', H, nQ] = {list(expected)}, matching columns; got {shape}")
-    for name, t in (("columns", columns), ("counts", counts)):
+    if wraps is None and columns.dtype == torch.int16:
+        raise ValueError("int16 columns are packed lists: pass their wraps too (vidsparse.core.columns.pack_columns)")
+    if wraps is not None:
+        want = (*expected, packed_wraps(s))
+        if not isinstance(wraps, torch.Tensor) or tuple(wraps.shape) != want or wraps.dtype != torch.int32:
+            shape = (tuple(wraps.shape), wraps.dtype) if isinstance(wraps, torch.Tensor) else type(wraps).__name__
+            raise ValueError(f"wraps must be int32 [B', H, nQ, W] = {list(want)} (W = ceil(S / 65536) - 1), as "
+                             f"pack_columns gives them; got {shape}")
+        if columns.dtype != torch.int16:
+            raise ValueError(f"packed columns (given with wraps) must be int16; got {columns.dtype}")
+    checked = (("counts", counts),) if wraps is not None else (("columns", columns), ("counts", counts))
+    for name, t in checked:
         if t.dtype != _INDEX_DTYPE:
             raise ValueError(f"{name} must be int32; got {t.dtype}")
-        if t.device != q.device:
+    for name, t in (("columns", columns), ("counts", counts), ("wraps", wraps)):
+        if t is not None and t.device != q.device:
             raise ValueError(f"{name} is on {t.device}, q on {q.device}")
     validate_key_padding(key_padding_mask, q)
     text = _check_text(text, s)
@@ -166,6 +180,7 @@ def column_sparse_attention(
     return_lse: bool = False,
     config: ColumnKernelConfig | None = None,
     out_dtype: torch.dtype | None = None,
+    wraps: torch.Tensor | None = None,
 ):
     """Column-sparse attention forward: each block of `q_block` queries attends to its listed key
     tokens (and to the text range), softmax(scale * q k^T) v over them.
@@ -175,6 +190,8 @@ def column_sparse_attention(
             bf16, fp16 or fp32; D in {64, 128}.
         columns: int32 `[B', H, nQ, K]`, key token indices of each query block (B' in {1, B},
             nQ = ceil(S / q_block)); any order, ascending is fastest; live entries in `[0, S)`.
+            Or int16 packed lists with their `wraps` (`vidsparse.core.columns.pack_columns`, half the bytes;
+            ascending lists only), which the kernel decodes as it gathers.
         counts: int32 `[B', H, nQ]`, the live entries of each list (at most K; larger reads K).
         q_block: query tokens per column list, a multiple of 16 (64, 128, 192, ...).
         text: optional `(start, stop)` key range every query also attends to; not listed in columns.
@@ -187,6 +204,8 @@ def column_sparse_attention(
             accumulator unrounded and shifts the softmax by whole powers of two: a key's p then rounds alike in
             both kernels, and the two outputs subtract without amplifying that rounding (`kernels/bench_refresh.py`'s
             subtracting refresh; the runtime's refresh no longer subtracts on this path).
+        wraps: int32 `[B', H, nQ, ceil(S / 65536) - 1]`, with int16 `columns`: where each packed list's high part
+            steps up.
 
     Returns:
         `o` `[B, H, S, D]` in the input dtype or `out_dtype` (zeros for a row without a live key), or `(o, lse)`.
@@ -197,7 +216,8 @@ def column_sparse_attention(
         >>> columns, counts = topk_columns(q, k, lse, q_block=128, fraction=0.07)
         >>> o = column_sparse_attention(q, k, v, columns, counts, q_block=128)
     """
-    text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=True)
+    text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=True,
+                                  wraps=wraps)
     if out_dtype not in (None, q.dtype, torch.float32):
         raise ValueError(f"out_dtype must be None (the input dtype) or torch.float32; got {out_dtype}")
     from . import _column_sparse_fwd as kern  # lazily: see _block_sparse_fwd's docstring
@@ -222,9 +242,14 @@ def column_sparse_attention(
         columns, counts = torch.nn.functional.pad(columns, (0, 1)), counts.clamp(max=1)
     n_cols = columns.shape[-1]
     shared = columns.shape[0] == 1
+    if wraps is not None and wraps.shape[-1] and wraps.stride(-1) != 1:
+        wraps = wraps.contiguous()
+    n_wraps = 0 if wraps is None else wraps.shape[-1]
+    wrap_strides = (0, 0, 0) if not n_wraps else (0 if shared else wraps.stride(0), wraps.stride(1), wraps.stride(2))
     grid = (triton_cdiv(s, cfg.block_m), b * h)
     kern._column_sparse_fwd[grid](
         q, k, v, o, lse, bias if bias is not None else o, counts, columns if n_cols else counts,
+        wraps if n_wraps else counts,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -232,7 +257,9 @@ def column_sparse_attention(
         0 if bias is None else bias.stride(0),
         0 if shared else counts.stride(0), counts.stride(1), counts.stride(2),
         0 if shared else columns.stride(0), columns.stride(1), columns.stride(2), columns.stride(3),
+        *wrap_strides,
         h, s, n_cols, *(text or (0, 0)), scale * 1.4426950408889634,  # log2(e): the kernel works in base 2
+        PACKED=wraps is not None, N_WRAPS=n_wraps,
         Q_BLOCK=q_block, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, HEAD_DIM=d,
         HAS_TEXT=text is not None, HAS_BIAS=bias is not None, RETURN_LSE=return_lse,
         DOT_F32=q.dtype == torch.bfloat16 and _interpreting(),

@@ -97,8 +97,10 @@ def column_sparse_attention_reference(
     return_lse: bool = False,
     max_elements: int = 1 << 27,
     out_dtype: torch.dtype | None = None,
+    wraps: torch.Tensor | None = None,
 ):
-    """Column-sparse attention over `[B, H, S, D]` inputs, with the semantics of `column_sparse_attention`.
+    """Column-sparse attention over `[B, H, S, D]` inputs, with the semantics of `column_sparse_attention`
+    (packed int16 lists with their `wraps` included: they are unpacked first).
 
     Each query block's keys are its live column entries (gathered, so a repeated entry counts twice,
     as in the kernel) followed by the text range. Checks that every live entry is in `[0, S)`,
@@ -106,7 +108,12 @@ def column_sparse_attention_reference(
     """
     from .column_sparse import validate_column_inputs  # one set of checks for kernel and reference
 
-    text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=False)
+    text = validate_column_inputs(q, k, v, columns, counts, q_block, text, key_padding_mask, need_kernel=False,
+                                  wraps=wraps)
+    if wraps is not None:
+        from ..core.columns import unpack_columns
+
+        columns = unpack_columns(columns, wraps, counts.clamp(max=columns.shape[-1]))
     b, h, s, d = q.shape
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32

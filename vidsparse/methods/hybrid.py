@@ -55,6 +55,7 @@ from .config import SparseConfig
 from .registry import register_method
 from .delta import DeltaOptions, DeltaPlanner
 from .dynamic import DynamicOptions, DynamicPlanner
+from ..core.columns import unpack_columns
 from ..core.layout import FRAME_MAJOR, HILBERT, TokenLayout
 from ..core.mask import SparseMask
 from ..core.plan import AttentionPlan, HeadGroup, PlanContext, Probe
@@ -328,11 +329,13 @@ class HybridPlanner(Planner):
         inverse, model = self.memoised(("voxel", ctx.layout, str(device)), lambda: (
             order.inverse(ctx.layout, device), order.permutation(ctx.layout, device)))  # model <-> voxel positions
         position = inverse[rows]  # the rows' places in voxel order
-        o_rest, lse_rest, columns, counts = entry.readable()  # an offloaded cache: once its copy is done
+        o_rest, lse_rest, columns, counts, *wraps = entry.readable()  # an offloaded cache: once its copy is done
         at, blocks = position.to(o_rest.device), (position // qb).to(o_rest.device)
         o_rest, lse_rest = o_rest.index_select(2, at).to(device), lse_rest.index_select(2, at).to(device)
-        columns = columns.index_select(2, blocks).to(device).long()  # [B, H, R, K] voxel positions
-        counts = counts.index_select(2, blocks).to(device)
+        columns, counts = columns.index_select(2, blocks).to(device), counts.index_select(2, blocks).to(device)
+        if wraps:  # packed lists (vidsparse.core.columns)
+            columns = unpack_columns(columns, wraps[0].index_select(2, blocks).to(device), counts)
+        columns = columns.long()  # [B, H, R, K] voxel positions
         keys, valid = model[columns], torch.arange(columns.shape[-1], device=device) < counts.unsqueeze(-1)
         if entry.heads == tuple(range(ctx.heads)):
             return o_rest, lse_rest, keys, valid, None

@@ -290,9 +290,11 @@ register_backend(Backend("reference", _reference, lambda q, mask: None))
 
 
 def column_attention(name: str, q, k, v, columns, counts, *, q_block: int, text, key_padding_mask,
-                     fall_back: Callable[[str], None], out_dtype: torch.dtype | None = None):
+                     fall_back: Callable[[str], None], out_dtype: torch.dtype | None = None,
+                     wraps: torch.Tensor | None = None):
     """Column-sparse attention with its log-sum-exp (the delta method's kernel): the Triton kernel where it runs
-    and `name` allows it ("auto" or "triton"), else its PyTorch reference (reporting why through `fall_back`)."""
+    and `name` allows it ("auto" or "triton"), else its PyTorch reference (reporting why through `fall_back`).
+    `columns` int32, or int16 packed lists with their `wraps` (a cached delta's)."""
     from ..kernels import column_sparse_attention, column_sparse_attention_reference
 
     reason = _triton_unavailable(q, None)
@@ -304,4 +306,4 @@ def column_attention(name: str, q, k, v, columns, counts, *, q_block: int, text,
             fall_back(reason)
         run = column_sparse_attention_reference
     return run(q, k, v, columns, counts, q_block=q_block, text=text, key_padding_mask=key_padding_mask,
-               return_lse=True, out_dtype=out_dtype)
+               return_lse=True, out_dtype=out_dtype, wraps=wraps)

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..core.columns import pack_columns
 from ..core.layout import TokenLayout
 from ..core.mask import SparseMask
 from ..core.plan import AttentionPlan, HeadGroup
@@ -135,7 +136,9 @@ class Executor:
         text_keys = 0 if text is None else text[1] - text[0]
         # realised density of this layer's delta steps: each query block's columns and the text keys (device tensor)
         density = (counts.float().mean(-1) + text_keys) / layout.seq_len
-        entry = CachedDelta(o_rest, lse_rest, columns, counts, density, tuple(g.heads), q.device)
+        # the lists packed to 16 bits a column (vidsparse.core.columns): half their bytes, decoded as they are read
+        columns, wraps = pack_columns(columns, counts, q.shape[2])
+        entry = CachedDelta(o_rest, lse_rest, columns, counts, density, tuple(g.heads), q.device, wraps=wraps)
         if not self.store.put(key, state, entry):
             self.fall_back("the delta cache is over its memory budgets: some layers run without a cached delta")
         return out
@@ -147,13 +150,14 @@ class Executor:
         if state.delta is None:
             raise ValueError("a delta group needs the layer's cached entry: plan a refresh first")
         at = state.delta.positions(g.heads)
-        o_rest, lse_rest, columns, counts = self.store.fetch(state.delta)
+        held = self.store.fetch(state.delta)  # o_rest, lse_rest, columns, counts, and wraps where packed
         if at is not None:  # the group's heads of an entry of more heads (the hybrid planner)
             index = self.head_index(tuple(at), q.device)
-            o_rest, lse_rest, columns, counts = (t.index_select(1, index) for t in (o_rest, lse_rest, columns, counts))
+            held = tuple(t.index_select(1, index) for t in held)
+        o_rest, lse_rest, columns, counts, *wraps = held
         o_k, lse_k = _backends.column_attention(self.backend, q, k, v, columns, counts, q_block=spec.q_block,
                                                 text=layout.text_range, key_padding_mask=key_padding,
-                                                fall_back=self.fall_back)
+                                                fall_back=self.fall_back, wraps=wraps[0] if wraps else None)
         out, _ = merge_attention(o_rest, lse_rest, o_k, lse_k)
         return out
 
