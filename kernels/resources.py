@@ -89,6 +89,8 @@ def column_builds(configs: dict[tuple[int, int], list[ColumnKernelConfig]]):
                     HAS_TEXT=True, HAS_BIAS=has_bias, RETURN_LSE=True, DOT_F32=False, DOT_PRECISION="tf32",
                     PACKED=packed, N_WRAPS=int(packed),  # 720p's lists: one wrap
                 )
+                if packed:  # one wrap a list: its query-block stride is 1, which Triton specialises as a constant
+                    consts["stride_wq"] = 1
                 name = (f"column_sparse D={head_dim} {cfg.block_m}x{cfg.block_n} warps={cfg.num_warps} "
                         f"stages={cfg.num_stages} padding={has_bias} packed={packed}")
                 yield (name, kern._column_sparse_fwd, consts, cfg.num_warps, cfg.num_stages,

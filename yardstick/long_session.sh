@@ -72,6 +72,9 @@ LOG=$OUT/training/long_train.log
 WORK=$(mktemp -d)
 echo "session: $(date -u +%FT%TZ), dry run $DRY, deadline ${DEADLINE} s, tree $PWD, out $OUT" | tee "$LOG"
 
+# SHAPE_WEIGHT (default 0, the shipped weights'): weight the loss by 1 + this where the shapes are (train.py
+# --shape-weight), since the small model learned not to read the shape and direction words (prompt_words.py).
+TRAIN="$TRAIN --shape-weight ${SHAPE_WEIGHT:-0}"
 stage "training ($SIZE $TRAIN)" | tee -a "$LOG"
 TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
 [ $DRY = 1 ] && TRAIN_LIMIT=300
@@ -79,9 +82,6 @@ TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s
 # INIT: the weights to fine-tune (default the shipped small yardstick's; a second session passes the long one's).
 INIT=${INIT:-vidsparse/yardstick/weights/transformer/diffusion_pytorch_model.safetensors}
 SHIFT="--snr-shift-scale ${SNR_SHIFT:-1}"
-# SHAPE_WEIGHT (default 0, the shipped weights'): weight the loss by 1 + this where the shapes are (train.py
-# --shape-weight), since the small model learned not to read the shape and direction words (prompt_words.py).
-TRAIN="$TRAIN --shape-weight ${SHAPE_WEIGHT:-0}"
 cp "$INIT" "$WORK/init.safetensors"  # the assembly below replaces weights-long, which INIT may point into
 eval timeout -k 10 $TRAIN_LIMIT python3 -m vidsparse.yardstick.train --out "$WORK/run" $SIZE $TRAIN $SHIFT \
     --init "$WORK/init.safetensors" 2>&1 | tee -a "$LOG"

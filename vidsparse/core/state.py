@@ -84,7 +84,7 @@ class CachedDelta:
             return self.columns
         from .columns import unpack_columns
 
-        o_rest, lse_rest, columns, counts, wraps = self.readable()
+        *_, columns, counts, wraps = self.readable()
         return unpack_columns(columns, wraps, counts)
 
     def readable(self) -> tuple[torch.Tensor, ...]:

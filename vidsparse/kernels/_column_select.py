@@ -42,7 +42,7 @@ def _select_top(
     for p in tl.static_range(4):
         shift = 24 - 8 * p
         hist = tl.zeros([256], dtype=tl.int32)
-        others = 0  # keys counted in bin 0 that do not share the prefix (tl.histogram has no mask on triton 3.6)
+        others = 0  # keys counted in bin 0 that do not share the prefix (no histogram mask: older tritons lack it)
         for c0 in range(0, S, BLOCK):
             key = _row_keys(base, c0 + offs, S)
             match = key >= 0
@@ -66,9 +66,9 @@ def _select_top(
     for c0 in range(0, S, BLOCK):
         cols = c0 + offs
         key = _row_keys(base, cols, S)
-        eq = (key == prefix).to(tl.int32)
-        # A banned key (-1) is never taken: the threshold is a live key's, and so at least 0.
-        sel = (key > prefix) | ((eq != 0) & (equal + tl.cumsum(eq, 0) <= want))
+        live_key = key >= 0  # a row without a live key ends with prefix -1 (every digit 255), a banned key's value
+        eq = ((key == prefix) & live_key).to(tl.int32)
+        sel = ((key > prefix) & live_key) | ((eq != 0) & (equal + tl.cumsum(eq, 0) <= want))
         pos = taken + tl.cumsum(sel.to(tl.int32), 0) - 1
         tl.store(col_base + pos, cols, mask=sel)
         taken += tl.sum(sel.to(tl.int32))

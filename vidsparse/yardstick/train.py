@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (falls back if it fails)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.shape_weight < 0:
+        parser.error(f"--shape-weight must be at least 0 (0: the plain loss); got {args.shape_weight}")
     if args.height % 4 or args.width % 4 or args.frames < 2:
         parser.error(f"--height and --width must be multiples of 4 and --frames at least 2; got "
                      f"{args.frames} x {args.height} x {args.width}")
