@@ -8,8 +8,9 @@ seeds 0 and 1), encoded with the pixel transform and noised with the scheduler a
 noise per clip). The transformer predicts the clean latent, `x0 = sqrt(a) x_t - sqrt(1 - a) v`, from the true prompt
 and from the prompt with one word swapped: the shape's colour, its shape, its direction (the opposite one), or the
 background's colour; and from the empty prompt. The script reports each swap's error relative to the true prompt's
-(mean over prompts and seeds), and how far the swap moves the frozen text encoder's output (the largest change of
-one token's embedding, beside the tokens' mean norm). A word the model reads makes the wrong word cost: a ratio well above 1. A ratio of 1
+(mean over prompts and seeds), over the whole clip and over the shapes' pixels alone (weighted by their coverage,
+since a shape is a few percent of a frame), and how far the swap moves the frozen text encoder's output (the largest
+change of one token's embedding, beside the tokens' mean norm). A word the model reads makes the wrong word cost: a ratio well above 1. A ratio of 1
 means the prediction does not depend on that word, so generation cannot follow it, whatever the sampler does.
 """
 
@@ -68,7 +69,10 @@ def main(argv=None) -> None:
     rows = []
     with torch.inference_mode():
         for prompt in PROMPTS:
-            video = render([scene_for_prompt(prompt, np.random.default_rng(s)) for s in range(args.seeds)], f, h, w)
+            video, cover = render([scene_for_prompt(prompt, np.random.default_rng(s)) for s in range(args.seeds)],
+                                  f, h, w, coverage=True)
+            # where the shapes are, on the latent grid [B, F, 1, h/2, w/2] (the pixel transform folds 2 x 2 pixels)
+            cover = torch.nn.functional.avg_pool2d(cover, 2).unsqueeze(2).to(args.device)
             x0 = (vae.encode(video.to(args.device)).latents * vae.config.scaling_factor).transpose(1, 2).float()
             rope = tuple(r.to(args.device) for r in _rotary_emb(transformer, x0.shape[1], h // 2, w // 2))
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(args.device)
@@ -85,32 +89,40 @@ def main(argv=None) -> None:
             for t in LEVELS:
                 a = alphas[t].to(args.device)
                 noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-                errors = {}
+                errors, on_shapes = {}, {}
                 for name, text in texts.items():
                     v = transformer(hidden_states=noisy, encoder_hidden_states=text,
                                     timestep=torch.full((args.seeds,), t, device=args.device),
                                     image_rotary_emb=rope, return_dict=False)[0]
                     x0_hat = a.sqrt() * noisy - (1 - a).sqrt() * v
-                    errors[name] = (((x0_hat - x0) ** 2).mean(dim=dims) / var).tolist()
+                    squared = (x0_hat - x0) ** 2
+                    errors[name] = (squared.mean(dim=dims) / var).tolist()
+                    on_shapes[name] = ((squared * cover).mean(dim=dims) / cover.mean(dim=dims) / var).tolist()
                 for seed in range(args.seeds):
                     row = {"prompt": prompt, "seed": seed, "t": t, "error_true": round(errors["true"][seed], 4),
                            "token_norm": token_norm, **{f"text_change_{n}": c for n, c in text_change.items()}}
                     row.update({f"ratio_{name}": round(errors[name][seed] / errors["true"][seed], 3)
                                 for name in variants if name != "true"})
+                    row.update({f"shape_ratio_{name}": round(on_shapes[name][seed] / on_shapes["true"][seed], 3)
+                                for name in variants if name != "true"})
                     rows.append(row)
                 print(f"{prompt} | t {t} | " + ", ".join(
                     f"{n} {np.mean(e) / np.mean(errors['true']):.3f}" for n, e in errors.items() if n != "true"),
                     flush=True)
-    kinds = [k for k in rows[0] if k.startswith("ratio_")]
-    summary = {str(t): {k[len("ratio_"):]: round(float(np.mean([r[k] for r in rows if r["t"] == t])), 3)
-                        for k in kinds} for t in LEVELS}
+    def by_level(prefix):
+        kinds = [k for k in rows[0] if k.startswith(prefix)]
+        return {str(t): {k[len(prefix):]: round(float(np.mean([r[k] for r in rows if r["t"] == t])), 3)
+                         for k in kinds} for t in LEVELS}
+
+    summary, shape_summary = by_level("ratio_"), by_level("shape_ratio_")
     changes = {k[len("text_change_"):]: round(float(np.mean([r[k] for r in rows])), 2)
                for k in rows[0] if k.startswith("text_change_")}
     result = {"model": args.model, "device": args.device, "size": [f, h, w], "levels": LEVELS, "seeds": args.seeds,
-              "mean_error_ratio_by_level": summary, "mean_text_change": changes,
+              "mean_error_ratio_by_level": summary, "mean_error_ratio_on_the_shapes_by_level": shape_summary,
+              "mean_text_change": changes,
               "mean_token_norm": round(float(np.mean([r["token_norm"] for r in rows])), 2), "rows": rows,
               "command": " ".join(["python yardstick/prompt_words.py", *(sys.argv[1:] if argv is None else argv)])}
-    print(json.dumps({"error_ratio": summary, "text_change": changes}))
+    print(json.dumps({"error_ratio": summary, "on_the_shapes": shape_summary, "text_change": changes}))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
 
