@@ -73,7 +73,7 @@ WORK=$(mktemp -d)
 echo "session: $(date -u +%FT%TZ), dry run $DRY, deadline ${DEADLINE} s, tree $PWD, out $OUT" | tee "$LOG"
 
 # SHAPE_WEIGHT (default 0, the shipped weights'): weight the loss by 1 + this where the shapes are (train.py
-# --shape-weight), since the small model learned not to read the shape and direction words (prompt_words.py).
+# --shape-weight), since the small model reads the shape and direction words weakly (prompt_words.py).
 TRAIN="$TRAIN --shape-weight ${SHAPE_WEIGHT:-0}"
 stage "training ($SIZE $TRAIN)" | tee -a "$LOG"
 TRAIN_LIMIT=$(( $(left) - 85 ))  # leaves assembly, search and card about 85 s

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape-weight", type=float, default=0.0,
                         help="weight the loss by 1 + this where the shapes are (their coverage, pooled to the latent "
                              "grid), normalised to the mean weight: the shapes' outlines and travel are a few pixels "
-                             "of each frame, and the small model learned not to read their words "
+                             "of each frame, and the small model reads their words weakly "
                              "(yardstick/prompt_words.py); 0: the plain mean squared error")
     parser.add_argument("--minutes", type=float, default=9.0, help="time budget of the training loop")
     parser.add_argument("--steps", type=int, default=0, help="0: as many as --minutes allows (timed after warm-up)")
