@@ -585,6 +585,30 @@ def test_selection_kernel_picks_what_topk_picks(s, count):
     assert counts.eq(0).all() and cols.eq(0).all()
 
 
+def test_topk_keeps_torch_topk_where_the_selection_kernel_fails(monkeypatch, caplog):
+    """A selection kernel that does not build (or disagrees) is found by a one-off check: topk_columns then picks
+    with torch.topk, what the kernel would have picked, and says so once in the log."""
+    from vidsparse.kernels import column_sparse as cs
+
+    q, k, v, planted = _planted(d=64)
+    lse = _full_lse(q, k, v)
+    want = topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no histogram on this triton")
+
+    monkeypatch.setattr(cs, "_select_columns", broken)
+    cs._selection_kernel_works.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="vidsparse.kernels.column_sparse"):
+            for _ in range(2):
+                got = topk_columns(q, k, lse, q_block=64, count=30, text=(0, 3))
+                assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert sum("does not build here (RuntimeError: no histogram" in r.message for r in caplog.records) == 1
+    finally:
+        cs._selection_kernel_works.cache_clear()
+
+
 def test_selection_kernel_breaks_ties_at_the_lowest_keys():
     """Masses with many ties: the list holds every key above the K-th largest mass, then the lowest-numbered keys
     equal to it, ascending; entries past a count are 0."""

@@ -25,6 +25,8 @@ log-sum-exp (`return_lse=True`, then `vidsparse.kernels.merge_attention`), exact
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import math
 from dataclasses import dataclass
 
@@ -37,6 +39,7 @@ __all__ = ["ColumnKernelConfig", "attention_topk_and_rest", "column_bitmask", "c
            "topk_columns"]
 
 _INDEX_DTYPE = torch.int32
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -352,7 +355,7 @@ def topk_columns(
     lse_safe = lse.float().masked_fill(~torch.isfinite(lse), float("inf"))
 
     use_kernel = _mass_kernel_runs(q, rows_per_block)
-    select_kernel = q.device.type == "cuda" or _interpreting()
+    select_kernel = (q.device.type == "cuda" or _interpreting()) and _selection_kernel_works(q.device)
     per_block = b * s  # mass elements held per (head, query block)
     heads_per_chunk = max(1, min(h, max_elements // max(1, per_block * n_q)))
     blocks_per_chunk = n_q if heads_per_chunk > 1 else max(1, min(n_q, max_elements // max(1, per_block)))
@@ -493,6 +496,32 @@ def _top_columns(mass: torch.Tensor, banned: torch.Tensor, count: int,
 
 # Masses a selection program reads at a time.
 _SELECT_BLOCK = 1024
+
+
+@functools.lru_cache(maxsize=None)
+def _selection_kernel_works(device: torch.device) -> bool:
+    """Whether the selection kernel builds and picks what torch.topk picks on this device, checked once on a small
+    row with ties, zeros and banned keys (it is the newest kernel; where it does not, topk_columns keeps torch.topk
+    and says so once in the log)."""
+    g = torch.Generator().manual_seed(0)
+    mass = torch.randint(0, 50, (1, 1, 3, 300), generator=g).float().div_(7).to(device)
+    mass[..., :9] = 0.0
+    banned = torch.zeros(1, 300, dtype=torch.bool, device=device)
+    banned[0, 100:140] = True
+    try:
+        got = _top_columns(mass.clone(), banned, 64, kernel=True)
+    except Exception as exc:  # a build error on this triton or GPU: the PyTorch selection still runs
+        logger.warning("vidsparse: the column selection kernel does not build here (%s: %s); topk_columns uses "
+                       "torch.topk instead", type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return False
+    live = mass.masked_fill(banned[:, None, None, :], -1.0)
+    want = _top_columns(mass.clone(), banned, 64, kernel=False)
+    same = torch.equal(got[1], want[1]) and torch.equal(live.gather(-1, got[0].long()).sort(-1).values,
+                                                        live.gather(-1, want[0].long()).sort(-1).values)
+    if not same:
+        logger.warning("vidsparse: the column selection kernel disagrees with torch.topk on %s; topk_columns uses "
+                       "torch.topk instead", device)
+    return same
 
 
 def _select_columns(mass: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
