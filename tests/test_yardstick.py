@@ -172,6 +172,8 @@ def test_prompt_words_swaps_one_word_and_reports_each(tmp_path, monkeypatch):
     module.main(["--size", "2", "16", "16", "--seeds", "1", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["size"] == [2, 16, 16] and len(result["rows"]) == 4 * 3
+    assert result["environment"]["command"] == f"python yardstick/prompt_words.py --size 2 16 16 --seeds 1 --out {out}"
+    assert {"date", "device", "versions"} <= set(result["environment"])
     for summary in ("mean_error_ratio_by_level", "mean_error_ratio_on_the_shapes_by_level"):
         for level in result[summary].values():
             assert set(level) == {"colour", "shape", "direction", "background", "empty"}

@@ -117,11 +117,15 @@ def main(argv=None) -> None:
     summary, shape_summary = by_level("ratio_"), by_level("shape_ratio_")
     changes = {k[len("text_change_"):]: round(float(np.mean([r[k] for r in rows])), 2)
                for k in rows[0] if k.startswith("text_change_")}
-    result = {"model": args.model, "device": args.device, "size": [f, h, w], "levels": LEVELS, "seeds": args.seeds,
+    from vidsparse.app.runinfo import environment
+
+    command = ["python", "yardstick/prompt_words.py", *(sys.argv[1:] if argv is None else argv)]
+    result = {"environment": environment(command, args.device),
+              "model": args.model, "device": args.device, "size": [f, h, w], "levels": LEVELS, "seeds": args.seeds,
               "mean_error_ratio_by_level": summary, "mean_error_ratio_on_the_shapes_by_level": shape_summary,
               "mean_text_change": changes,
               "mean_token_norm": round(float(np.mean([r["token_norm"] for r in rows])), 2), "rows": rows,
-              "command": " ".join(["python yardstick/prompt_words.py", *(sys.argv[1:] if argv is None else argv)])}
+              "command": " ".join(command)}
     print(json.dumps({"error_ratio": summary, "on_the_shapes": shape_summary, "text_change": changes}))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
