@@ -1,7 +1,8 @@
 """Helpers shared by the kernel tests of the column-sparse, permute and merge modules: random
 inputs in the layouts diffusers produces, outputs poisoned with NaN, and the error measures of
 test_block_sparse.py's budget (whose module docstring explains them, the interpreter's
-truncating bf16 casts included)."""
+truncating bf16 casts included); and `cpu_paths`, the interpreter switched off for a test that runs what a CPU
+user runs."""
 
 import contextlib
 from unittest import mock
@@ -66,3 +67,18 @@ def truncate_to_bf16(x):
 
 def rel_err(x, golden):
     return ((x.double() - golden.double()).norm() / golden.double().norm()).item()
+
+
+@contextlib.contextmanager
+def cpu_paths():
+    """The PyTorch paths a CPU user's run takes: conftest puts Triton in its interpreter (read at each launch), which
+    runs the kernels at a hundredth of the speed; inside this context it is off, and restored after it."""
+    import pytest
+    import triton
+
+    with pytest.MonkeyPatch.context() as mp:
+        # The knob first: monkeypatch restores the value it reads now, which after the delenv would be False for good.
+        if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
+            mp.setattr(triton.knobs.runtime, "interpret", False)
+        mp.delenv("TRITON_INTERPRET", raising=False)
+        yield

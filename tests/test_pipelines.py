@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import torch
+from attention_checks import cpu_paths
 from tiny_models import (
     COGVIDEOX_TEXT_LEN,
     HUNYUAN_PROMPT_TEMPLATE,
@@ -280,19 +281,13 @@ CPU_METHODS = {
 
 @pytest.mark.parametrize("family", ["cogvideox-5b", "hunyuanvideo"])
 @pytest.mark.parametrize("method", sorted(CPU_METHODS))
-def test_the_cpu_path_of_each_method_equals_its_reference_backend(family, method, monkeypatch):
+def test_the_cpu_path_of_each_method_equals_its_reference_backend(family, method):
     """What a CPU user runs (no Triton interpreter: SDPA by mask rows, the one-pass refresh, the column reference)
     gives, step after step, what the plain reference backend gives (issue 23, defect 8)."""
-    import triton
-
     model, inputs = _family(family)
     config = SparseConfig.make(method, **CPU_METHODS[method])
     outs, reports = [], []
-    with monkeypatch.context() as mp:
-        # The knob first: monkeypatch restores the value it reads now, which after the delenv would be False for good.
-        if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
-            mp.setattr(triton.knobs.runtime, "interpret", False)
-        mp.delenv("TRITON_INTERPRET", raising=False)
+    with cpu_paths():
         for backend in ("auto", "reference"):
             with vidsparse.apply(model, config.replace(backend=backend)) as handle:
                 outs.append([_run(model, inputs) for _ in range(3)])  # a refresh or a choice, then the steps after

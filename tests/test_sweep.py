@@ -2,28 +2,14 @@
 both yardsticks in one report (the long one on the short one's weights while its own are absent, labelled), and
 `--budget-s` recording what it did not launch."""
 
-import contextlib
 import json
 import runpy
 from pathlib import Path
 
 import pytest
+from attention_checks import cpu_paths
 
 SWEEP = Path(__file__).resolve().parents[1] / "yardstick" / "sweep.py"
-
-
-@contextlib.contextmanager
-def cpu_paths():
-    """The PyTorch paths a CPU run of the sweep takes: conftest puts Triton in its interpreter (read at each launch),
-    which runs the kernels at a hundredth of the speed."""
-    import triton
-
-    with pytest.MonkeyPatch.context() as mp:
-        # The knob first: monkeypatch restores the value it reads now, which after the delenv would be False for good.
-        if hasattr(triton, "knobs"):  # the knob keeps the value it read once Triton ran in the interpreter
-            mp.setattr(triton.knobs.runtime, "interpret", False)
-        mp.delenv("TRITON_INTERPRET", raising=False)
-        yield
 
 
 @pytest.fixture(scope="module")
